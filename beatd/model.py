@@ -1,0 +1,148 @@
+"""The values everything else passes around: frozen, typed, already parsed.
+
+Strings such as "1h30m", zone names and ISO times are parsed at the edges
+(config.py, the CLI, the API); the core sees aware UTC datetimes, timedeltas
+and ZoneInfo. A naive datetime below the edges is a bug.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """5 fields, or 6 with seconds first; macros already expanded."""
+
+    expr: str
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """Fires at anchor + k·period for every integer k; never drifts."""
+
+    period: timedelta
+    anchor: datetime = EPOCH
+
+
+@dataclass(frozen=True, slots=True)
+class RRule:
+    """An RFC 5545 RRULE body (no DTSTART line): the schedule's start is DTSTART."""
+
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Once:
+    at: datetime
+
+
+Spec = Cron | Every | RRule | Once
+
+
+class Misfire(enum.StrEnum):
+    SKIP = "skip"
+    COALESCE = "coalesce"
+    ALL = "all"
+
+
+class Format(enum.StrEnum):
+    CELERY = "celery"
+    JSON = "json"
+
+
+class Source(enum.StrEnum):
+    FILE = "file"
+    API = "api"
+
+
+def kind_of(spec: Spec) -> str:
+    """The TOML key that declares this kind: cron, every, rrule or at."""
+    return {Cron: "cron", Every: "every", RRule: "rrule", Once: "at"}[type(spec)]
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """One schedule, as declared; no run state (that lives in the store)."""
+
+    name: str
+    spec: Spec
+    task: str
+    timezone: ZoneInfo = ZoneInfo("UTC")
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    queue: str = "celery"
+    exchange: str = ""
+    routing_key: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    format: Format = Format.CELERY
+    start: datetime | None = None
+    end: datetime | None = None
+    jitter: timedelta = timedelta(0)
+    expires: timedelta | None = None
+    misfire: Misfire = Misfire.COALESCE
+    grace: timedelta | None = None
+    max_fires: int | None = None
+    enabled: bool = True
+    priority: int | None = None
+    source: Source = Source.API
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.spec)
+
+    @property
+    def route(self) -> str:
+        """The routing key messages go out with: routing_key, else the queue."""
+        return self.routing_key if self.routing_key is not None else self.queue
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One upcoming or past instant of a schedule."""
+
+    schedule: str
+    at: datetime  # aware, UTC
+    local: datetime  # the same instant in the schedule's zone
+
+    @classmethod
+    def of(cls, schedule: Schedule, at: datetime) -> Fire:
+        return cls(schedule.name, at, at.astimezone(schedule.timezone))
+
+
+class Outcome(enum.StrEnum):
+    PENDING = "pending"  # recorded, in the outbox, not yet confirmed
+    SENT = "sent"  # the broker confirmed it
+    FAILED = "failed"  # the broker returned or refused it; reason says why
+    DROPPED = "dropped"  # decided not to send (misfire policy, grace, cap)
+
+
+@dataclass(frozen=True, slots=True)
+class FireRecord:
+    """A row of the run history."""
+
+    fire_id: str
+    schedule: str
+    scheduled_for: datetime
+    outcome: Outcome
+    decided_at: datetime
+    reason: str | None = None
+    sent_at: datetime | None = None
+    manual: bool = False
+    epoch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who leads, under which fencing epoch, until when (database clock)."""
+
+    holder: str
+    epoch: int
+    expires_at: datetime

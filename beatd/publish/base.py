@@ -1,0 +1,63 @@
+"""What a publisher must do, and the message it is handed.
+
+Messages are built once, when their fire is recorded, and stored in the
+outbox as they are; the publisher sends them verbatim. The AMQP publisher and
+the stdout publisher pass the same contract tests.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    fire_id: str  # AMQP message_id (and Celery task id)
+    schedule: str
+    scheduled_for: datetime  # nominal instant, aware UTC
+    publish_at: datetime  # scheduled_for + jitter
+    exchange: str
+    routing_key: str
+    body: bytes
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    priority: int | None = None
+    expires_at: datetime | None = None  # TTL is computed from this at publish time
+    queue: str | None = None  # declare this durable queue if it does not exist
+
+
+class Status(enum.StrEnum):
+    CONFIRMED = "confirmed"  # broker ack: mark sent
+    RETURNED = "returned"  # unroutable (mandatory): mark failed with reason
+    NACKED = "nacked"  # broker refused: leave in the outbox, retry later
+    EXPIRED = "expired"  # expires_at passed before it could be sent: mark failed
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    fire_id: str
+    status: Status
+    reason: str | None = None
+
+
+class Publisher(Protocol):
+    def publish(self, messages: Sequence[Message], now: datetime) -> list[Result]:
+        """Send persistent messages with publisher confirms, in order.
+
+        Blocks until every message is confirmed, returned or nacked and
+        returns one Result per message. Raises BrokerError when the
+        connection fails mid-batch: the caller keeps the batch in the outbox
+        and retries (at-least-once; the fire id deduplicates).
+        """
+        ...
+
+    def check(self) -> str | None:
+        """None when the broker is reachable, else one line saying why not."""
+        ...
+
+    def close(self) -> None: ...
