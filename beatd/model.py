@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ class Schedule:
     name: str
     spec: Spec
     task: str
-    timezone: ZoneInfo = ZoneInfo("UTC")
+    timezone: ZoneInfo = UTC_ZONE
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     queue: str = "celery"

@@ -1,0 +1,1 @@
+"""beatd: decides when jobs run and publishes them to RabbitMQ."""
