@@ -1,0 +1,120 @@
+"""Commands that need only the configuration: validate, upcoming."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from beatd import timing
+from beatd.api import opened
+from beatd.cli.main import EXIT_OK, add_command
+from beatd.cli.output import iso_local, iso_utc, print_json, print_table, relative, table_time
+from beatd.config import load_settings
+from beatd.durations import format_duration
+from beatd.errors import ConfigError
+from beatd.model import EPOCH, Cron, Every, Once, RRule, Schedule
+
+MAX_LIMIT = 100_000
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    add_command(sub, "validate", "check the configuration file and report every problem", _validate)
+
+    upcoming = add_command(
+        sub, "upcoming", "the next fires, merged across schedules, by instant then name", _upcoming
+    )
+    upcoming.add_argument(
+        "--limit", metavar="N", default="10", help="how many fires to show (default 10)"
+    )
+    upcoming.add_argument(
+        "--after",
+        metavar="ISO",
+        help="only fires strictly after this instant (default now; naive = UTC)",
+    )
+    upcoming.add_argument(
+        "--until", metavar="ISO", help="only fires at or before this instant (naive = UTC)"
+    )
+    upcoming.add_argument("--schedule", metavar="NAME", help="only the schedule of this name")
+    upcoming.add_argument("--json", action="store_true", help="print one JSON array")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    count = len(settings.schedules)
+    print(f"ok: {count} schedules")
+    return EXIT_OK
+
+
+def parse_limit(text: str) -> int:
+    """--limit N: a whole number from 1 to MAX_LIMIT."""
+    try:
+        limit = int(text)
+    except ValueError:
+        raise ConfigError(f"--limit: expected a whole number, got {text!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"--limit: must be from 1 to {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def parse_instant(flag: str, text: str) -> datetime:
+    """An ISO-8601 instant from the command line; without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{flag}: not an ISO-8601 time such as 2027-03-14T09:00:00Z: {text!r}"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def describe(schedule: Schedule) -> str:
+    """The schedule's spec in words, for the table."""
+    spec = schedule.spec
+    if isinstance(spec, Cron):
+        return timing.describe(spec)
+    if isinstance(spec, Every):
+        text = f"every {format_duration(spec.period)}"
+        return text if spec.anchor == EPOCH else f"{text} from {iso_utc(spec.anchor)}"
+    if isinstance(spec, RRule):
+        return f"rrule {spec.rule}"
+    assert isinstance(spec, Once)
+    return "once"
+
+
+def _upcoming(args: argparse.Namespace) -> int:
+    limit = parse_limit(args.limit)
+    after = parse_instant("--after", args.after) if args.after is not None else None
+    until = parse_instant("--until", args.until) if args.until is not None else None
+    if after is not None and until is not None and until < after:
+        raise ConfigError("--until: is before --after")
+    with opened(args.config) as beat:
+        fires = beat.upcoming(limit=limit, after=after, until=until, schedule=args.schedule)
+        if args.json:
+            print_json(
+                [
+                    {"schedule": f.schedule, "at": iso_utc(f.at), "local": iso_local(f.local)}
+                    for f in fires
+                ]
+            )
+            return EXIT_OK
+        now = beat.clock.now()
+        names = {f.schedule for f in fires}
+        schedules = {i.name: i.schedule for i in beat.list() if i.name in names}
+    if not fires:
+        print("no upcoming fires")
+        return EXIT_OK
+    print_table(
+        ("schedule", "local", "utc", "when", "spec"),
+        [
+            (
+                f.schedule,
+                table_time(f.local),
+                table_time(f.at.astimezone(UTC)),
+                relative(f.at, now),
+                describe(schedules[f.schedule]) if f.schedule in schedules else "-",
+            )
+            for f in fires
+        ],
+    )
+    return EXIT_OK

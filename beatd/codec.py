@@ -1,0 +1,442 @@
+"""One schedule's table (TOML, API keywords, the store's JSON) <-> model.Schedule.
+
+`schedule_from_table` is the single validation path: the TOML file, the
+Python API and the CLI all go through it. It checks every key and reports
+every problem at once, one line each, naming the schedule and the key.
+`schedule_to_table` is its inverse: a JSON-serialisable canonical table with
+instants as ISO-8601 UTC (`Z`) and durations as "1h30m" strings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from beatd import timing
+from beatd.durations import format_duration, parse_duration
+from beatd.errors import ConfigError
+from beatd.model import (
+    EPOCH,
+    UTC_ZONE,
+    Cron,
+    Every,
+    Format,
+    Misfire,
+    Once,
+    RRule,
+    Schedule,
+    Source,
+    Spec,
+)
+
+KINDS = ("cron", "every", "rrule", "at")
+OPTIONS = (
+    "task",
+    "anchor",
+    "args",
+    "kwargs",
+    "queue",
+    "exchange",
+    "routing_key",
+    "headers",
+    "format",
+    "timezone",
+    "start",
+    "end",
+    "jitter",
+    "expires",
+    "grace",
+    "misfire",
+    "max_fires",
+    "enabled",
+    "priority",
+)
+KEYS = KINDS + OPTIONS
+MAX_NAME = 200
+MAX_PAYLOAD = 64 * 1024  # bytes of serialised JSON for args, kwargs and headers each
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """What a schedule inherits from `[beatd]` when it does not say."""
+
+    timezone: ZoneInfo = UTC_ZONE
+    format: Format = Format.CELERY
+
+
+@dataclass
+class _Problems:
+    """Collects one line per problem for one schedule."""
+
+    name: str
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, key: str, message: str) -> None:
+        self.lines.append(
+            f"schedule {self.name!r}: {key}: {message}"
+            if key
+            else f"schedule {self.name!r}: {message}"
+        )
+
+
+def check_name(name: object) -> str | None:
+    """Why `name` is not a valid schedule name, or None when it is."""
+    if not isinstance(name, str):
+        return f"a schedule name must be a string, got {type(name).__name__}"
+    if not name:
+        return "a schedule name must not be empty"
+    if len(name) > MAX_NAME:
+        return f"a schedule name must be at most {MAX_NAME} characters, got {len(name)}"
+    if not name.isprintable():
+        return f"a schedule name must be printable (no control characters): {name!r}"
+    if name != name.strip():
+        return f"a schedule name must not start or end with whitespace: {name!r}"
+    return None
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_zone(value: object) -> ZoneInfo:
+    """An IANA zone from its name; ValueError with a did-you-mean hint otherwise."""
+    if isinstance(value, ZoneInfo):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected an IANA time zone name such as 'Europe/Berlin', got {value!r}")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(
+            f"unknown time zone {value!r}{did_you_mean(value, _zone_names())}"
+        ) from None
+
+
+_ZONES: list[str] = []
+
+
+def _zone_names() -> list[str]:
+    if not _ZONES:
+        _ZONES.extend(sorted(available_timezones()))
+    return _ZONES
+
+
+def localize(naive: datetime, zone: ZoneInfo) -> datetime:
+    """A wall time in `zone` as an aware UTC instant, by the DST rule for fixed times.
+
+    An ambiguous time (fall back) is its first occurrence; a time that does
+    not exist (spring forward) is the first instant after the gap.
+    """
+    first = naive.replace(tzinfo=zone, fold=0)
+    utc = first.astimezone(UTC)
+    if utc.astimezone(zone).replace(tzinfo=None) == naive:
+        return utc
+    # In a gap: fold=1 reads it with the offset after the change, fold=0 before;
+    # the transition lies between the two readings.
+    lo = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    hi = utc
+    lo, hi = min(lo, hi), max(lo, hi)
+    before = lo.astimezone(zone).utcoffset()
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        mid = mid.replace(microsecond=0)
+        if mid.astimezone(zone).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def parse_instant(value: object, zone: ZoneInfo) -> datetime:
+    """An ISO-8601 instant (or a TOML/Python datetime) as aware UTC; naive = in `zone`."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"expected an ISO-8601 date and time such as '2026-12-01T09:00:00+01:00', "
+                f"got {value!r}"
+            ) from None
+        if len(text) <= 10:  # a bare date is not an instant
+            raise ValueError(f"expected a date and a time, got only a date: {value!r}")
+    elif isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date | time):
+        raise ValueError(f"expected a date and a time, got {value.isoformat()!r}")
+    else:
+        raise ValueError(
+            f"expected an ISO-8601 date and time such as '2026-12-01T09:00:00+01:00', got {value!r}"
+        )
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return localize(parsed, zone)
+    return parsed.astimezone(UTC)
+
+
+def format_instant(value: datetime) -> str:
+    """ISO-8601 in UTC with a `Z`; microseconds only when there are some."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- per-key parsers: each returns the parsed value or raises ValueError ---------
+
+
+def _text(value: object, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_show(value)}")
+    if not empty and not value.strip():
+        raise ValueError("must not be empty")
+    if not value.isprintable():
+        raise ValueError(f"must not contain control characters: {value!r}")
+    return value
+
+
+def _duration(value: object, *, zero_ok: bool) -> timedelta:
+    delta = parse_duration(value)
+    if delta < timedelta(0) or (not zero_ok and delta == timedelta(0)):
+        bound = "0s or more" if zero_ok else "more than 0s"
+        raise ValueError(f"must be {bound}, got {value!r}")
+    return delta
+
+
+def _choice(value: object, enum: Any) -> Any:
+    choices = [str(member) for member in enum]
+    if not isinstance(value, str) or value not in choices:
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}{hint}")
+    return enum(value)
+
+
+def _integer(value: object, low: int, high: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_show(value)}")
+    if value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise ValueError(f"must be {span}, got {value}")
+    return value
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _json_payload(value: object, kind: type) -> Any:
+    name = "an array" if kind is list else "a table"
+    accepted = (list, tuple) if kind is list else (Mapping,)
+    if not isinstance(value, accepted):
+        raise ValueError(f"expected {name}, got {_show(value)}")
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_no_json)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"must hold only JSON values: {exc}") from None
+    size = len(text.encode())
+    if size > MAX_PAYLOAD:
+        raise ValueError(f"too large: {size} bytes as JSON, at most {MAX_PAYLOAD} (64 KiB)")
+    loaded = json.loads(text)  # a deep, plain copy: nothing shared with the caller
+    return tuple(loaded) if kind is list else loaded
+
+
+def _no_json(value: object) -> Any:
+    if isinstance(value, datetime | date | time):
+        raise TypeError(f"{value.isoformat()!r} is a TOML date/time; write it as a string")
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _show(value: object) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    for python, words in kind.items():
+        if type(value) is python:
+            return f"{words} ({value!r})"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    return type(value).__name__
+
+
+# -- the spec ---------------------------------------------------------------------
+
+
+def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Problems) -> Spec | None:
+    kinds = [key for key in KINDS if key in table]
+    if not kinds:
+        problems.add("", "needs one of cron, every, rrule or at")
+        return None
+    if len(kinds) > 1:
+        problems.add(", ".join(kinds), "only one of cron, every, rrule or at may be set")
+        return None
+    kind = kinds[0]
+    value = table[kind]
+    try:
+        spec: Spec
+        if kind == "cron":
+            spec = Cron(timing.normalize_cron(" ".join(_text(value).split())))
+        elif kind == "rrule":
+            rule = _text(value).strip()
+            if rule.upper().startswith("RRULE:"):
+                rule = rule[len("RRULE:") :]
+            spec = RRule(rule)
+        elif kind == "every":
+            spec = Every(_duration(value, zero_ok=False))
+        else:
+            return Once(parse_instant(value, zone))
+        if not isinstance(spec, Every):
+            timing.check_spec(spec, zone, name)
+    except ValueError as exc:
+        problems.add(kind, str(exc))
+        return None
+    return spec
+
+
+def _anchor(
+    spec: Spec | None, table: Mapping[str, Any], zone: ZoneInfo, problems: _Problems
+) -> Spec | None:
+    if "anchor" not in table:
+        return spec
+    if spec is not None and not isinstance(spec, Every):
+        problems.add("anchor", "only applies to 'every' schedules")
+        return spec
+    try:
+        anchor = parse_instant(table["anchor"], zone)
+    except ValueError as exc:
+        problems.add("anchor", str(exc))
+        return spec
+    return Every(spec.period, anchor) if isinstance(spec, Every) else spec
+
+
+_Parser = Callable[[Any], Any]
+
+
+def _option_parsers(zone: ZoneInfo) -> dict[str, _Parser]:
+    return {
+        "task": _text,
+        "args": lambda v: _json_payload(v, list),
+        "kwargs": lambda v: _json_payload(v, dict),
+        "headers": lambda v: _json_payload(v, dict),
+        "queue": _text,
+        "exchange": lambda v: _text(v, empty=True),
+        "routing_key": lambda v: _text(v, empty=True),
+        "format": lambda v: _choice(v, Format),
+        "misfire": lambda v: _choice(v, Misfire),
+        "start": lambda v: parse_instant(v, zone),
+        "end": lambda v: parse_instant(v, zone),
+        "jitter": lambda v: _duration(v, zero_ok=True),
+        "expires": lambda v: _duration(v, zero_ok=False),
+        "grace": lambda v: _duration(v, zero_ok=False),
+        "max_fires": lambda v: _integer(v, 1, None),
+        "enabled": _boolean,
+        "priority": lambda v: _integer(v, 0, 255),
+    }
+
+
+def _options(table: Mapping[str, Any], zone: ZoneInfo, problems: _Problems) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, parse in _option_parsers(zone).items():
+        if key in table:
+            try:
+                options[key] = parse(table[key])
+            except ValueError as exc:
+                problems.add(key, str(exc))
+    start, end = options.get("start"), options.get("end")
+    if start is not None and end is not None and end <= start:
+        problems.add("end", f"must be after start ({format_instant(start)})")
+    return options
+
+
+def schedule_from_table(
+    name: str, table: Mapping[str, Any], defaults: Defaults, source: Source
+) -> Schedule:
+    """Validate one schedule's table and build it; ConfigError lists every problem.
+
+    Each problem is one line: ``schedule 'nightly': cron: ...``.
+    """
+    bad_name = check_name(name)
+    if bad_name is not None:
+        raise ConfigError(bad_name)
+    problems = _Problems(name)
+    if not isinstance(table, Mapping):
+        problems.add("", f"expected a table of options, got {_show(table)}")
+        raise ConfigError(problems.lines[0], problems=problems.lines)
+    for key in table:
+        if key not in KEYS:
+            problems.add(str(key), f"unknown key{did_you_mean(str(key), KEYS)}")
+
+    zone = defaults.timezone
+    if "timezone" in table:
+        try:
+            zone = parse_zone(table["timezone"])
+        except ValueError as exc:
+            problems.add("timezone", str(exc))
+    if "task" not in table:
+        problems.add("task", "is required (the Celery task name to run)")
+
+    spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
+    options = _options(table, zone, problems)
+
+    if problems.lines or spec is None:
+        lines = problems.lines or [f"schedule {name!r}: invalid"]
+        raise ConfigError(lines[0], problems=lines)
+    options.setdefault("format", defaults.format)
+    return Schedule(name=name, spec=spec, timezone=zone, source=source, **options)
+
+
+# -- back to a table --------------------------------------------------------------
+
+_MODEL_DEFAULTS = Schedule(name="-", spec=Every(timedelta(seconds=1)), task="-")
+
+
+def _spec_to_table(spec: Spec) -> dict[str, Any]:
+    if isinstance(spec, Cron):
+        return {"cron": spec.expr}
+    if isinstance(spec, RRule):
+        return {"rrule": spec.rule}
+    if isinstance(spec, Once):
+        return {"at": format_instant(spec.at)}
+    table: dict[str, Any] = {"every": format_duration(spec.period)}
+    if spec.anchor != EPOCH:
+        table["anchor"] = format_instant(spec.anchor)
+    return table
+
+
+def schedule_to_table(schedule: Schedule) -> dict[str, Any]:
+    """The canonical, JSON-serialisable table of a schedule (its name and source aside).
+
+    `timezone` and `format` are always written, so the table means the same
+    whatever `[beatd]` says; other options only when they differ from the
+    model's defaults.
+    """
+    table = _spec_to_table(schedule.spec)
+    table["task"] = schedule.task
+    table["timezone"] = schedule.timezone.key
+    table["format"] = str(schedule.format)
+    for key in OPTIONS:
+        if key in table or key in ("anchor", "timezone", "format", "task"):
+            continue
+        value = getattr(schedule, key)
+        if value == getattr(_MODEL_DEFAULTS, key):
+            continue
+        table[key] = _option_to_json(value)
+    return table
+
+
+def _option_to_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_instant(value)
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Misfire | Format):
+        return str(value)
+    return value

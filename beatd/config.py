@@ -1,0 +1,293 @@
+"""Settings from the TOML file and BEATD_* environment variables, validated in one pass.
+
+The file is found as `--config PATH`, else `./beatd.toml`, else
+`$BEATD_CONFIG`; with none of them, beatd runs on defaults and the
+environment alone. `BEATD_DATABASE` and `BEATD_BROKER` override the file.
+Every problem (TOML syntax aside, which stops parsing) is collected and
+reported together, one line each.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from beatd.codec import Defaults, did_you_mean, parse_zone, schedule_from_table
+from beatd.durations import format_duration, parse_duration
+from beatd.errors import ConfigError
+from beatd.model import Format, Schedule, Source
+
+DEFAULT_FILE = "beatd.toml"
+BROKER_SCHEMES = ("amqp", "amqps", "stdout")
+MIN_LEASE = timedelta(seconds=2)
+LOG_FORMATS = ("text", "json")
+DEFAULT_BIND = "127.0.0.1"
+
+# The one table of `[beatd]` keys: default (as written in TOML) and meaning.
+# It feeds the Settings defaults, the validation below and the CLI help.
+BEATD_KEYS: Mapping[str, tuple[Any, str]] = {
+    "database": ("sqlite:///beatd.db", "SQLAlchemy URL of the store (env BEATD_DATABASE)"),
+    "broker": ("stdout://", "amqp://, amqps:// or stdout:// (env BEATD_BROKER)"),
+    "timezone": ("UTC", "default IANA time zone of schedules"),
+    "lease": ("10s", "leader lease; failover happens within it (at least 2s)"),
+    "format": ("celery", "default message format: celery or json"),
+    "http": (None, "host:port for /metrics and /healthz (host defaults to 127.0.0.1)"),
+    "log_format": ("text", "text or json"),
+    "instance_id": (None, "this instance's id (default <hostname>:<pid>)"),
+}
+TABLES = ("beatd", "schedules")
+
+
+def _default(key: str) -> Any:
+    return BEATD_KEYS[key][0]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything beatd reads from its configuration, parsed and checked."""
+
+    path: Path | None = None
+    database: str = _default("database")
+    broker: str = _default("broker")
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo(_default("timezone")))
+    lease: timedelta = field(default_factory=lambda: parse_duration(_default("lease")))
+    format: Format = field(default_factory=lambda: Format(_default("format")))
+    http: str | None = _default("http")
+    log_format: str = _default("log_format")
+    instance_id: str | None = _default("instance_id")
+    schedules: tuple[Schedule, ...] = ()
+    defaults: Defaults = field(default_factory=Defaults)
+
+
+# -- URLs ---------------------------------------------------------------------------
+
+_QUERY_SECRET = re.compile(r"((?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, safe to log or print."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_SECRET.sub(r"\1***", url)
+    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        if colon:
+            rest = f"{user}:***{rest[at:]}"
+    return scheme + "://" + _QUERY_SECRET.sub(r"\1***", rest)
+
+
+def check_database_url(url: object) -> str:
+    """A usable SQLAlchemy URL, or ValueError saying why (password masked)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"expected a SQLAlchemy URL such as 'sqlite:///beatd.db', got {url!r}")
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"unsupported database in {redact_url(url)!r}") from None
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            f"not a valid SQLAlchemy URL: {redact_url(url)!r} "
+            "(expected e.g. 'sqlite:///beatd.db' or 'postgresql+psycopg://user@host/db')"
+        ) from None
+    return url
+
+
+def check_broker_url(url: object) -> str:
+    """An amqp://, amqps:// or stdout:// URL, or ValueError saying why (password masked)."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"expected a broker URL such as 'amqp://host/', got {url!r}")
+    shown = redact_url(url)
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a URL: {shown!r} (expected amqp://, amqps:// or stdout://)")
+    if scheme.lower() not in BROKER_SCHEMES:
+        raise ValueError(
+            f"unsupported broker scheme {scheme!r} in {shown!r} "
+            "(expected amqp://, amqps:// or stdout://)"
+        )
+    if scheme.lower() != "stdout":
+        try:
+            port = urlsplit(url).port
+        except ValueError:
+            raise ValueError(f"invalid port in {shown!r}") from None
+        if port == 0:
+            raise ValueError(f"invalid port in {shown!r}")
+    return url
+
+
+def check_http(value: object) -> str:
+    """'host:port' to listen on; a bare port or ':port' binds to 127.0.0.1."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected 'host:port' such as '127.0.0.1:9464', got {value!r}")
+    host, colon, port = value.strip().rpartition(":")
+    if not colon:
+        host, port = "", value.strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected 'host:port' with a port from 1 to 65535, got {value!r}")
+    return f"{host or DEFAULT_BIND}:{int(port)}"
+
+
+# -- [beatd] -------------------------------------------------------------------------
+
+
+def _lease(value: object) -> timedelta:
+    lease = parse_duration(value)
+    if lease < MIN_LEASE:
+        raise ValueError(f"must be at least {format_duration(MIN_LEASE)}, got {value!r}")
+    return lease
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return parse
+
+
+def _format(value: object) -> Format:
+    return Format(_one_of(tuple(str(f) for f in Format))(value))
+
+
+def _instance_id(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        raise ValueError(f"expected a non-empty printable string, got {value!r}")
+    return value
+
+
+_PARSERS: Mapping[str, Callable[[Any], Any]] = {
+    "database": check_database_url,
+    "broker": check_broker_url,
+    "timezone": parse_zone,
+    "lease": _lease,
+    "format": _format,
+    "http": check_http,
+    "log_format": _one_of(LOG_FORMATS),
+    "instance_id": _instance_id,
+}
+_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER"}
+
+
+def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        problems.append("[beatd]: expected a table")
+        raw = {}
+    problems.extend(
+        f"[beatd] {key}: unknown key{did_you_mean(str(key), BEATD_KEYS)}"
+        for key in raw
+        if key not in BEATD_KEYS
+    )
+    values: dict[str, Any] = {}
+    for key, (default, _help) in BEATD_KEYS.items():
+        where = f"[beatd] {key}"
+        value = raw.get(key, default)
+        if key in _ENV and env.get(_ENV[key]):
+            where, value = _ENV[key], env[_ENV[key]]
+        if value is None:
+            values[key] = None
+            continue
+        try:
+            values[key] = _PARSERS[key](value)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            values[key] = _PARSERS[key](default) if default is not None else None
+    return values
+
+
+# -- the file ------------------------------------------------------------------------
+
+
+def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, bool]:
+    """The config file to read and whether it was asked for explicitly."""
+    if path is not None:
+        return Path(path), True
+    if Path(DEFAULT_FILE).is_file():
+        return Path(DEFAULT_FILE), False
+    if env.get("BEATD_CONFIG"):
+        return Path(env["BEATD_CONFIG"]), True
+    return None, False
+
+
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; ConfigError names the file and the line of a syntax error."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = _TOML_AT.search(message)
+        if found is None:
+            raise ConfigError(f"{path}: invalid TOML: {message}") from None
+        text = _TOML_AT.sub("", message)
+        raise ConfigError(f"{path}:{found[1]}: invalid TOML: {text} (column {found[2]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+
+
+def load_settings(path: str | Path | None, env: Mapping[str, str] = os.environ) -> Settings:
+    """Read, validate and return the settings; ConfigError lists every problem."""
+    found, explicit = resolve_path(path, env)
+    document: dict[str, Any] = {}
+    if found is not None:
+        if explicit and not found.exists():
+            raise ConfigError(f"{found}: config file not found")
+        document = read_toml(found)
+    return settings_from_document(document, env, path=found)
+
+
+def settings_from_document(
+    document: Mapping[str, Any], env: Mapping[str, str], *, path: Path | None = None
+) -> Settings:
+    """Settings from an already parsed TOML document (and the environment)."""
+    problems: list[str] = []
+    for key in document:
+        if key not in TABLES:
+            hint = did_you_mean(key, TABLES)
+            problems.append(f"[{key}]: unknown table{hint} (expected [beatd] and [schedules.NAME])")
+    values = _beatd_section(document.get("beatd"), env, problems)
+    defaults = Defaults(timezone=values["timezone"], format=values["format"])
+    schedules = _schedules(document.get("schedules"), defaults, problems)
+    if problems:
+        raise ConfigError(problems[0], problems=problems)
+    return Settings(path=path, schedules=schedules, defaults=defaults, **values)
+
+
+def _schedules(raw: object, defaults: Defaults, problems: list[str]) -> tuple[Schedule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        problems.append("[schedules]: expected tables such as [schedules.nightly]")
+        return ()
+    schedules = []
+    for name, table in raw.items():
+        try:
+            schedules.append(schedule_from_table(name, table, defaults, Source.FILE))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    return tuple(schedules)

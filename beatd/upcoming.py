@@ -1,0 +1,98 @@
+"""The next fires of many schedules, merged: pure, lazy, a heap of one entry per schedule."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+
+from beatd import timing
+from beatd.errors import ConfigError, NotFound
+from beatd.model import Fire, Schedule
+
+StartAt = Callable[[Schedule], "datetime | None"]
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigError(f"{what}: needs a time zone (an aware datetime)")
+    return value
+
+
+def _instants(schedule: Schedule, after: datetime, first: datetime | None) -> Iterator[datetime]:
+    """The schedule's fires strictly after `after`, from `first` (inclusive) when given."""
+    at = first if first is not None and first > after else timing.next_after(schedule, after)
+    while at is not None:
+        yield at
+        at = timing.next_after(schedule, at)
+
+
+_Head = tuple[datetime, str, int, Iterator[datetime]]
+
+
+def _heads(
+    schedules: list[Schedule], after: datetime, until: datetime | None, start_at: StartAt | None
+) -> tuple[list[_Head], list[Schedule]]:
+    """One heap entry per enabled schedule that fires in range: its first instant."""
+    heap: list[_Head] = []
+    by_index: list[Schedule] = []
+    for s in schedules:
+        if not s.enabled:
+            continue
+        first: datetime | None = None
+        if start_at is not None:
+            first = start_at(s)
+            if first is None:
+                continue
+        instants = _instants(s, after, first)
+        at = next(instants, None)
+        if at is not None and (until is None or at <= until):
+            heap.append((at, s.name, len(by_index), instants))
+            by_index.append(s)
+    return heap, by_index
+
+
+def upcoming(
+    schedules: Iterable[Schedule],
+    now: datetime,
+    *,
+    limit: int,
+    after: datetime | None = None,
+    until: datetime | None = None,
+    schedule: str | None = None,
+    start_at: StartAt | None = None,
+) -> list[Fire]:
+    """At most `limit` fires, ordered by instant then schedule name.
+
+    `after` is exclusive (default: `now`), `until` inclusive. Disabled
+    schedules are left out; `schedule` keeps only the schedule of that name
+    (NotFound when there is none). `start_at`, when given, says where each
+    schedule's fires begin (inclusive; e.g. the store's next undecided
+    instant), or None for a schedule with no more fires.
+    """
+    if limit < 0:
+        raise ConfigError(f"limit: must be 0 or more, got {limit}")
+    after = _aware(after if after is not None else now, "after")
+    if until is not None:
+        _aware(until, "until")
+    chosen = list(schedules)
+    if schedule is not None:
+        chosen = [s for s in chosen if s.name == schedule]
+        if not chosen:
+            raise NotFound(f"no schedule named {schedule!r}")
+    if limit == 0:
+        return []
+
+    heap, by_index = _heads(chosen, after, until, start_at)
+    heapq.heapify(heap)
+
+    fires: list[Fire] = []
+    while heap and len(fires) < limit:
+        at, name, index, instants = heap[0]
+        fires.append(Fire.of(by_index[index], at))
+        following = next(instants, None)
+        if following is None or (until is not None and following > until):
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (following, name, index, instants))
+    return fires
