@@ -1,0 +1,84 @@
+"""Stores: `open_store(url)` picks the memory twin or the SQL store by URL.
+
+    memory://            MemoryStore (tests, demos; nothing survives the process)
+    sqlite:///path.db    SqlStore on SQLite (WAL)
+    postgresql://...     SqlStore on PostgreSQL through psycopg 3
+
+The SQL store checks the schema revision when opened (SchemaError: run
+`beatd db upgrade`). `has_tables(url)` tells the CLI whether to read the
+database at all, without creating a SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+
+from beatd.store.base import (
+    Advance,
+    Decision,
+    NextAt,
+    ReconcileResult,
+    Store,
+    StoredSchedule,
+)
+
+__all__ = [
+    "Advance",
+    "Decision",
+    "NextAt",
+    "ReconcileResult",
+    "Store",
+    "StoredSchedule",
+    "has_tables",
+    "open_store",
+]
+
+MEMORY = "memory://"
+
+
+def open_store(url: str) -> Store:
+    """Open the store at `url`; ConfigError (bad URL), StoreError or SchemaError."""
+    if url.strip() == MEMORY or url.startswith(MEMORY):
+        from beatd.store.memory import MemoryStore
+
+        return MemoryStore()
+    from beatd.errors import SchemaError
+    from beatd.store.sql import SqlStore
+    from beatd.store.sql.engine import parse_url
+
+    parsed = parse_url(url)
+    if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
+        raise SchemaError("database has no beatd tables; run: beatd db upgrade")
+    return SqlStore(parsed)
+
+
+def has_tables(url: str) -> bool:
+    """True when the database at `url` holds beatd's tables (memory:// always does).
+
+    A SQLite file that does not exist is not created. An unreachable server
+    raises StoreError: the caller should not silently fall back to the file.
+    """
+    if url.startswith(MEMORY):
+        return True
+    import sqlalchemy as sa
+
+    from beatd.store.sql import engine as eng
+    from beatd.store.sql.tables import schedules
+
+    parsed = eng.parse_url(url)
+    if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
+        return False
+    engine = eng.make_engine(parsed)
+    try:
+        with eng.mapped_errors(parsed), engine.connect() as conn:
+            return bool(sa.inspect(conn).has_table(schedules.name))
+    finally:
+        engine.dispose()
+
+
+def _sqlite_file_exists(backend: str, database: str | None) -> bool:
+    if backend != "sqlite" or not database or database == ":memory:":
+        return True
+    if database.startswith("file:"):  # a URI filename: let SQLite judge
+        return True
+    return os.path.exists(database)

@@ -1,0 +1,123 @@
+"""Apply and check beatd's Alembic migrations programmatically; no alembic.ini needed.
+
+The scripts live in the repository's top-level `migrations/` and ship in the
+wheel as the package `beatd._migrations`. `upgrade` takes a lock first (a
+PostgreSQL advisory lock; SQLite's `BEGIN IMMEDIATE`), so many instances may
+run it at once against an empty database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL, Connection, Engine
+
+from beatd.errors import SchemaError
+from beatd.store.sql import engine as eng
+from beatd.store.sql.tables import TABLE_NAMES
+
+MIGRATION_LOCK = 0x62656175  # serialises concurrent upgrades on PostgreSQL
+
+
+def _location() -> str:
+    try:
+        import beatd._migrations as package  # type: ignore[import-not-found]
+
+        return str(Path(package.__file__).parent)
+    except ImportError:  # a source checkout that is not installed
+        return str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", _location())
+    return config
+
+
+def head() -> str:
+    """The newest revision this beatd knows."""
+    revision = ScriptDirectory.from_config(_config()).get_current_head()
+    assert revision is not None
+    return revision
+
+
+def _known() -> set[str]:
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def _revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def current_revision(url: str) -> str | None:
+    """The database's revision, None when beatd's tables were never created."""
+    parsed = eng.parse_url(url)
+    engine = eng.make_engine(parsed)
+    try:
+        with eng.mapped_errors(parsed), engine.connect() as conn:
+            return _revision(conn)
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str) -> tuple[str | None, str]:
+    """Migrate the database to head; returns (revision before, revision after)."""
+    parsed = eng.parse_url(url)
+    engine = eng.make_engine(parsed)
+    config = _config()
+    try:
+        with eng.mapped_errors(parsed), engine.connect() as conn:
+            conn.execution_options(**{eng.WRITE: True})
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+                before = _revision(conn)
+                _reject_unknown(before)
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                after = _revision(conn)
+    finally:
+        engine.dispose()
+    assert after is not None
+    return before, after
+
+
+def _reject_unknown(revision: str | None) -> None:
+    if revision is not None and revision not in _known():
+        raise SchemaError(
+            f"database schema revision {revision!r} is newer than this beatd knows "
+            f"(its newest is {head()!r}); upgrade beatd"
+        )
+
+
+def check_engine(engine: Engine, url: URL) -> str:
+    """Raise SchemaError unless the database is at this beatd's head revision."""
+    with eng.mapped_errors(url), engine.connect() as conn:
+        revision = _revision(conn)
+        if revision is None:
+            present = set(sa.inspect(conn).get_table_names())
+            if not present.intersection(TABLE_NAMES):
+                raise SchemaError("database has no beatd tables; run: beatd db upgrade")
+            raise SchemaError("database has beatd tables but no revision; run: beatd db upgrade")
+    _reject_unknown(revision)
+    if revision != head():
+        raise SchemaError(
+            f"database schema is at revision {revision!r}, this beatd needs {head()!r}; "
+            "run: beatd db upgrade"
+        )
+    return revision
+
+
+def check(url: str) -> str:
+    """The database's revision if it is this beatd's head; else SchemaError."""
+    parsed = eng.parse_url(url)
+    engine = eng.make_engine(parsed)
+    try:
+        return check_engine(engine, parsed)
+    finally:
+        engine.dispose()

@@ -1,0 +1,321 @@
+"""The memory twin of the SQL store: same contract, one lock, an injected clock.
+
+Its "database clock" is the Clock it is given (a FakeClock in tests), so
+lease expiry can be tested by moving time. Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from beatd.clock import Clock, SystemClock
+from beatd.errors import Conflict, Fenced, NotFound
+from beatd.model import EPOCH, FireRecord, Lease, Outcome, Schedule, Source
+from beatd.publish.base import Message
+from beatd.store.base import Advance, Decision, NextAt, ReconcileResult, StoredSchedule
+
+
+@dataclass(slots=True)
+class _Row:
+    schedule: Schedule
+    next_at: datetime | None
+    last_at: datetime | None = None
+    fires: int = 0
+    paused: bool = False
+    note: str | None = None
+    version: int = 1
+    created_at: datetime = EPOCH
+
+    def stored(self) -> StoredSchedule:
+        return StoredSchedule(
+            self.schedule,
+            self.next_at,
+            self.last_at,
+            self.fires,
+            self.paused,
+            self.note,
+            self.version,
+            self.created_at,
+        )
+
+
+def _timing(schedule: Schedule) -> tuple[object, ...]:
+    """The fields that decide instants: when they change, next_at is recomputed."""
+    return (schedule.spec, schedule.timezone, schedule.start, schedule.end, schedule.enabled)
+
+
+def _owned_by_file(name: str) -> Conflict:
+    return Conflict(
+        f"schedule {name!r} is defined in the config file; edit the file and reload instead"
+    )
+
+
+class MemoryStore:
+    """A Store in a dict; thread-safe."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._rows: dict[str, _Row] = {}
+        self._fires: dict[str, FireRecord] = {}
+        self._instants: set[tuple[str, datetime]] = set()
+        self._outbox: dict[str, Message] = {}
+        self._lease = Lease("", 0, EPOCH)
+        self._changes = 0
+        self._closed = False
+
+    def _bump(self) -> None:
+        self._changes += 1
+        self._changed.notify_all()
+
+    # -- schedules -------------------------------------------------------------
+
+    def load_file(self, schedules: Sequence[Schedule], next_at: NextAt) -> ReconcileResult:
+        with self._lock:
+            listed = [dataclasses.replace(s, source=Source.FILE) for s in schedules]
+            for schedule in listed:
+                row = self._rows.get(schedule.name)
+                if row is not None and row.schedule.source is not Source.FILE:
+                    raise Conflict(
+                        f"schedule {schedule.name!r} is in the config file but was added "
+                        "through the API; remove one of them"
+                    )
+            now = self.clock.now()
+            added, changed = [], []
+            for schedule in listed:
+                row = self._rows.get(schedule.name)
+                if row is None:
+                    self._rows[schedule.name] = _Row(schedule, next_at(schedule), created_at=now)
+                    added.append(schedule.name)
+                elif row.schedule != schedule:
+                    if _timing(row.schedule) != _timing(schedule):
+                        row.next_at = next_at(schedule)
+                    row.schedule = schedule
+                    row.version += 1
+                    changed.append(schedule.name)
+            names = {s.name for s in listed}
+            removed = sorted(
+                name
+                for name, row in self._rows.items()
+                if row.schedule.source is Source.FILE and name not in names
+            )
+            for name in removed:
+                del self._rows[name]
+            if added or changed or removed:
+                self._bump()
+            return ReconcileResult(tuple(sorted(added)), tuple(sorted(changed)), tuple(removed))
+
+    def put(self, schedule: Schedule, next_at: datetime | None, *, replace: bool) -> None:
+        schedule = dataclasses.replace(schedule, source=Source.API)
+        with self._lock:
+            row = self._rows.get(schedule.name)
+            if row is not None and row.schedule.source is Source.FILE:
+                raise _owned_by_file(schedule.name)
+            if row is not None and not replace:
+                raise Conflict(
+                    f"schedule {schedule.name!r} already exists (use replace to change it)"
+                )
+            if row is None:
+                self._rows[schedule.name] = _Row(schedule, next_at, created_at=self.clock.now())
+            else:
+                if _timing(row.schedule) != _timing(schedule):
+                    row.next_at = next_at
+                row.schedule = schedule
+                row.version += 1
+            self._bump()
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            row = self._get(name)
+            if row.schedule.source is Source.FILE:
+                raise _owned_by_file(name)
+            del self._rows[name]
+            self._bump()
+
+    def set_paused(
+        self, name: str, paused: bool, note: str | None, next_at: datetime | None
+    ) -> None:
+        with self._lock:
+            row = self._get(name)
+            if row.paused and not paused:
+                row.next_at = next_at
+            row.paused = paused
+            row.note = note if paused else None
+            row.version += 1
+            self._bump()
+
+    def _get(self, name: str) -> _Row:
+        row = self._rows.get(name)
+        if row is None:
+            raise NotFound(f"no schedule named {name!r}")
+        return row
+
+    def get(self, name: str) -> StoredSchedule:
+        with self._lock:
+            return self._get(name).stored()
+
+    def all(self) -> list[StoredSchedule]:
+        with self._lock:
+            return [self._rows[name].stored() for name in sorted(self._rows)]
+
+    def _active(self) -> list[_Row]:
+        return [r for r in self._rows.values() if not r.paused and r.next_at is not None]
+
+    def due(self, now: datetime, limit: int) -> list[StoredSchedule]:
+        with self._lock:
+            rows = [r for r in self._active() if r.next_at is not None and r.next_at <= now]
+            rows.sort(key=lambda r: (r.next_at, r.schedule.name))
+            return [r.stored() for r in rows[:limit]]
+
+    def next_due_at(self) -> datetime | None:
+        with self._lock:
+            return min((r.next_at for r in self._active() if r.next_at is not None), default=None)
+
+    def change_count(self) -> int:
+        with self._lock:
+            return self._changes
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Block until the change counter differs from `since`, at most `timeout` s."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._changes != since or self._closed, timeout)
+            return self._changes
+
+    # -- fire log --------------------------------------------------------------
+
+    def record(
+        self, lease: Lease | None, decisions: Sequence[Decision], advances: Sequence[Advance]
+    ) -> int:
+        with self._lock:
+            now = self.clock.now()
+            if lease is not None:
+                self._check(lease, now)
+            moved = {
+                a.name
+                for a in advances
+                if a.name not in self._rows or self._rows[a.name].version != a.version
+            }
+            for a in advances:
+                if a.name not in moved:
+                    row = self._rows[a.name]
+                    row.next_at, row.last_at = a.next_at, a.last_at
+                    row.fires += a.fires_added
+            written = 0
+            for d in decisions:
+                key = (d.schedule, d.scheduled_for)
+                if d.schedule in moved or key in self._instants or d.fire_id in self._fires:
+                    continue
+                self._instants.add(key)
+                self._fires[d.fire_id] = FireRecord(
+                    fire_id=d.fire_id,
+                    schedule=d.schedule,
+                    scheduled_for=d.scheduled_for,
+                    outcome=d.outcome,
+                    decided_at=now,
+                    reason=d.reason,
+                    manual=d.manual,
+                    epoch=lease.epoch if lease is not None else None,
+                )
+                if d.outcome is Outcome.PENDING and d.message is not None:
+                    self._outbox[d.fire_id] = d.message
+                written += 1
+            return written
+
+    def _check(self, lease: Lease, now: datetime) -> None:
+        held = self._lease
+        if held.holder != lease.holder or held.epoch != lease.epoch:
+            raise Fenced(
+                f"lease lost: held by {held.holder!r} at epoch {held.epoch}, "
+                f"not {lease.holder!r} at epoch {lease.epoch}"
+            )
+        if held.expires_at <= now:
+            late = (now - held.expires_at).total_seconds()
+            raise Fenced(f"lease lost: epoch {held.epoch} expired {late:.3f}s ago (database clock)")
+
+    def pending(self, now: datetime, limit: int) -> list[Message]:
+        with self._lock:
+            ready = [m for m in self._outbox.values() if m.publish_at <= now]
+            ready.sort(key=lambda m: (m.publish_at, m.fire_id))
+            return ready[:limit]
+
+    def next_publish_at(self) -> datetime | None:
+        with self._lock:
+            return min((m.publish_at for m in self._outbox.values()), default=None)
+
+    def _finish(self, fire_id: str, **changes: object) -> None:
+        record = self._fires.get(fire_id)
+        if record is not None and record.outcome is Outcome.PENDING:
+            self._fires[fire_id] = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+        self._outbox.pop(fire_id, None)
+
+    def mark_sent(self, fire_ids: Sequence[str], sent_at: datetime) -> None:
+        with self._lock:
+            for fire_id in fire_ids:
+                self._finish(fire_id, outcome=Outcome.SENT, sent_at=sent_at)
+
+    def mark_failed(self, fire_id: str, reason: str, at: datetime) -> None:
+        with self._lock:
+            self._finish(fire_id, outcome=Outcome.FAILED, reason=reason, sent_at=at)
+
+    def history(self, schedule: str | None, limit: int) -> list[FireRecord]:
+        with self._lock:
+            records = [
+                r for r in self._fires.values() if schedule is None or r.schedule == schedule
+            ]
+        records.sort(key=lambda r: r.schedule)
+        records.sort(key=lambda r: r.scheduled_for, reverse=True)
+        return records[:limit]
+
+    def backlog(self) -> int:
+        with self._lock:
+            return len(self._outbox)
+
+    # -- lease -----------------------------------------------------------------
+
+    def acquire(self, holder: str, ttl: timedelta) -> Lease | None:
+        with self._lock:
+            now = self.clock.now()
+            held = self._lease
+            if held.holder == holder and held.expires_at > now:
+                self._lease = Lease(holder, held.epoch, now + ttl)
+            elif held.expires_at <= now:
+                self._lease = Lease(holder, held.epoch + 1, now + ttl)
+            else:
+                return None
+            return self._lease
+
+    def renew(self, lease: Lease, ttl: timedelta) -> Lease | None:
+        with self._lock:
+            now = self.clock.now()
+            held = self._lease
+            if (held.holder, held.epoch) != (lease.holder, lease.epoch) or held.expires_at <= now:
+                return None
+            self._lease = Lease(held.holder, held.epoch, now + ttl)
+            return self._lease
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            now = self.clock.now()
+            held = self._lease
+            if (held.holder, held.epoch) == (lease.holder, lease.epoch) and held.expires_at > now:
+                self._lease = Lease(held.holder, held.epoch, now)
+
+    def current(self) -> Lease | None:
+        with self._lock:
+            held = self._lease
+            if not held.holder or held.expires_at <= self.clock.now():
+                return None
+            return held
+
+    def db_now(self) -> datetime:
+        return self.clock.now()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()

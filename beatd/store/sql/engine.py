@@ -1,0 +1,142 @@
+"""Engines, transactions, the database clock and the one error boundary.
+
+`postgresql://` URLs use psycopg 3. SQLite connections run in WAL mode and
+open their transactions themselves (pysqlite's own handling is switched off,
+as the SQLAlchemy docs describe), so a writing transaction starts with
+`BEGIN IMMEDIATE`: it takes the write lock before it reads, which makes its
+reads-then-writes (fencing checks, reconciliation) atomic across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Connection, Engine
+
+from beatd.errors import BeatdError, ConfigError, StoreError
+
+WRITE = "beatd_write"
+"""Execution option: this connection's next transaction writes."""
+
+SQLITE_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for another one (a 100,000-row load takes a few)."""
+
+
+def parse_url(url: str) -> URL:
+    """The SQLAlchemy URL, with PostgreSQL on psycopg 3; ConfigError if malformed."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (exc.ArgumentError, ValueError) as error:
+        raise ConfigError(f"invalid database URL {redact(url)!r}: {error}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def redact(url: str | URL) -> str:
+    """The URL as text, fit to print: the password replaced by ***."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # unparsable: show no part that may hold a secret
+        return url.split("://", 1)[0] + "://…" if "://" in url else "…"
+
+
+def make_engine(url: str | URL) -> Engine:
+    parsed = parse_url(url) if isinstance(url, str) else url
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
+        raise ConfigError(f"unsupported database URL {redact(parsed)!r}: {error}") from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactions(engine, memory=parsed.database in (None, "", ":memory:"))
+    return engine
+
+
+def _sqlite_transactions(engine: Engine, *, memory: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get(WRITE) else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def now_expr(dialect: str) -> sa.ColumnElement[Any]:
+    """The database's current time as an SQL expression (the lease time authority)."""
+    if dialect == "postgresql":
+        return sa.func.clock_timestamp()
+    return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
+
+
+def insert_ignore(dialect: str, table: sa.Table) -> Any:
+    """INSERT that skips rows whose key exists (ON CONFLICT DO NOTHING / OR IGNORE)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def db_now(conn: Connection) -> datetime:
+    """Read the database clock, aware UTC."""
+    value = conn.execute(sa.select(now_expr(conn.dialect.name))).scalar_one()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@contextlib.contextmanager
+def mapped_errors(url: URL) -> Iterator[None]:
+    """Turn every database library exception into a one-line StoreError."""
+    try:
+        yield
+    except BeatdError:
+        raise
+    except exc.SQLAlchemyError as error:
+        raise StoreError(describe(error, url)) from None
+    except Exception as error:
+        if type(error).__module__.split(".")[0] in ("psycopg", "sqlite3"):
+            raise StoreError(describe(error, url)) from None
+        raise
+
+
+def describe(error: BaseException, url: URL) -> str:
+    """One line naming the database (redacted) and the cause."""
+    cause = getattr(error, "orig", None) or error
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"database {redact(url)}: {text}"
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine, url: URL, *, write: bool) -> Iterator[Connection]:
+    """One transaction on a pooled connection, errors mapped, connection returned."""
+    with mapped_errors(url), engine.connect() as conn:
+        if write:
+            conn.execution_options(**{WRITE: True})
+        with conn.begin():
+            yield conn

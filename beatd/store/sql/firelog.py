@@ -1,0 +1,195 @@
+"""The run history and the outbox: fenced, batched, one transaction per call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from beatd.model import FireRecord, Lease, Outcome
+from beatd.publish.base import Message
+from beatd.store.base import Advance, Decision
+from beatd.store.sql import engine as eng
+from beatd.store.sql import lease as leases
+from beatd.store.sql.tables import fires, outbox, schedules
+
+_CHUNK = 500  # names per IN (...) list
+
+
+def record(
+    conn: Connection,
+    held: Lease | None,
+    decisions: Sequence[Decision],
+    advances: Sequence[Advance],
+) -> int:
+    if held is not None:
+        leases.check(conn, held)
+    now = eng.db_now(conn)
+    skipped = _advance(conn, advances)
+    kept = [d for d in decisions if d.schedule not in skipped]
+    if not kept:
+        return 0
+    dialect = conn.dialect.name
+    epoch = held.epoch if held is not None else None
+    rows = [
+        {
+            "fire_id": d.fire_id,
+            "schedule": d.schedule,
+            "scheduled_for": d.scheduled_for,
+            "decided_at": now,
+            "sent_at": None,
+            "outcome": d.outcome.value,
+            "reason": d.reason,
+            "manual": d.manual,
+            "epoch": epoch,
+        }
+        for d in kept
+    ]
+    stmt = eng.insert_ignore(dialect, fires).returning(fires.c.fire_id)
+    written = set(conn.execute(stmt, rows).scalars())
+    messages = [
+        _outbox_row(d.message)
+        for d in kept
+        if d.fire_id in written and d.outcome is Outcome.PENDING and d.message is not None
+    ]
+    if messages:
+        conn.execute(eng.insert_ignore(dialect, outbox), messages)
+    return len(written)
+
+
+def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
+    """Apply version-checked advances; the names whose version moved."""
+    if not advances:
+        return set()
+    wanted = {a.name: a.version for a in advances}
+    current: dict[str, int] = {}
+    names = list(wanted)
+    for start in range(0, len(names), _CHUNK):
+        query = (
+            sa.select(schedules.c.name, schedules.c.version)
+            .where(schedules.c.name.in_(names[start : start + _CHUNK]))
+            .with_for_update()
+        )
+        current.update((name, int(version)) for name, version in conn.execute(query))
+    moved = {name for name, version in wanted.items() if current.get(name) != version}
+    params = [
+        {
+            "b_name": a.name,
+            "b_next": a.next_at,
+            "b_last": a.last_at,
+            "b_added": a.fires_added,
+        }
+        for a in advances
+        if a.name not in moved
+    ]
+    if params:
+        stmt = (
+            sa.update(schedules)
+            .where(schedules.c.name == sa.bindparam("b_name"))
+            .values(
+                next_at=sa.bindparam("b_next", type_=schedules.c.next_at.type),
+                last_at=sa.bindparam("b_last", type_=schedules.c.last_at.type),
+                fires=schedules.c.fires + sa.bindparam("b_added", type_=sa.BigInteger()),
+            )
+        )
+        conn.execute(stmt, params)
+    return moved
+
+
+def _outbox_row(message: Message) -> dict[str, Any]:
+    return {
+        "fire_id": message.fire_id,
+        "publish_at": message.publish_at,
+        "schedule": message.schedule,
+        "scheduled_for": message.scheduled_for,
+        "exchange": message.exchange,
+        "routing_key": message.routing_key,
+        "body": message.body,
+        "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
+        "headers": dict(message.headers),
+        "priority": message.priority,
+        "expires_at": message.expires_at,
+        "queue": message.queue,
+    }
+
+
+def pending(conn: Connection, now: datetime, limit: int) -> list[Message]:
+    query = (
+        sa.select(outbox)
+        .where(outbox.c.publish_at <= now)
+        .order_by(outbox.c.publish_at, outbox.c.fire_id)
+        .limit(limit)
+    )
+    return [
+        Message(
+            fire_id=row.fire_id,
+            schedule=row.schedule,
+            scheduled_for=row.scheduled_for,
+            publish_at=row.publish_at,
+            exchange=row.exchange,
+            routing_key=row.routing_key,
+            body=bytes(row.body),
+            content_type=row.content_type,
+            content_encoding=row.content_encoding,
+            headers=row.headers,
+            priority=row.priority,
+            expires_at=row.expires_at,
+            queue=row.queue,
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def next_publish_at(conn: Connection) -> datetime | None:
+    query = sa.select(outbox.c.publish_at).order_by(outbox.c.publish_at).limit(1)
+    value: datetime | None = conn.execute(query).scalar_one_or_none()
+    return value
+
+
+def mark_sent(conn: Connection, fire_ids: Sequence[str], sent_at: datetime) -> None:
+    ids = list(dict.fromkeys(fire_ids))
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        conn.execute(
+            sa.update(fires)
+            .where(fires.c.fire_id.in_(chunk), fires.c.outcome == Outcome.PENDING.value)
+            .values(outcome=Outcome.SENT.value, sent_at=sent_at)
+        )
+        conn.execute(sa.delete(outbox).where(outbox.c.fire_id.in_(chunk)))
+
+
+def mark_failed(conn: Connection, fire_id: str, reason: str, at: datetime) -> None:
+    conn.execute(
+        sa.update(fires)
+        .where(fires.c.fire_id == fire_id, fires.c.outcome == Outcome.PENDING.value)
+        .values(outcome=Outcome.FAILED.value, reason=reason, sent_at=at)
+    )
+    conn.execute(sa.delete(outbox).where(outbox.c.fire_id == fire_id))
+
+
+def history(conn: Connection, schedule: str | None, limit: int) -> list[FireRecord]:
+    query = sa.select(fires).order_by(fires.c.scheduled_for.desc(), fires.c.schedule).limit(limit)
+    if schedule is not None:
+        query = query.where(fires.c.schedule == schedule)
+    return [
+        FireRecord(
+            fire_id=row.fire_id,
+            schedule=row.schedule,
+            scheduled_for=row.scheduled_for,
+            outcome=Outcome(row.outcome),
+            decided_at=row.decided_at,
+            reason=row.reason,
+            sent_at=row.sent_at,
+            manual=bool(row.manual),
+            epoch=row.epoch,
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def backlog(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one())

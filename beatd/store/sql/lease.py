@@ -1,0 +1,114 @@
+"""The leader lease: compare-and-set on one row, timed by the database clock.
+
+Each operation runs in a writing transaction (PostgreSQL row lock, SQLite
+`BEGIN IMMEDIATE`), reads the database clock there and updates the row only
+if it is still in the state the caller believes; two racing acquirers on an
+expired lease therefore produce exactly one winner per epoch.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from beatd.errors import Fenced
+from beatd.model import EPOCH, Lease
+from beatd.store.sql import engine as eng
+from beatd.store.sql.tables import LEASE_NAME, lease
+
+_ROW = lease.c.name == LEASE_NAME
+
+
+def _ensure_row(conn: Connection) -> None:
+    values = {"name": LEASE_NAME, "holder": "", "epoch": 0, "expires_at": EPOCH}
+    stmt = eng.insert_ignore(conn.dialect.name, lease).values(values)
+    conn.execute(stmt)
+
+
+def _lease(row: Any) -> Lease | None:
+    if row is None:
+        return None
+    return Lease(holder=row[0], epoch=int(row[1]), expires_at=row[2])
+
+
+_RETURNING = (lease.c.holder, lease.c.epoch, lease.c.expires_at)
+
+
+def acquire(conn: Connection, holder: str, ttl: timedelta) -> Lease | None:
+    _ensure_row(conn)
+    now = eng.db_now(conn)
+    ours = sa.and_(lease.c.holder == holder, lease.c.expires_at > now)
+    stmt = (
+        sa.update(lease)
+        .where(_ROW, sa.or_(lease.c.expires_at <= now, ours))
+        .values(
+            holder=holder,
+            epoch=sa.case((ours, lease.c.epoch), else_=lease.c.epoch + 1),
+            expires_at=now + ttl,
+        )
+        .returning(*_RETURNING)
+    )
+    return _lease(conn.execute(stmt).one_or_none())
+
+
+def renew(conn: Connection, current: Lease, ttl: timedelta) -> Lease | None:
+    now = eng.db_now(conn)
+    stmt = (
+        sa.update(lease)
+        .where(
+            _ROW,
+            lease.c.holder == current.holder,
+            lease.c.epoch == current.epoch,
+            lease.c.expires_at > now,
+        )
+        .values(expires_at=now + ttl)
+        .returning(*_RETURNING)
+    )
+    return _lease(conn.execute(stmt).one_or_none())
+
+
+def release(conn: Connection, current: Lease) -> None:
+    now = eng.db_now(conn)
+    conn.execute(
+        sa.update(lease)
+        .where(
+            _ROW,
+            lease.c.holder == current.holder,
+            lease.c.epoch == current.epoch,
+            lease.c.expires_at > now,
+        )
+        .values(expires_at=now)
+    )
+
+
+def current(conn: Connection) -> Lease | None:
+    row = conn.execute(sa.select(*_RETURNING).where(_ROW)).one_or_none()
+    found = _lease(row)
+    if found is None or not found.holder or found.expires_at <= eng.db_now(conn):
+        return None
+    return found
+
+
+def check(conn: Connection, expected: Lease) -> None:
+    """Lock the lease row and verify it is still `expected`'s; else raise Fenced.
+
+    On PostgreSQL `FOR UPDATE` holds the row until commit, so a takeover waits
+    for the caller's transaction; on SQLite `BEGIN IMMEDIATE` already holds
+    the database's write lock.
+    """
+    row = conn.execute(sa.select(*_RETURNING).where(_ROW).with_for_update()).one_or_none()
+    found = _lease(row)
+    now = eng.db_now(conn)
+    if found is None:
+        raise Fenced("lease lost: no lease row")
+    if found.holder != expected.holder or found.epoch != expected.epoch:
+        raise Fenced(
+            f"lease lost: held by {found.holder!r} at epoch {found.epoch}, "
+            f"not {expected.holder!r} at epoch {expected.epoch}"
+        )
+    if found.expires_at <= now:
+        late = (now - found.expires_at).total_seconds()
+        raise Fenced(f"lease lost: epoch {found.epoch} expired {late:.3f}s ago (database clock)")

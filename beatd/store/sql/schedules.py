@@ -1,0 +1,295 @@
+"""Schedule rows: definitions (the codec table), run state and reconciliation.
+
+A definition is stored as the codec's self-contained table plus its digest;
+`timing` is the canonical text of the keys that decide instants, so
+reconciliation can tell "options changed" (keep run state) from "timing
+changed" (recompute next_at) without decoding a single definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from beatd import codec
+from beatd.errors import Conflict, NotFound
+from beatd.model import UTC_ZONE, Format, Schedule, Source
+from beatd.store.base import NextAt, ReconcileResult, StoredSchedule
+from beatd.store.sql import engine as eng
+from beatd.store.sql.tables import changes, schedules
+
+CHANNEL = "beatd_changes"
+"""PostgreSQL NOTIFY channel of the change signal."""
+
+DEFINITIONS_LOCK = 0x62656174  # "beat": serialises definition writers on PostgreSQL
+
+_READ_DEFAULTS = codec.Defaults(timezone=UTC_ZONE, format=Format.CELERY)
+_TIMING_KEYS = ("cron", "every", "anchor", "rrule", "at", "timezone", "start", "end", "enabled")
+_SPEC_KEYS = ("cron", "every", "rrule", "at")
+_CHUNK = 500
+
+
+class Row(NamedTuple):
+    """What reconciliation compares, per existing schedule."""
+
+    source: str
+    digest: str
+    timing: str
+
+
+def definition_columns(schedule: Schedule) -> dict[str, Any]:
+    """The definition columns of a schedule (no run state)."""
+    table = codec.schedule_to_table(schedule)
+    canonical = json.dumps(table, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    timing = {key: table[key] for key in _TIMING_KEYS if key in table}
+    spec = next(str(table[key]) for key in _SPEC_KEYS if key in table)
+    if "anchor" in table:
+        spec += f" from {table['anchor']}"
+    return {
+        "source": schedule.source.value,
+        "definition": table,
+        "digest": hashlib.sha256(canonical.encode()).hexdigest(),
+        "kind": schedule.kind,
+        "spec": spec,
+        "timing": json.dumps(timing, sort_keys=True, separators=(",", ":")),
+        "timezone": schedule.timezone.key,
+    }
+
+
+def lock_definitions(conn: Connection) -> None:
+    """Serialise definition writers (SQLite: BEGIN IMMEDIATE already does)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DEFINITIONS_LOCK)))
+
+
+def bump(conn: Connection) -> None:
+    """Move the change counter (and NOTIFY on PostgreSQL, delivered at commit)."""
+    conn.execute(eng.insert_ignore(conn.dialect.name, changes).values(id=1, counter=0))
+    conn.execute(sa.update(changes).where(changes.c.id == 1).values(counter=changes.c.counter + 1))
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
+
+
+def change_count(conn: Connection) -> int:
+    value = conn.execute(sa.select(changes.c.counter).where(changes.c.id == 1)).scalar()
+    return int(value or 0)
+
+
+def _stored(row: Any) -> StoredSchedule:
+    schedule = codec.schedule_from_table(
+        row.name, row.definition, _READ_DEFAULTS, Source(row.source)
+    )
+    return StoredSchedule(
+        schedule=schedule,
+        next_at=row.next_at,
+        last_at=row.last_at,
+        fires=int(row.fires),
+        paused=bool(row.paused),
+        note=row.pause_note,
+        version=int(row.version),
+        created_at=row.created_at,
+    )
+
+
+def get(conn: Connection, name: str) -> StoredSchedule:
+    row = conn.execute(sa.select(schedules).where(schedules.c.name == name)).one_or_none()
+    if row is None:
+        raise NotFound(f"no schedule named {name!r}")
+    return _stored(row)
+
+
+def all_(conn: Connection) -> list[StoredSchedule]:
+    return [_stored(row) for row in conn.execute(sa.select(schedules).order_by(schedules.c.name))]
+
+
+def due(conn: Connection, now: datetime, limit: int) -> list[StoredSchedule]:
+    query = (
+        sa.select(schedules)
+        .where(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
+        .order_by(schedules.c.next_at, schedules.c.name)
+        .limit(limit)
+    )
+    return [_stored(row) for row in conn.execute(query)]
+
+
+def due_query(now: datetime, limit: int) -> sa.Select[Any]:
+    """The due query, for EXPLAIN tests."""
+    return (
+        sa.select(schedules.c.name)
+        .where(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
+        .order_by(schedules.c.next_at)
+        .limit(limit)
+    )
+
+
+def next_due_at(conn: Connection) -> datetime | None:
+    query = (
+        sa.select(schedules.c.next_at)
+        .where(schedules.c.paused == sa.false(), schedules.c.next_at.is_not(None))
+        .order_by(schedules.c.next_at)
+        .limit(1)
+    )
+    value: datetime | None = conn.execute(query).scalar_one_or_none()
+    return value
+
+
+def _owned_by_file(name: str) -> Conflict:
+    return Conflict(
+        f"schedule {name!r} is defined in the config file; edit the file and reload instead"
+    )
+
+
+def put(
+    conn: Connection, schedule: Schedule, next_at: datetime | None, *, replace: bool, now: datetime
+) -> None:
+    lock_definitions(conn)
+    schedule = dataclasses.replace(schedule, source=Source.API)
+    columns = definition_columns(schedule)
+    query = sa.select(schedules.c.source, schedules.c.timing).where(
+        schedules.c.name == schedule.name
+    )
+    existing = conn.execute(query).one_or_none()
+    if existing is not None and existing.source == Source.FILE.value:
+        raise _owned_by_file(schedule.name)
+    if existing is not None and not replace:
+        raise Conflict(f"schedule {schedule.name!r} already exists (use replace to change it)")
+    if existing is None:
+        conn.execute(
+            sa.insert(schedules).values(
+                name=schedule.name, next_at=next_at, created_at=now, updated_at=now, **columns
+            )
+        )
+    else:
+        values: dict[str, Any] = dict(columns, updated_at=now, version=schedules.c.version + 1)
+        if existing.timing != columns["timing"]:
+            values["next_at"] = next_at
+        conn.execute(sa.update(schedules).where(schedules.c.name == schedule.name).values(values))
+    bump(conn)
+
+
+def delete(conn: Connection, name: str) -> None:
+    lock_definitions(conn)
+    query = sa.select(schedules.c.source).where(schedules.c.name == name)
+    source = conn.execute(query).scalar_one_or_none()
+    if source is None:
+        raise NotFound(f"no schedule named {name!r}")
+    if source == Source.FILE.value:
+        raise _owned_by_file(name)
+    conn.execute(sa.delete(schedules).where(schedules.c.name == name))
+    bump(conn)
+
+
+def set_paused(
+    conn: Connection,
+    name: str,
+    paused: bool,
+    note: str | None,
+    next_at: datetime | None,
+    now: datetime,
+) -> None:
+    lock_definitions(conn)
+    query = sa.select(schedules.c.paused).where(schedules.c.name == name)
+    was = conn.execute(query).scalar_one_or_none()
+    if was is None:
+        raise NotFound(f"no schedule named {name!r}")
+    values: dict[str, Any] = {
+        "paused": paused,
+        "pause_note": note if paused else None,
+        "version": schedules.c.version + 1,
+        "updated_at": now,
+    }
+    if was and not paused:
+        values["next_at"] = next_at
+    conn.execute(sa.update(schedules).where(schedules.c.name == name).values(values))
+    bump(conn)
+
+
+def load_file(
+    conn: Connection, listed: Sequence[Schedule], next_at: NextAt, now: datetime
+) -> ReconcileResult:
+    lock_definitions(conn)
+    query = sa.select(schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing)
+    existing = {row.name: Row(row.source, row.digest, row.timing) for row in conn.execute(query)}
+    inserts: list[dict[str, Any]] = []
+    keep_timing: list[dict[str, Any]] = []
+    new_timing: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in listed:
+        schedule = dataclasses.replace(item, source=Source.FILE)
+        seen.add(schedule.name)
+        columns = definition_columns(schedule)
+        prev = existing.get(schedule.name)
+        if prev is None:
+            inserts.append(
+                dict(
+                    columns,
+                    name=schedule.name,
+                    next_at=next_at(schedule),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        elif prev.source != Source.FILE.value:
+            raise Conflict(
+                f"schedule {schedule.name!r} is in the config file but was added through "
+                "the API; remove one of them"
+            )
+        elif prev.digest != columns["digest"]:
+            params = {f"b_{key}": value for key, value in columns.items()}
+            params["b_name"] = schedule.name
+            if prev.timing == columns["timing"]:
+                keep_timing.append(params)
+            else:
+                new_timing.append(dict(params, b_next_at=next_at(schedule)))
+    removed = sorted(
+        name
+        for name, row in existing.items()
+        if row.source == Source.FILE.value and name not in seen
+    )
+    if inserts:
+        conn.execute(sa.insert(schedules), inserts)
+    _update(conn, keep_timing, now, with_next=False)
+    _update(conn, new_timing, now, with_next=True)
+    for chunk in _chunks(removed):
+        conn.execute(
+            sa.delete(schedules).where(
+                schedules.c.name.in_(chunk), schedules.c.source == Source.FILE.value
+            )
+        )
+    result = ReconcileResult(
+        added=tuple(sorted(row["name"] for row in inserts)),
+        changed=tuple(sorted(p["b_name"] for p in (*keep_timing, *new_timing))),
+        removed=tuple(removed),
+    )
+    if result.added or result.changed or result.removed:
+        bump(conn)
+    return result
+
+
+def _update(
+    conn: Connection, params: list[dict[str, Any]], now: datetime, *, with_next: bool
+) -> None:
+    if not params:
+        return
+    values: dict[str, Any] = {
+        key: sa.bindparam(f"b_{key}", type_=schedules.c[key].type)
+        for key in ("source", "definition", "digest", "kind", "spec", "timing", "timezone")
+    }
+    values["version"] = schedules.c.version + 1
+    values["updated_at"] = sa.bindparam("b_updated_at", type_=schedules.c.updated_at.type)
+    if with_next:
+        values["next_at"] = sa.bindparam("b_next_at", type_=schedules.c.next_at.type)
+    stmt = sa.update(schedules).where(schedules.c.name == sa.bindparam("b_name")).values(values)
+    conn.execute(stmt, [dict(p, b_updated_at=now) for p in params])
+
+
+def _chunks(names: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(names), _CHUNK):
+        yield names[start : start + _CHUNK]

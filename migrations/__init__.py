@@ -1,0 +1,1 @@
+"""beatd's Alembic migrations; installed as the package `beatd._migrations`."""
