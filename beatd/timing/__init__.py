@@ -1,0 +1,217 @@
+"""Fire times: pure functions of a schedule and an instant (SPEC §2, §3).
+
+No clock reads, no I/O. Every datetime in and out is aware UTC; a naive one
+raises ValueError. Cron and rrule schedules are matched on naive local wall
+time (cron.py, rrules.py) and mapped to instants by the one DST rule in
+zones.py; interval and once schedules are plain UTC arithmetic.
+
+`start` and `end` are inclusive bounds on every kind. `max_fires`, `jitter`
+and `enabled` are the planner's business, not this module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from hashlib import blake2b
+from zoneinfo import ZoneInfo
+
+from beatd.durations import format_duration
+from beatd.model import EPOCH, Cron, Every, Once, RRule, Schedule, Spec
+from beatd.timing.cron import compile_cron, normalize_cron
+from beatd.timing.rrules import DEFAULT_DTSTART, RRuleSource, parse_rrule
+from beatd.timing.zones import (
+    ONE_SECOND,
+    WallSource,
+    from_naive_utc,
+    local_wall,
+    next_instant,
+    to_naive_utc,
+)
+
+__all__ = [
+    "check_spec",
+    "describe",
+    "fires_between",
+    "jitter_offset",
+    "latest_at_or_before",
+    "next_after",
+    "normalize_cron",
+]
+
+_TINY = timedelta(microseconds=1)
+_FIRST_WINDOW = timedelta(seconds=64)
+
+
+def next_after(schedule: Schedule, after: datetime) -> datetime | None:
+    """The first fire instant strictly after `after`, within start/end; None if none."""
+    found = _next(schedule, _floor_to_start(schedule, to_naive_utc(after)))
+    return None if found is None else from_naive_utc(found)
+
+
+def fires_between(schedule: Schedule, after: datetime, until: datetime) -> Iterator[datetime]:
+    """Fire instants in (after, until], ascending."""
+    limit = to_naive_utc(until)
+    cursor = _floor_to_start(schedule, to_naive_utc(after))
+    while True:
+        found = _next(schedule, cursor)
+        if found is None or found > limit:
+            return
+        yield from_naive_utc(found)
+        cursor = found
+
+
+def latest_at_or_before(
+    schedule: Schedule, instant: datetime, not_before: datetime
+) -> datetime | None:
+    """The latest fire instant in [not_before, instant], or None.
+
+    Cost is logarithmic in the span: interval and once are arithmetic; cron
+    and rrule look back in doubling windows, then bisect the window that holds
+    a fire.
+    """
+    hi, lo = to_naive_utc(instant), to_naive_utc(not_before)
+    if schedule.start is not None:
+        lo = max(lo, to_naive_utc(schedule.start))
+    if schedule.end is not None:
+        hi = min(hi, to_naive_utc(schedule.end))
+    if lo > hi:
+        return None
+    spec = schedule.spec
+    if isinstance(spec, Every):
+        anchor = to_naive_utc(spec.anchor)
+        try:
+            last = anchor + (hi - anchor) // spec.period * spec.period
+        except OverflowError:
+            return None
+        return from_naive_utc(last) if last >= lo else None
+    if isinstance(spec, Once):
+        at = to_naive_utc(spec.at)
+        return from_naive_utc(at) if lo <= at <= hi else None
+    found = _latest_in(schedule, lo - _TINY, hi)
+    return None if found is None else from_naive_utc(found)
+
+
+def check_spec(spec: Spec, zone: ZoneInfo, name: str) -> None:
+    """Raise ValueError (one line, fit for a user) unless the spec is valid and can fire."""
+    if isinstance(spec, Cron):
+        source = compile_cron(normalize_cron(spec.expr), name)
+        if source.next_wall(datetime(2000, 1, 1)) is None:
+            raise ValueError(f"cron expression {spec.expr!r} never fires (no such date)")
+    elif isinstance(spec, RRule):
+        parse_rrule(spec.rule)
+        if RRuleSource(spec.rule, DEFAULT_DTSTART).next_wall(DEFAULT_DTSTART) is None:
+            raise ValueError(f"rrule {spec.rule!r} never fires")
+    elif isinstance(spec, Every):
+        if spec.period < ONE_SECOND or spec.period % ONE_SECOND:
+            raise ValueError(f"interval must be a whole number of seconds >= 1s, got {spec.period}")
+        to_naive_utc(spec.anchor)
+    else:
+        to_naive_utc(spec.at)
+
+
+def jitter_offset(name: str, instant: datetime, jitter: timedelta) -> timedelta:
+    """A stable offset in [0, jitter), whole milliseconds, from (name, UTC instant)."""
+    span = jitter // timedelta(milliseconds=1)
+    if span <= 0:
+        return timedelta(0)
+    key = f"{name}\x00{to_naive_utc(instant).isoformat()}".encode()
+    digest = blake2b(key, digest_size=8, person=b"beatd-jitter").digest()
+    return timedelta(milliseconds=int.from_bytes(digest, "big") % span)
+
+
+def describe(spec: Spec) -> str:
+    """Human text for a spec: cron in words, "every 1h30m", "RRULE ...", "once at ..."."""
+    if isinstance(spec, Cron):
+        return _describe_cron(spec.expr)
+    if isinstance(spec, Every):
+        text = f"every {format_duration(spec.period)}"
+        if spec.anchor != EPOCH:
+            text += f" from {spec.anchor.isoformat()}"
+        return text
+    if isinstance(spec, RRule):
+        return f"RRULE {spec.rule}"
+    return f"once at {spec.at.isoformat()}"
+
+
+def _describe_cron(expr: str) -> str:
+    from cron_descriptor import Options, get_description
+
+    try:
+        text = normalize_cron(expr)
+        options = Options(locale_code="en_US", use_24hour_time_format=True)
+        return str(get_description(text, options))
+    except Exception:  # cron_descriptor raises assorted types for what it cannot word
+        return expr
+
+
+# -- internals: naive UTC from here on ---------------------------------------
+
+
+def _floor_to_start(schedule: Schedule, after: datetime) -> datetime:
+    """Move `after` so that a fire exactly at `start` still counts."""
+    if schedule.start is not None:
+        return max(after, to_naive_utc(schedule.start) - _TINY)
+    return after
+
+
+def _next(schedule: Schedule, after: datetime) -> datetime | None:
+    found = _next_unbounded(schedule, after)
+    if found is None or (schedule.end is not None and found > to_naive_utc(schedule.end)):
+        return None
+    return found
+
+
+def _next_unbounded(schedule: Schedule, after: datetime) -> datetime | None:
+    spec = schedule.spec
+    if isinstance(spec, Every):
+        anchor = to_naive_utc(spec.anchor)
+        try:
+            return anchor + ((after - anchor) // spec.period + 1) * spec.period
+        except OverflowError:
+            return None
+    if isinstance(spec, Once):
+        at = to_naive_utc(spec.at)
+        return at if at > after else None
+    return next_instant(_source(schedule), schedule.timezone, after)
+
+
+def _source(schedule: Schedule) -> WallSource:
+    spec = schedule.spec
+    if isinstance(spec, Cron):
+        return compile_cron(spec.expr, schedule.name)
+    assert isinstance(spec, RRule)
+    dtstart = DEFAULT_DTSTART
+    if schedule.start is not None:
+        dtstart = local_wall(schedule.timezone, to_naive_utc(schedule.start))
+        dtstart = dtstart.replace(microsecond=0)
+    return RRuleSource(spec.rule, dtstart)
+
+
+def _latest_in(schedule: Schedule, left: datetime, right: datetime) -> datetime | None:
+    """The latest fire in (left, right]: doubling windows back from right, then bisect."""
+    width = _FIRST_WINDOW
+    hi = right
+    while hi > left:
+        lo = max(left, hi - width)
+        first = _next(schedule, lo)
+        if first is not None and first <= hi:
+            return _bisect_latest(schedule, lo, hi, first)
+        hi, width = lo, width * 2
+    return None
+
+
+def _bisect_latest(schedule: Schedule, lo: datetime, hi: datetime, first: datetime) -> datetime:
+    """Given a fire `first` in (lo, hi], the latest fire in (lo, hi]."""
+    while hi - lo > _FIRST_WINDOW:
+        mid = lo + (hi - lo) // 2
+        found = _next(schedule, mid)
+        if found is not None and found <= hi:
+            lo, first = mid, found
+        else:
+            hi = mid
+    while True:
+        found = _next(schedule, first)
+        if found is None or found > hi:
+            return first
+        first = found
