@@ -1,0 +1,60 @@
+"""Publishers: the Protocol, the message builder, and a factory by URL scheme.
+
+Importing this package does not import pika: ``tick.py`` and ``relay.py``
+import the Protocol from here, and only ``open_publisher`` with an
+``amqp://`` URL loads the AMQP adapter.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from beatd.errors import ConfigError
+from beatd.publish.base import Message, Publisher, Result, Status
+from beatd.publish.messages import build_message, message_from_json, message_to_json
+from beatd.publish.retry import RetryPolicy
+
+__all__ = [
+    "Message",
+    "Publisher",
+    "Result",
+    "RetryPolicy",
+    "Status",
+    "build_message",
+    "mask_url",
+    "message_from_json",
+    "message_to_json",
+    "open_publisher",
+]
+
+_USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]*@")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: ``amqp://user:***@host/``."""
+    return _USERINFO_PASSWORD.sub(r"\g<head>:***@", url)
+
+
+def open_publisher(url: str) -> Publisher:
+    """A publisher for `url`: ``stdout://``, ``amqp://`` or ``amqps://``.
+
+    Connects lazily, so this never touches the network. Raises ConfigError
+    naming the scheme (with the password masked) for anything else.
+    """
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise ConfigError(f"invalid broker URL {mask_url(url)!r}: {exc}") from None
+    if scheme == "stdout":
+        from beatd.publish.stdout import StdoutPublisher
+
+        return StdoutPublisher()
+    if scheme in ("amqp", "amqps"):
+        from beatd.publish.amqp import AmqpPublisher
+
+        return AmqpPublisher(url)
+    raise ConfigError(
+        f"unsupported broker URL scheme {scheme!r} in {mask_url(url)!r}: "
+        "expected stdout://, amqp:// or amqps://"
+    )

@@ -1,0 +1,284 @@
+"""Pure: one fire of a schedule -> the Message its publisher sends verbatim.
+
+Two formats (SPEC §6):
+
+- ``celery``: Celery task protocol v2, as ``celery.app.amqp.AMQP.as_task_v2``
+  builds it and ``celery.worker.strategy`` reads it: body
+  ``[args, kwargs, embed]``, task metadata in the headers, the task id as the
+  AMQP ``correlation_id`` (set by the publisher from ``fire_id``).
+  ``datetime``/``date``/``time`` values in args and kwargs (TOML has them)
+  use kombu's JSON envelope ``{"__type__": ..., "__value__": iso}``, so the
+  worker's task receives real datetimes.
+- ``json``: ``{"schedule", "task", "args", "kwargs", "scheduled_for",
+  "fire_id"}``, instants as ISO-8601 UTC ending in ``Z``; datetimes inside
+  args and kwargs become ISO strings.
+
+Both carry the ``beatd-scheduled-for`` header (the nominal instant, ISO ``Z``)
+so consumers can measure lateness, and ``beatd-manual: true`` on triggers.
+
+The message id is ``fire_id(schedule.name, scheduled_for)``: the nominal
+instant, before jitter, so the same fire always has the same id.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from beatd.errors import ScheduleError
+from beatd.ids import fire_id
+from beatd.model import Format, Schedule
+from beatd.publish.base import Message
+
+SCHEDULED_FOR_HEADER = "beatd-scheduled-for"
+MANUAL_HEADER = "beatd-manual"
+
+# Celery's default argsrepr/kwargsrepr size (AMQP.argsrepr_maxsize).
+_REPR_MAX = 1024
+
+# Headers a schedule may not override: they make the message the fire it is.
+_RESERVED = frozenset(
+    {
+        "lang",
+        "task",
+        "id",
+        "root_id",
+        "parent_id",
+        "group",
+        "eta",
+        "expires",
+        "argsrepr",
+        "kwargsrepr",
+        SCHEDULED_FOR_HEADER,
+        MANUAL_HEADER,
+    }
+)
+
+
+def iso_z(instant: datetime) -> str:
+    """An aware instant as ISO-8601 UTC with a trailing Z (microseconds if any)."""
+    if instant.tzinfo is None:
+        raise ValueError("iso_z needs an aware datetime")
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_message(
+    schedule: Schedule,
+    scheduled_for: datetime,
+    publish_at: datetime,
+    *,
+    manual: bool = False,
+    origin: str = "beatd",
+) -> Message:
+    """The message of `schedule`'s fire at `scheduled_for` (nominal, aware).
+
+    `publish_at` is scheduled_for + jitter (or the moment a trigger was asked
+    for); only the publish is delayed by it, never the id or ``expires``.
+    Raises ScheduleError when args, kwargs or headers cannot be encoded (a
+    float or other non-AMQP value in headers, a non-JSON value in args).
+    """
+    if scheduled_for.tzinfo is None or publish_at.tzinfo is None:
+        raise ValueError("build_message needs aware datetimes")
+    scheduled_for = scheduled_for.astimezone(UTC)
+    fid = fire_id(schedule.name, scheduled_for)
+    expires_at = scheduled_for + schedule.expires if schedule.expires is not None else None
+    headers = _user_headers(schedule)
+    if schedule.format is Format.CELERY:
+        body = _celery_body(schedule)
+        headers.update(_celery_headers(schedule, fid, expires_at, origin))
+    else:
+        body = _json_body(schedule, fid, scheduled_for)
+    headers[SCHEDULED_FOR_HEADER] = iso_z(scheduled_for)
+    if manual:
+        headers[MANUAL_HEADER] = True
+    return Message(
+        fire_id=fid,
+        schedule=schedule.name,
+        scheduled_for=scheduled_for,
+        publish_at=publish_at.astimezone(UTC),
+        exchange=schedule.exchange,
+        routing_key=schedule.route,
+        body=body,
+        headers=headers,
+        priority=schedule.priority,
+        expires_at=expires_at,
+        # On the default exchange the routing key *is* the queue's name.
+        queue=schedule.route if schedule.exchange == "" else None,
+    )
+
+
+def _celery_headers(
+    schedule: Schedule, fid: str, expires_at: datetime | None, origin: str
+) -> dict[str, Any]:
+    return {
+        "lang": "py",
+        "task": schedule.task,
+        "id": fid,
+        "shadow": None,
+        "eta": None,  # jitter delays the publish itself; a worker runs it on receipt
+        "expires": expires_at.isoformat() if expires_at is not None else None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": fid,
+        "parent_id": None,
+        "argsrepr": _short_repr(tuple(schedule.args)),
+        "kwargsrepr": _short_repr(dict(schedule.kwargs)),
+        "origin": origin,
+        "ignore_result": False,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+
+
+def _celery_body(schedule: Schedule) -> bytes:
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    payload = [list(schedule.args), dict(schedule.kwargs), embed]
+    return _dumps(schedule.name, payload, _kombu_default)
+
+
+def _json_body(schedule: Schedule, fid: str, scheduled_for: datetime) -> bytes:
+    payload = {
+        "schedule": schedule.name,
+        "task": schedule.task,
+        "args": list(schedule.args),
+        "kwargs": dict(schedule.kwargs),
+        "scheduled_for": iso_z(scheduled_for),
+        "fire_id": fid,
+    }
+    return _dumps(schedule.name, payload, _iso_default)
+
+
+def _dumps(name: str, payload: object, default: Any) -> bytes:
+    try:
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=default)
+    except (TypeError, ValueError) as exc:
+        raise ScheduleError(name, "args", f"cannot encode as JSON: {exc}") from None
+    return text.encode("utf-8")
+
+
+def _kombu_default(value: object) -> object:
+    # kombu.utils.json registers datetime before date (a datetime is a date).
+    if isinstance(value, datetime):
+        return {"__type__": "datetime", "__value__": value.isoformat()}
+    if isinstance(value, date):
+        return {"__type__": "date", "__value__": value.isoformat()}
+    if isinstance(value, time):
+        return {"__type__": "time", "__value__": value.isoformat()}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _iso_default(value: object) -> object:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _REPR_MAX else text[: _REPR_MAX - 3] + "..."
+
+
+def _user_headers(schedule: Schedule) -> dict[str, Any]:
+    """The schedule's headers as AMQP field-table values (pika encodes no float)."""
+    headers: dict[str, Any] = {}
+    for key, value in schedule.headers.items():
+        if key in _RESERVED:
+            continue
+        headers[str(key)] = _header_value(schedule.name, f"headers.{key}", value)
+    return headers
+
+
+def _header_value(name: str, where: str, value: object) -> object:
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_header_value(name, where, item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(k): _header_value(name, f"{where}.{k}", v) for k, v in value.items()}
+    raise ScheduleError(
+        name,
+        where,
+        f"{type(value).__name__} values cannot be sent as AMQP headers; "
+        "use a string, an integer, a boolean, a list or a table",
+    )
+
+
+def expired_reason(message: Message) -> str:
+    """The reason a publisher gives for an EXPIRED result."""
+    when = iso_z(message.expires_at) if message.expires_at is not None else "?"
+    return f"expired at {when} before it could be sent"
+
+
+# --- the outbox form of a Message -------------------------------------------
+
+
+def message_to_json(message: Message) -> str:
+    """One JSON object holding every field of `message`; see message_from_json."""
+    try:
+        text = message.body.decode("utf-8")
+        body, body_encoding = text, "utf-8"
+    except UnicodeDecodeError:
+        body, body_encoding = base64.b64encode(message.body).decode("ascii"), "base64"
+    return json.dumps(
+        {
+            "fire_id": message.fire_id,
+            "schedule": message.schedule,
+            "scheduled_for": iso_z(message.scheduled_for),
+            "publish_at": iso_z(message.publish_at),
+            "exchange": message.exchange,
+            "routing_key": message.routing_key,
+            "body": body,
+            "body_encoding": body_encoding,
+            "content_type": message.content_type,
+            "content_encoding": message.content_encoding,
+            "headers": dict(message.headers),
+            "priority": message.priority,
+            "expires_at": iso_z(message.expires_at) if message.expires_at else None,
+            "queue": message.queue,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def message_from_json(text: str) -> Message:
+    """The Message that message_to_json wrote; raises ValueError on bad input."""
+    try:
+        data = json.loads(text)
+        if data["body_encoding"] == "base64":
+            body = base64.b64decode(data["body"])
+        else:
+            body = str(data["body"]).encode(data["body_encoding"])
+        expires_at = data["expires_at"]
+        return Message(
+            fire_id=str(data["fire_id"]),
+            schedule=str(data["schedule"]),
+            scheduled_for=_parse_instant(data["scheduled_for"]),
+            publish_at=_parse_instant(data["publish_at"]),
+            exchange=str(data["exchange"]),
+            routing_key=str(data["routing_key"]),
+            body=body,
+            content_type=str(data["content_type"]),
+            content_encoding=str(data["content_encoding"]),
+            headers=dict(data["headers"]),
+            priority=data["priority"],
+            expires_at=_parse_instant(expires_at) if expires_at is not None else None,
+            queue=data["queue"],
+        )
+    except (KeyError, TypeError, LookupError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a stored beatd message: {exc!r}") from None
+
+
+def _parse_instant(text: str) -> datetime:
+    instant = datetime.fromisoformat(text)
+    if instant.tzinfo is None or instant.utcoffset() != timedelta(0):
+        raise ValueError(f"not a UTC instant: {text!r}")
+    return instant.astimezone(UTC)
