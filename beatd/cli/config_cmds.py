@@ -11,9 +11,8 @@ from beatd.api import opened
 from beatd.cli.main import EXIT_OK, add_command
 from beatd.cli.output import iso_local, iso_utc, print_json, print_table, relative, table_time
 from beatd.config import load_settings
-from beatd.durations import format_duration
 from beatd.errors import ConfigError
-from beatd.model import EPOCH, Cron, Every, Once, RRule, Schedule
+from beatd.model import Fire
 
 MAX_LIMIT = 100_000
 
@@ -68,20 +67,6 @@ def parse_instant(flag: str, text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def describe(schedule: Schedule) -> str:
-    """The schedule's spec in words, for the table."""
-    spec = schedule.spec
-    if isinstance(spec, Cron):
-        return timing.describe(spec)
-    if isinstance(spec, Every):
-        text = f"every {format_duration(spec.period)}"
-        return text if spec.anchor == EPOCH else f"{text} from {iso_utc(spec.anchor)}"
-    if isinstance(spec, RRule):
-        return f"rrule {spec.rule}"
-    assert isinstance(spec, Once)
-    return "once"
-
-
 def _upcoming(args: argparse.Namespace) -> int:
     limit = parse_limit(args.limit)
     after = parse_instant("--after", args.after) if args.after is not None else None
@@ -89,7 +74,9 @@ def _upcoming(args: argparse.Namespace) -> int:
     if after is not None and until is not None and until < after:
         raise ConfigError("--until: is before --after")
     with opened(args.config) as beat:
-        fires = beat.upcoming(limit=limit, after=after, until=until, schedule=args.schedule)
+        fires: list[Fire] = beat.upcoming(
+            limit=limit, after=after, until=until, schedule=args.schedule
+        )
         if args.json:
             print_json(
                 [
@@ -112,7 +99,7 @@ def _upcoming(args: argparse.Namespace) -> int:
                 table_time(f.local),
                 table_time(f.at.astimezone(UTC)),
                 relative(f.at, now),
-                describe(schedules[f.schedule]) if f.schedule in schedules else "-",
+                timing.describe(schedules[f.schedule].spec) if f.schedule in schedules else "-",
             )
             for f in fires
         ],
