@@ -13,7 +13,7 @@ from beatd.store.sql.engine import redact
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     db = add_command(sub, "db", "database schema commands", _missing)
-    commands = db.add_subparsers(dest="db_command", metavar="COMMAND", parser_class=type(db))
+    commands: Any = db.add_subparsers(dest="db_command", metavar="COMMAND", parser_class=type(db))
     commands.required = True
     add_command(commands, "upgrade", "apply beatd's migrations to the database", _upgrade)
     add_command(commands, "current", "print the database's schema revision", _current)
