@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,7 +218,7 @@ def test_missing_explicit_config(capsys: pytest.CaptureFixture[str], tmp_path: P
 AFTER = "2026-06-01T12:00:00Z"
 
 
-def upcoming_json(capsys: pytest.CaptureFixture[str], config: Path, *argv: str) -> object:
+def upcoming_json(capsys: pytest.CaptureFixture[str], config: Path, *argv: str) -> Any:
     code, out, err = run(capsys, "upcoming", "--config", str(config), "--json", *argv)
     assert (code, err) == (0, [])
     return json.loads(out)
@@ -248,14 +249,14 @@ def test_upcoming_after_with_offset_and_naive(
     with_offset = upcoming_json(capsys, config, "--after", "2026-06-01T14:00:00+02:00")
     naive = upcoming_json(capsys, config, "--after", "2026-06-01T12:00:00")
     assert with_offset == naive
-    assert len(naive) == 10  # type: ignore[arg-type]
+    assert len(naive) == 10
 
 
 def test_upcoming_ties_by_name_and_until(capsys: pytest.CaptureFixture[str], config: Path) -> None:
     fires = upcoming_json(
         capsys, config, "--after", AFTER, "--until", "2026-06-01T12:10:00Z", "--limit", "100"
     )
-    assert [(f["schedule"], f["at"][11:16]) for f in fires] == [  # type: ignore[index, union-attr]
+    assert [(f["schedule"], f["at"][11:16]) for f in fires] == [
         ("a", "12:05"),
         ("b", "12:05"),
         ("a", "12:10"),
@@ -266,7 +267,7 @@ def test_upcoming_ties_by_name_and_until(capsys: pytest.CaptureFixture[str], con
 
 def test_upcoming_disabled_left_out(capsys: pytest.CaptureFixture[str], config: Path) -> None:
     fires = upcoming_json(capsys, config, "--after", AFTER, "--limit", "50")
-    assert "off" not in {f["schedule"] for f in fires}  # type: ignore[index, union-attr]
+    assert "off" not in {f["schedule"] for f in fires}
 
 
 def test_upcoming_table(capsys: pytest.CaptureFixture[str], config: Path) -> None:
