@@ -1,0 +1,168 @@
+"""What only the SQL store does: schema checks, migrations, errors, indexes, types."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from conftest import close_checked, open_sql, sched
+
+from beatd import migrate
+from beatd.errors import ConfigError, SchemaError, StoreError
+from beatd.model import Every, Schedule
+from beatd.store import has_tables, open_store
+from beatd.store.sql import SqlStore, schedules
+from beatd.store.sql.engine import make_engine, parse_url
+from beatd.store.sql.tables import metadata
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def test_open_refuses_an_empty_database(db_url: str) -> None:
+    if db_url.startswith("sqlite"):
+        Path(db_url.removeprefix("sqlite:///")).touch()
+    assert not has_tables(db_url)
+    with pytest.raises(SchemaError, match=r"no beatd tables; run: beatd db upgrade"):
+        open_store(db_url)
+    assert migrate.current_revision(db_url) is None
+    assert migrate.upgrade(db_url) == (None, migrate.head())
+    assert migrate.upgrade(db_url) == (migrate.head(), migrate.head())
+    assert has_tables(db_url)
+    assert migrate.check(db_url) == migrate.head()
+
+
+def test_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/absent.db"
+    assert not has_tables(url)
+    with pytest.raises(SchemaError, match="beatd db upgrade"):
+        open_store(url)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_open_refuses_a_newer_schema(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match="newer than this beatd"):
+        open_store(db_url)
+    with pytest.raises(SchemaError, match="newer"):
+        migrate.upgrade(db_url)
+
+
+def test_migrated_schema_equals_the_models(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_concurrent_upgrades_on_one_empty_database(db_url: str) -> None:
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(migrate.upgrade(db_url)[1])
+        except Exception as error:  # collected, asserted below
+            results.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [migrate.head()] * 10
+    store = open_sql(db_url)
+    close_checked(store)
+
+
+def test_bad_urls_are_one_line_errors_without_password() -> None:
+    with pytest.raises(ConfigError):
+        open_store("not a url")
+    with pytest.raises(ConfigError, match="unsupported"):
+        open_store("nosuchdb://x/y")
+    with pytest.raises(StoreError) as caught:
+        open_store("postgresql://beatd:s3cr3t-pw@127.0.0.1:1/beatd")
+    text = str(caught.value)
+    assert "s3cr3t-pw" not in text and "***" in text and "\n" not in text
+    assert caught.value.__cause__ is None
+    assert parse_url("postgresql://h/db").drivername == "postgresql+psycopg"
+    assert parse_url("postgres://h/db").drivername == "postgresql+psycopg"
+
+
+def test_database_failures_become_store_errors(sql_store: SqlStore) -> None:
+    with sql_store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE outbox"))
+    with pytest.raises(StoreError, match="outbox") as caught:
+        sql_store.backlog()
+    assert not isinstance(caught.value.__context__, sa.exc.SQLAlchemyError) or (
+        caught.value.__suppress_context__
+    )
+
+
+def test_naive_datetimes_are_refused(sql_store: SqlStore) -> None:
+    with pytest.raises(StoreError, match="naive"):
+        sql_store.put(sched("a"), datetime(2026, 1, 1), replace=False)
+
+
+def test_instants_come_back_aware_utc(sql_store: SqlStore) -> None:
+    berlin = T0.astimezone(ZoneInfo("Europe/Berlin"))
+    sql_store.put(sched("a"), berlin, replace=False)
+    got = sql_store.get("a").next_at
+    assert got == T0 and got is not None and got.tzinfo is UTC
+
+
+def test_wait_for_change_listens(sql_store: SqlStore) -> None:
+    since = sql_store.change_count()
+    other = SqlStore(sql_store.url)
+    timer = threading.Timer(0.2, lambda: other.put(sched("x"), T0, replace=False))
+    timer.start()
+    try:
+        assert sql_store.wait_for_change(since, 10.0) == since + 1
+    finally:
+        timer.join()
+        close_checked(other)
+
+
+def _explain(store: SqlStore) -> str:
+    query = schedules.due_query(T0, 100)
+    compiled = query.compile(store.engine, compile_kwargs={"literal_binds": True})
+    prefix = "EXPLAIN" if store.dialect == "postgresql" else "EXPLAIN QUERY PLAN"
+    with store.engine.connect() as conn:
+        return "\n".join(str(row[-1]) for row in conn.exec_driver_sql(f"{prefix} {compiled}"))
+
+
+def test_due_query_reads_the_next_at_index(sql_store: SqlStore) -> None:
+    many = [
+        Schedule(name=f"s{i:05d}", spec=Every(timedelta(minutes=1 + i % 50)), task="t")
+        for i in range(10_000)
+    ]
+    # 100 are due, the rest in the future
+    sql_store.load_file(many, lambda s: T0 - timedelta(seconds=int(s.name[1:]) % 100 + 1)
+                        if int(s.name[1:]) < 100 else T0 + timedelta(days=1))  # fmt: skip
+    with sql_store.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    plan = _explain(sql_store)
+    assert "ix_schedules_due" in plan, plan
+    if sql_store.dialect == "postgresql":
+        assert "Seq Scan" not in plan and "Sort" not in plan.split("Index")[0], plan
+    assert len(sql_store.due(T0, 1000)) == 100
+
+
+@pytest.mark.skipif(os.name != "posix", reason="WAL is checked on posix file systems")
+def test_sqlite_runs_in_wal_mode(sqlite_url: str) -> None:
+    store = open_sql(sqlite_url)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    close_checked(store)
