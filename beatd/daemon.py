@@ -1,0 +1,326 @@
+"""Wiring: the lease, tick, relay and change-watcher threads, signals, shutdown order.
+
+Four small loops, each waiting on its own Event with a timeout equal to the
+time to its next piece of work, so none ever sleeps blindly:
+
+    lease    renews every lease/3 (a standby asks every 0.5 s); kept apart so
+             a long catch-up transaction or a slow broker never delays a renew
+    tick     leader only: due schedules -> record; pings the systemd watchdog
+    relay    leader only: outbox -> broker; a slow or absent broker never
+             holds up deciding
+    watcher  store.wait_for_change (PostgreSQL LISTEN) or change_count() every
+             0.5 s: wakes tick and relay, so API changes apply within a second
+
+The main thread handles signals: SIGHUP reloads the TOML file (a broken file
+logs one line and keeps the last good schedules); SIGTERM/SIGINT stop
+deciding, drain what is due in the outbox (bounded), release the lease so a
+standby takes over at once, and return 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from beatd import timing
+from beatd.clock import Clock, SystemClock
+from beatd.config import Settings, load_settings
+from beatd.errors import BeatdError, ConfigError, Conflict, SchemaError, StoreError
+from beatd.leader import Leader
+from beatd.metrics import Metrics
+from beatd.model import Schedule
+from beatd.publish.base import Publisher
+from beatd.publish.messages import build_message
+from beatd.publish.retry import RetryPolicy
+from beatd.relay import Relay
+from beatd.store.base import Store
+from beatd.systemd import Notifier
+from beatd.tick import Ticker
+
+log = logging.getLogger("beatd.daemon")
+
+MAX_IDLE = 5.0  # seconds a loop waits at most, even with nothing to do
+CHANGE_POLL = 0.5  # seconds between change_count() polls
+DRAIN_TIMEOUT = 10.0  # seconds SIGTERM may spend publishing what is due
+HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
+STORE_RETRY = RetryPolicy(initial=0.5, max=5.0)
+
+
+def _seconds_until(instant: datetime | None, now: datetime, cap: float) -> float:
+    if instant is None:
+        return cap
+    return min(max((instant - now).total_seconds(), 0.0), cap)
+
+
+def _first_after(now: datetime) -> Callable[[Schedule], datetime | None]:
+    return lambda schedule: timing.next_after(schedule, now)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        publisher: Publisher,
+        clock: Clock | None = None,
+        *,
+        notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
+        reload: Callable[[Path | None], Settings] = load_settings,
+    ) -> None:
+        self.settings, self.store, self.publisher = settings, store, publisher
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or Notifier()
+        self.metrics = metrics or Metrics()
+        self._reload_settings = reload
+        self.leader = Leader(
+            store,
+            self.clock,
+            settings.lease,
+            settings.instance_id,
+            on_failure=self.metrics.renew_failures.inc,
+        )
+        self.ticker = Ticker(
+            store, self.leader, build_message, self.metrics, on_pending=self._wake_relay
+        )
+        self.relay = Relay(
+            store, publisher, self.clock, self.metrics, leading=self.leader.is_leading
+        )
+        self._stop = threading.Event()  # stop deciding
+        self._release = threading.Event()  # relay drained: give the lease up
+        self._control = threading.Event()  # main thread: a signal arrived
+        self._tick_wake, self._relay_wake, self._lease_wake = (threading.Event() for _ in "abc")
+        self._reload_pending = False
+        self._heartbeat = self.clock.monotonic()
+        self._broken = False
+        self._threads: list[threading.Thread] = []
+        self._status = ""
+        self._backlog = 0
+
+    # -- control (signal-safe: only set flags and events) ----------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._control.set()
+
+    def request_reload(self) -> None:
+        self._reload_pending = True
+        self._control.set()
+
+    def healthy(self) -> bool:
+        alive = self.clock.monotonic() - self._heartbeat < HEALTH_WINDOW
+        return alive and not self._broken and not self._release.is_set()
+
+    def _wake_relay(self) -> None:
+        self._relay_wake.set()
+
+    def _wake_all(self) -> None:
+        for event in (self._tick_wake, self._relay_wake, self._lease_wake):
+            event.set()
+
+    # -- the main thread -------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until request_stop(); returns the exit code (0)."""
+        self.load_schedules(self.settings)
+        self._start()
+        self.notifier.ready(self._describe())
+        log.info("started", extra={"holder": self.leader.holder})
+        while not self._stop.is_set():
+            self._control.wait(MAX_IDLE)
+            self._control.clear()
+            if self._reload_pending and not self._stop.is_set():
+                self._reload_pending = False
+                self.reload()
+        self._shutdown()
+        return 0
+
+    def load_schedules(self, settings: Settings) -> None:
+        """Make the file's schedules the store's; retries while the database is down."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                result = self.store.load_file(settings.schedules, _first_after(self.clock.now()))
+            except SchemaError:
+                raise
+            except StoreError as exc:
+                failures += 1
+                if failures == 1:
+                    log.error(f"cannot load the schedules, retrying: {exc}")
+                self._stop.wait(STORE_RETRY.delay(failures))
+                continue
+            log.info(
+                "schedules loaded",
+                extra={
+                    "file": str(settings.path) if settings.path else None,
+                    "schedules": len(settings.schedules),
+                    "added": len(result.added),
+                    "changed": len(result.changed),
+                    "removed": len(result.removed),
+                },
+            )
+            self._tick_wake.set()
+            return
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the TOML file; a broken one keeps the last good schedules."""
+        self.notifier.reloading()
+        try:
+            settings = self._reload_settings(self.settings.path)
+            self.load_schedules(settings)
+        except (ConfigError, Conflict) as exc:
+            more = len(getattr(exc, "problems", ())) - 1
+            extra = f" (and {more} more problems)" if more > 0 else ""
+            log.error(f"reload failed, keeping the last good schedules: {exc}{extra}")
+        else:
+            self.settings = settings
+        finally:
+            self.notifier.ready(self._describe())
+
+    def _start(self) -> None:
+        loops: dict[str, Callable[[], None]] = {
+            "lease": self._lease_loop,
+            "tick": self._tick_loop,
+            "relay": self._relay_loop,
+            "watcher": self._watch_loop,
+        }
+        for name, target in loops.items():
+            thread = threading.Thread(target=target, name=f"beatd-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping: no new fires; publishing what is due, then releasing the lease")
+        self._wake_all()
+        lease, tick, relay, watcher = self._threads
+        tick.join()
+        relay.join(DRAIN_TIMEOUT + 5)
+        self._release.set()
+        self._lease_wake.set()
+        lease.join(10)
+        watcher.join(CHANGE_POLL * 4)
+        log.info("stopped")
+
+    # -- the loops -------------------------------------------------------------
+
+    def _lease_loop(self) -> None:
+        was_leading = False
+        while not self._release.is_set():
+            wait = self.leader.step()
+            leading = self.leader.is_leading()
+            self.metrics.is_leader.set(1 if leading else 0)
+            if leading != was_leading:
+                was_leading = leading
+                self._wake_all()
+                self._update_status()
+            self._lease_wake.wait(wait)
+            self._lease_wake.clear()
+        self.leader.release()
+        self.metrics.is_leader.set(0)
+
+    def _tick_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            wait = MAX_IDLE
+            try:
+                if self.leader.is_leading():
+                    now = self.clock.now()
+                    due = self.ticker.tick(now)
+                    wait = _seconds_until(due, self.clock.now(), MAX_IDLE) or 0.02
+                failures = self._recovered("tick", failures)
+                self._broken = False
+            except StoreError as exc:
+                failures = self._failed("tick", failures, exc)
+                wait = STORE_RETRY.delay(failures)
+            except Exception:
+                self._broken = True
+                log.exception("tick failed")
+                wait = MAX_IDLE
+            self._beat()
+            if self.notifier.watchdog_interval is not None:
+                wait = min(wait, self.notifier.watchdog_interval)
+            self._tick_wake.wait(wait)
+            self._tick_wake.clear()
+
+    def _beat(self) -> None:
+        self._heartbeat = self.clock.monotonic()
+        if not self._broken:
+            self.notifier.watchdog()
+
+    def _relay_loop(self) -> None:
+        failures = 0
+        deadline: float | None = None
+        while True:
+            if self._stop.is_set() and deadline is None:
+                deadline = self.clock.monotonic() + DRAIN_TIMEOUT
+            wait = 1.0
+            try:
+                if self.leader.is_leading():
+                    now = self.clock.now()
+                    wait = _seconds_until(self.relay.run_once(now), self.clock.now(), 1.0)
+                    self._backlog = self.store.backlog()
+                    self.metrics.backlog.set(self._backlog)
+                failures = self._recovered("relay", failures)
+            except StoreError as exc:
+                failures = self._failed("relay", failures, exc)
+                wait = STORE_RETRY.delay(failures)
+            except Exception:
+                log.exception("relay failed")
+                wait = 1.0
+            self._update_status()
+            if deadline is not None and (wait > 0.05 or self.clock.monotonic() > deadline):
+                return  # drained what is due (or out of time): the rest waits for the next leader
+            self._relay_wake.wait(wait)
+            self._relay_wake.clear()
+
+    def _watch_loop(self) -> None:
+        waiter: Any = getattr(self.store, "wait_for_change", None)
+        seen: int | None = None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if seen is None:
+                    seen = self.store.change_count()
+                if waiter is not None:
+                    count = int(waiter(seen, CHANGE_POLL))
+                else:
+                    self._stop.wait(CHANGE_POLL)
+                    count = self.store.change_count()
+                failures = self._recovered("watcher", failures)
+            except BeatdError as exc:
+                failures = self._failed("watcher", failures, exc)
+                self._stop.wait(STORE_RETRY.delay(failures))
+                continue
+            if count != seen:
+                seen = count
+                self._tick_wake.set()
+                self._relay_wake.set()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _failed(self, loop: str, failures: int, exc: BaseException) -> int:
+        if failures == 0:
+            log.error(f"database unavailable ({loop}), retrying with backoff: {exc}")
+        return failures + 1
+
+    def _recovered(self, loop: str, failures: int) -> int:
+        if failures:
+            log.info(f"database available again ({loop})")
+        return 0
+
+    def _describe(self) -> str:
+        lease = self.leader.lease
+        if lease is None:
+            return f"standby ({self.leader.holder})"
+        return f"leader epoch {lease.epoch}, backlog {self._backlog}"
+
+    def _update_status(self) -> None:
+        status = self._describe()
+        if status != self._status:
+            self._status = status
+            self.notifier.status(status)

@@ -1,0 +1,160 @@
+"""The leader lease as a state machine: acquire, renew, self-fence, release.
+
+The database judges expiry (its clock is the time authority, SPEC §7); this
+side only decides when to ask, and when to stop trusting what it holds:
+
+    follower --acquire ok--> leader --renew ok--> leader
+       ^                        |  renew refused / Fenced: step down at once
+       |                        |  no renew for ttl - margin (local monotonic
+       +------------------------+  clock): self-fenced, stops deciding
+
+A leader that cannot reach the database stops deciding before its lease can
+expire, measured from the *start* of the last successful renew on the
+monotonic clock, so neither a wall-clock jump nor a slow reply can extend it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from beatd.clock import Clock
+from beatd.errors import StoreError
+from beatd.model import Lease
+from beatd.store.base import LeaseStore
+
+log = logging.getLogger("beatd.leader")
+
+SKEW_WARN = 1.0  # seconds between this host's clock and the database's
+SKEW_CHECK_EVERY = 60.0  # seconds between clock comparisons while leading
+STANDBY_POLL = 0.5  # a standby asks at least this often, so takeover is quick
+
+
+def default_holder() -> str:
+    """`<hostname>:<pid>`, the id `status` shows for this instance."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Leader:
+    """Holds (or not) the lease; thread-safe reads for the tick and relay loops."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        clock: Clock,
+        ttl: timedelta,
+        holder: str | None = None,
+        *,
+        margin: float | None = None,
+        on_failure: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store, self.clock = store, clock
+        self.holder = holder or default_holder()
+        self.ttl = ttl
+        seconds = ttl.total_seconds()
+        self.margin = margin if margin is not None else seconds / 4
+        self.renew_every = seconds / 3
+        self._lock = threading.Lock()
+        self._lease: Lease | None = None
+        self._valid_until = 0.0  # monotonic: stop deciding at this moment
+        self._next_skew_check = 0.0
+        self.renew_failures = 0  # in a row; reset by a success
+        self._on_failure = on_failure
+
+    @property
+    def lease(self) -> Lease | None:
+        """The lease while leading, else None."""
+        with self._lock:
+            return self._lease if self._leading(self.clock.monotonic()) else None
+
+    def is_leading(self, mono_now: float | None = None) -> bool:
+        with self._lock:
+            return self._leading(self.clock.monotonic() if mono_now is None else mono_now)
+
+    def _leading(self, mono: float) -> bool:
+        return self._lease is not None and mono < self._valid_until
+
+    def step(self) -> float:
+        """Acquire or renew as due; returns seconds until the next step.
+
+        Raises nothing: a StoreError counts as a failed renew (logged once
+        per outage) and leaves the self-fence to run out.
+        """
+        started = self.clock.monotonic()
+        with self._lock:
+            held = self._lease if self._leading(started) else None
+        try:
+            lease = self.store.renew(held, self.ttl) if held else None
+            if lease is None:
+                lease = self.store.acquire(self.holder, self.ttl)
+        except StoreError as exc:
+            self._failed(held, str(exc))
+            return min(self.renew_every, STANDBY_POLL) / 2 if held else self._standby_wait()
+        if held is not None and (lease is None or lease.epoch != held.epoch):
+            log.warning("lost the lease", extra={"epoch": held.epoch})
+        with self._lock:
+            was_failing = self.renew_failures > 0
+            self.renew_failures = 0
+            self._lease = lease
+            if lease is not None:
+                self._valid_until = started + self.ttl.total_seconds() - self.margin
+        if lease is not None and (held is None or lease.epoch != held.epoch):
+            log.info("leading", extra={"holder": self.holder, "epoch": lease.epoch})
+        if was_failing:
+            log.info("database reachable again")
+        if lease is not None:
+            self._check_skew(started)
+            return self.renew_every
+        return self._standby_wait()
+
+    def _standby_wait(self) -> float:
+        return min(self.renew_every, STANDBY_POLL)
+
+    def _failed(self, held: Lease | None, why: str) -> None:
+        with self._lock:
+            self.renew_failures += 1
+            first = self.renew_failures == 1
+        self._on_failure()
+        if first:
+            what = "cannot renew the lease" if held else "cannot reach the database"
+            log.error(f"{what}: {why}")
+
+    def _check_skew(self, mono: float) -> None:
+        if mono < self._next_skew_check:
+            return
+        self._next_skew_check = mono + SKEW_CHECK_EVERY
+        try:
+            before = self.clock.now()
+            db = self.store.db_now()
+            after = self.clock.now()
+        except StoreError:
+            return
+        skew = ((before + (after - before) / 2) - db).total_seconds()
+        if abs(skew) > SKEW_WARN:
+            log.warning(
+                f"this host's clock is {skew:+.3f}s off the database's",
+                extra={"skew_seconds": round(skew, 3)},
+            )
+
+    def step_down(self) -> None:
+        """Forget the lease at once (a write was Fenced, or we lost it)."""
+        with self._lock:
+            if self._lease is not None:
+                log.warning("fenced: stepping down", extra={"epoch": self._lease.epoch})
+            self._lease = None
+
+    def release(self) -> None:
+        """Give the lease up so a standby takes over at once; never raises."""
+        with self._lock:
+            lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        try:
+            self.store.release(lease)
+            log.info("released the lease", extra={"epoch": lease.epoch})
+        except StoreError as exc:
+            log.error(f"cannot release the lease: {exc}")

@@ -1,0 +1,184 @@
+"""The misfire policy, as a pure function: (stored schedule, now) -> what to record.
+
+`plan` reads no clock and does no I/O. It decides every instant in
+[stored.next_at, now]:
+
+    past grace     missed longer ago than `grace`      dropped "past grace"
+    missed         now - instant > ON_TIME             per policy (below)
+    on time        now - instant <= ON_TIME            sent (unless max_fires)
+
+ON_TIME (1 s) absorbs a tick that wakes a little late: a fire 5 ms or 800 ms
+after its instant is not a misfire. Policies for missed instants (SPEC §4):
+`coalesce` sends only the latest due instant and drops the others
+("coalesced"); `all` sends them oldest first, at most `cap` per catch-up, and
+drops the rest ("catch-up cap"); `skip` drops them ("missed (skip)").
+
+Work is bounded: a run of more than DETAIL dropped instants is recorded as
+ONE summary drop at its first instant (reason "coalesced: 31535999 instants
+from … to …"; the exact count for interval schedules, "more than 1000"
+otherwise), found with `timing.latest_at_or_before` instead of a walk.
+Disabled schedules decide nothing; their next_at just moves past now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from beatd import timing
+from beatd.errors import ConfigError
+from beatd.ids import fire_id
+from beatd.model import Every, Misfire, Outcome, Schedule
+from beatd.publish.base import Message
+from beatd.store.base import Advance, Decision, StoredSchedule
+
+ON_TIME = timedelta(seconds=1)
+CATCH_UP_CAP = 1000
+DETAIL = 1000  # longest run of drops recorded one row per instant
+_TICK = timedelta(microseconds=1)
+
+Builder = Callable[[Schedule, datetime, datetime], Message]
+"""Builds the outbox message of a fire: (schedule, scheduled_for, publish_at)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    decisions: tuple[Decision, ...]  # in instant order
+    advance: Advance | None  # None when the schedule was not due
+
+    @property
+    def sends(self) -> int:
+        return sum(d.outcome is Outcome.PENDING for d in self.decisions)
+
+
+def plan(
+    stored: StoredSchedule,
+    now: datetime,
+    build: Builder,
+    *,
+    cap: int = CATCH_UP_CAP,
+    on_time: timedelta = ON_TIME,
+) -> Plan:
+    """Decide every due instant of `stored` at `now`, and where the schedule goes next."""
+    s, first = stored.schedule, stored.next_at
+    if first is None or first > now:
+        return Plan((), None)
+    latest = timing.latest_at_or_before(s, now, first)
+    if not s.enabled or latest is None:
+        next_at = timing.next_after(s, now)
+        return Plan((), Advance(s.name, stored.version, next_at, stored.last_at, 0))
+    out = _Builder(s, now, build)
+    # Region boundaries, each the first instant at or after a cut-off.
+    in_grace: datetime | None = first
+    if s.grace is not None:
+        in_grace = _first_at_or_after(s, now - max(s.grace, on_time), first, latest)
+    on_time_first = _first_at_or_after(s, now - on_time, first, latest)
+    out.drop_run(first, in_grace, "past grace")
+    if s.misfire is Misfire.COALESCE:
+        if in_grace is not None:
+            out.drop_run(in_grace, latest, "coalesced")
+            out.send(latest)
+    elif s.misfire is Misfire.SKIP:
+        out.drop_run(in_grace, on_time_first, "missed (skip)")
+        out.send_run(on_time_first, None)
+    else:
+        rest = out.send_run(in_grace, on_time_first, limit=cap)
+        out.drop_run(rest, on_time_first, "catch-up cap")
+        out.send_run(on_time_first, None)
+    return out.finish(stored, latest)
+
+
+def _first_at_or_after(
+    s: Schedule, cut: datetime, first: datetime, latest: datetime
+) -> datetime | None:
+    """The first instant >= cut within [first, latest], or None."""
+    if cut <= first:
+        return first
+    found = timing.next_after(s, cut - _TICK)
+    return found if found is not None and found <= latest else None
+
+
+class _Builder:
+    """Collects decisions in instant order over [first, latest]."""
+
+    def __init__(self, s: Schedule, now: datetime, build: Builder) -> None:
+        self.s, self.now, self.build = s, now, build
+        self.decisions: list[Decision] = []
+
+    def send(self, at: datetime) -> None:
+        publish_at = at + timing.jitter_offset(self.s.name, at, self.s.jitter)
+        try:
+            message = self.build(self.s, at, publish_at)
+        except ConfigError as exc:  # validated at the edge; never let one poison a tick
+            self.drop(at, f"cannot build the message: {exc}")
+            return
+        self.decisions.append(
+            Decision(self.s.name, at, fire_id(self.s.name, at), Outcome.PENDING, None, message)
+        )
+
+    def drop(self, at: datetime, reason: str) -> None:
+        self.decisions.append(
+            Decision(self.s.name, at, fire_id(self.s.name, at), Outcome.DROPPED, reason)
+        )
+
+    def send_run(
+        self, start: datetime | None, end: datetime | None, limit: int | None = None
+    ) -> datetime | None:
+        """Send instants in [start, end) (end None: up to now); returns the first one not sent."""
+        at = start
+        sent = 0
+        while at is not None and at <= self.now and (end is None or at < end):
+            if limit is not None and sent >= limit:
+                return at
+            self.send(at)
+            sent += 1
+            at = timing.next_after(self.s, at)
+        return None
+
+    def drop_run(self, start: datetime | None, end: datetime | None, reason: str) -> None:
+        """Drop instants in [start, end) (end None: up to now): one row each, or one summary."""
+        if start is None or (end is not None and start >= end):
+            return
+        stop = end - _TICK if end is not None else self.now
+        run: list[datetime] = []
+        at: datetime | None = start
+        while at is not None and at <= stop and len(run) <= DETAIL:
+            run.append(at)
+            at = timing.next_after(self.s, at)
+        if len(run) <= DETAIL:
+            for instant in run:
+                self.drop(instant, reason)
+            return
+        last = timing.latest_at_or_before(self.s, stop, start) or run[-1]
+        self.drop(
+            start,
+            f"{reason}: {_count(self.s, start, last)} instants from {_iso(start)} to {_iso(last)}",
+        )
+
+    def finish(self, stored: StoredSchedule, latest: datetime) -> Plan:
+        """Apply max_fires and compute the advance."""
+        decisions, last, next_at = self.decisions, latest, timing.next_after(self.s, latest)
+        if self.s.max_fires is not None:
+            room = self.s.max_fires - stored.fires
+            sends = [i for i, d in enumerate(decisions) if d.outcome is Outcome.PENDING]
+            if room <= 0:
+                decisions, next_at = [], None
+            elif len(sends) >= room:
+                cut = sends[room - 1]
+                decisions, next_at = decisions[: cut + 1], None
+                last = decisions[cut].scheduled_for
+        added = sum(d.outcome is Outcome.PENDING for d in decisions)
+        last_at = last if decisions else stored.last_at
+        advance = Advance(self.s.name, stored.version, next_at, last_at, added)
+        return Plan(tuple(decisions), advance)
+
+
+def _count(s: Schedule, first: datetime, last: datetime) -> str:
+    if isinstance(s.spec, Every) and s.spec.period > timedelta(0):
+        return str((last - first) // s.spec.period + 1)
+    return f"more than {DETAIL}"
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")

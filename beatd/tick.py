@@ -1,0 +1,100 @@
+"""The leader's tick: due schedules -> planner -> one fenced transaction per batch.
+
+Nothing here decides policy (planner.py does) or talks to a database or a
+broker directly: the tick reads due schedules, plans each, and records the
+decisions, their outbox messages and the advanced run state in ONE
+transaction per batch, fenced by the lease epoch. A schedule is therefore
+never advanced before its fires are durable, and a stale leader writes
+nothing (Fenced -> step down).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from beatd.errors import Fenced
+from beatd.metrics import Metrics
+from beatd.model import Lease, Outcome
+from beatd.planner import Builder, plan
+from beatd.store.base import Advance, Decision, FireLog, ScheduleStore
+
+log = logging.getLogger("beatd.tick")
+
+BATCH = 200  # schedules per transaction
+MAX_ROUNDS = 50  # batches per tick before yielding to the loop (lease, signals)
+
+
+class TickStore(ScheduleStore, FireLog, Protocol):
+    pass
+
+
+class Leadership(Protocol):
+    @property
+    def lease(self) -> Lease | None:
+        """The lease while leading (and not self-fenced), else None."""
+        ...
+
+    def step_down(self) -> None: ...
+
+
+class Ticker:
+    def __init__(
+        self,
+        store: TickStore,
+        leader: Leadership,
+        build: Builder,
+        metrics: Metrics | None = None,
+        *,
+        batch: int = BATCH,
+        on_pending: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store, self.leader, self.build = store, leader, build
+        self.metrics = metrics or Metrics()
+        self.batch = batch
+        self.on_pending = on_pending  # wakes the relay
+
+    def tick(self, now: datetime) -> datetime | None:
+        """Record everything due at `now`; returns the next due instant (None: nothing).
+
+        Returns None at once when not leading. Raises StoreError when the
+        database fails (nothing of the failed batch is written).
+        """
+        for _ in range(MAX_ROUNDS):
+            lease = self.leader.lease
+            if lease is None:
+                return None
+            due = self.store.due(now, self.batch)
+            decisions: list[Decision] = []
+            advances: list[Advance] = []
+            for stored in due:
+                planned = plan(stored, now, self.build)
+                decisions.extend(planned.decisions)
+                if planned.advance is not None:
+                    advances.append(planned.advance)
+            if not advances:
+                break
+            try:
+                self.store.record(lease, decisions, advances)
+            except Fenced:
+                self.leader.step_down()
+                return None
+            self._count(decisions)
+            if len(due) < self.batch:
+                break
+        return self.store.next_due_at()
+
+    def _count(self, decisions: list[Decision]) -> None:
+        sends = sum(d.outcome is Outcome.PENDING for d in decisions)
+        self.metrics.recorded.inc(sends)
+        self.metrics.dropped.inc(len(decisions) - sends)
+        if len(decisions) > sends:
+            names = sorted({d.schedule for d in decisions if d.outcome is Outcome.DROPPED})
+            log.info(
+                "missed instants dropped",
+                extra={"dropped": len(decisions) - sends, "schedules": names[:20]},
+            )
+        if sends:
+            self.on_pending()

@@ -1,0 +1,321 @@
+"""Leader state machine, tick and relay over the memory store with a FakeClock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from beatd import timing
+from beatd.clock import FakeClock
+from beatd.errors import BrokerError, StoreError
+from beatd.leader import Leader, default_holder
+from beatd.model import Every, Lease, Misfire, Outcome, Schedule
+from beatd.publish.base import Message, Result, Status
+from beatd.publish.messages import build_message
+from beatd.publish.retry import RetryPolicy
+from beatd.relay import Relay
+from beatd.store.memory import MemoryStore
+from beatd.tick import Ticker
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TTL = timedelta(seconds=3)
+
+
+def sched(name: str, every: int = 1, **options: Any) -> Schedule:
+    return Schedule(name=name, spec=Every(timedelta(seconds=every)), task=f"t.{name}", **options)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> MemoryStore:
+    return MemoryStore(clock)
+
+
+def load(store: MemoryStore, clock: FakeClock, *schedules: Schedule) -> None:
+    now = clock.now()
+    store.load_file(schedules, lambda s: timing.next_after(s, now))
+
+
+# -- leader -------------------------------------------------------------------
+
+
+def test_holder_defaults_to_host_and_pid() -> None:
+    host, _, pid = default_holder().rpartition(":")
+    assert host and pid.isdigit()
+
+
+def test_acquire_then_renew_keeps_the_epoch(store: MemoryStore, clock: FakeClock) -> None:
+    leader = Leader(store, clock, TTL, "a")
+    assert not leader.is_leading()
+    assert leader.step() == pytest.approx(1.0)  # renew every lease/3
+    assert leader.is_leading()
+    first = leader.lease
+    assert first is not None and first.holder == "a"
+    clock.advance(1)
+    leader.step()
+    assert leader.lease is not None and leader.lease.epoch == first.epoch
+    assert leader.lease.expires_at == clock.now() + TTL
+
+
+def test_a_standby_waits_and_polls_quickly(store: MemoryStore, clock: FakeClock) -> None:
+    a, b = Leader(store, clock, TTL, "a"), Leader(store, clock, TTL, "b")
+    a.step()
+    assert b.step() == pytest.approx(0.5)
+    assert not b.is_leading()
+    assert store.current() is not None and store.current().holder == "a"  # type: ignore[union-attr]
+
+
+class Flaky:
+    """A lease store that fails while `down` is set."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner, self.down = inner, False
+        self.skew = timedelta(0)
+
+    def __getattr__(self, name: str) -> Any:
+        if self.down:
+            raise StoreError("database unreachable")
+        return getattr(self.inner, name)
+
+    def db_now(self) -> datetime:
+        return self.inner.db_now() + self.skew
+
+
+def test_a_leader_that_cannot_renew_self_fences_before_expiry(
+    store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky(store)
+    leader = Leader(flaky, clock, TTL, "a")  # type: ignore[arg-type]
+    leader.step()
+    lease = leader.lease
+    assert lease is not None
+    flaky.down = True
+    failures = 0
+    with caplog.at_level(logging.ERROR, "beatd"):
+        while leader.is_leading():
+            clock.advance(leader.step())
+            failures += 1
+    # it stopped deciding while its lease was still valid by the database clock
+    assert clock.now() < lease.expires_at
+    assert clock.now() >= lease.expires_at - TTL + TTL - timedelta(seconds=leader.margin)
+    assert len([r for r in caplog.records if "cannot renew" in r.message]) == 1
+    assert failures >= 2
+    flaky.down = False
+    leader.step()  # still ours in the store: taken back with the same epoch
+    assert leader.lease is not None and leader.lease.epoch == lease.epoch
+
+
+def test_an_expired_lease_goes_to_the_standby_with_a_new_epoch(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    a, b = Leader(store, clock, TTL, "a"), Leader(store, clock, TTL, "b")
+    a.step()
+    old = a.lease
+    assert old is not None
+    clock.advance(TTL + timedelta(milliseconds=1))
+    assert not a.is_leading()
+    b.step()
+    assert b.lease is not None and b.lease.epoch == old.epoch + 1
+    a.step()
+    assert not a.is_leading()
+
+
+def test_release_hands_over_at_once(store: MemoryStore, clock: FakeClock) -> None:
+    a, b = Leader(store, clock, TTL, "a"), Leader(store, clock, TTL, "b")
+    a.step()
+    a.release()
+    assert not a.is_leading()
+    b.step()
+    assert b.is_leading()
+
+
+def test_warns_when_the_clock_is_off_the_database(
+    store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky(store)
+    flaky.skew = timedelta(seconds=2)
+    with caplog.at_level(logging.WARNING, "beatd"):
+        Leader(flaky, clock, TTL, "a").step()  # type: ignore[arg-type]
+    assert any("off the database" in r.message for r in caplog.records)
+
+
+# -- tick ---------------------------------------------------------------------
+
+
+def leading(store: MemoryStore, clock: FakeClock, holder: str = "a") -> Leader:
+    leader = Leader(store, clock, TTL, holder)
+    leader.step()
+    assert leader.is_leading()
+    return leader
+
+
+def test_tick_records_each_instant_once(store: MemoryStore, clock: FakeClock) -> None:
+    load(store, clock, sched("a"), sched("b", 2))
+    ticker = Ticker(store, leading(store, clock), build_message)
+    clock.advance(2)
+    now = clock.now()
+    assert ticker.tick(now) == now + timedelta(seconds=1)
+    assert ticker.tick(now) == now + timedelta(seconds=1)  # idempotent at the same now
+    fires = store.history(None, 100)
+    assert sorted((f.schedule, f.scheduled_for) for f in fires) == [
+        ("a", T0 + timedelta(seconds=1)),
+        ("a", T0 + timedelta(seconds=2)),
+        ("b", T0 + timedelta(seconds=2)),
+    ]
+    # "a" missed T0+1s by a second (coalesce): one dropped, one sent
+    assert {f.outcome for f in fires if f.schedule == "a"} == {Outcome.DROPPED, Outcome.PENDING}
+    assert store.backlog() == 2
+    assert {f.epoch for f in fires} == {1}
+
+
+def test_tick_records_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:
+    load(store, clock, sched("a"))
+    ticker = Ticker(store, Leader(store, clock, TTL, "a"), build_message)
+    clock.advance(5)
+    assert ticker.tick(clock.now()) is None
+    assert store.history(None, 10) == []
+
+
+def test_a_fenced_tick_writes_and_advances_nothing(store: MemoryStore, clock: FakeClock) -> None:
+    load(store, clock, sched("a", misfire=Misfire.ALL))
+    old = leading(store, clock, "old")
+    ticker = Ticker(store, old, build_message)
+    # "old" believes it leads (its self-fence margin is generous), but the
+    # store already gave the lease to "new".
+    store._lease = Lease("new", 9, clock.now() + TTL)
+    before = store.get("a")
+    clock.advance(1)
+    assert ticker.tick(clock.now()) is None
+    assert not old.is_leading()
+    assert store.history(None, 10) == []
+    assert store.get("a").next_at == before.next_at
+
+
+def test_tick_works_through_batches(store: MemoryStore, clock: FakeClock) -> None:
+    load(store, clock, *(sched(f"s{i:03}", 60) for i in range(450)))
+    woken: list[int] = []
+    leader = leading(store, clock)
+    ticker = Ticker(store, leader, build_message, batch=100, on_pending=lambda: woken.append(1))
+    clock.advance(60)
+    leader.step()
+    ticker.tick(clock.now())
+    assert store.backlog() == 450
+    assert len(woken) == 5
+
+
+# -- relay --------------------------------------------------------------------
+
+
+class Recording:
+    """A publisher that records what it confirmed; can fail or answer per fire."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self.fail = 0  # fail this many next calls
+        self.calls = 0
+        self.answers: dict[str, Status] = {}
+
+    def publish(self, messages: Sequence[Message], now: datetime) -> list[Result]:
+        self.calls += 1
+        if self.fail:
+            self.fail -= 1
+            raise BrokerError("connection lost")
+        results = []
+        for m in messages:
+            status = self.answers.get(m.fire_id, Status.CONFIRMED)
+            if status is Status.CONFIRMED:
+                self.sent.append(m)
+            results.append(Result(m.fire_id, status, "no route" if status != "confirmed" else None))
+        return results
+
+    def check(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def recorded(store: MemoryStore, clock: FakeClock, *schedules: Schedule, seconds: int) -> None:
+    load(store, clock, *schedules)
+    leader = leading(store, clock)
+    ticker = Ticker(store, leader, build_message)
+    for _ in range(seconds):
+        clock.advance(1)
+        leader.step()
+        ticker.tick(clock.now())
+
+
+def test_relay_marks_sent_only_after_the_confirm(store: MemoryStore, clock: FakeClock) -> None:
+    recorded(store, clock, sched("a"), seconds=3)
+    pub = Recording()
+    relay = Relay(store, pub, clock)
+    assert relay.run_once(clock.now()) is None
+    assert [m.scheduled_for for m in pub.sent] == [T0 + timedelta(seconds=s) for s in (1, 2, 3)]
+    assert store.backlog() == 0
+    assert {f.outcome for f in store.history("a", 10)} == {Outcome.SENT}
+    assert relay.metrics.sent._value.get() == 3
+
+
+def test_nacked_stays_returned_fails(store: MemoryStore, clock: FakeClock) -> None:
+    recorded(store, clock, sched("a"), sched("b"), seconds=1)
+    pub = Recording()
+    ids = {m.schedule: m.fire_id for m in store.pending(clock.now(), 10)}
+    pub.answers = {ids["a"]: Status.NACKED, ids["b"]: Status.RETURNED}
+    relay = Relay(store, pub, clock, retry=RetryPolicy(initial=2.0))
+    assert relay.run_once(clock.now()) == clock.now() + timedelta(seconds=2)
+    assert [m.fire_id for m in store.pending(clock.now(), 10)] == [ids["a"]]
+    outcomes = {f.schedule: (f.outcome, f.reason) for f in store.history(None, 10)}
+    assert outcomes == {"a": (Outcome.PENDING, None), "b": (Outcome.FAILED, "no route")}
+
+
+def test_broker_failure_keeps_the_backlog_and_sends_it_in_order_later(
+    store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorded(store, clock, sched("a", misfire=Misfire.ALL), seconds=5)
+    pub = Recording()
+    pub.fail = 3
+    relay = Relay(store, pub, clock, retry=RetryPolicy(initial=0.5, max=30))
+    delays = []
+    with caplog.at_level(logging.ERROR, "beatd"):
+        for _ in range(3):
+            retry_at = relay.run_once(clock.now())
+            assert retry_at is not None
+            delays.append((retry_at - clock.now()).total_seconds())
+            assert relay.run_once(clock.now()) == retry_at  # no call before the backoff ends
+            assert store.backlog() == 5
+            clock.set(retry_at)
+    assert delays == [0.5, 1.0, 2.0]
+    assert pub.calls == 3
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+    assert relay.run_once(clock.now()) is None
+    assert [m.scheduled_for for m in pub.sent] == [T0 + timedelta(seconds=s) for s in range(1, 6)]
+    assert store.backlog() == 0
+
+
+def test_relay_sends_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:
+    recorded(store, clock, sched("a"), seconds=1)
+    pub = Recording()
+    relay = Relay(store, pub, clock, leading=lambda: False)
+    relay.run_once(clock.now())
+    assert pub.calls == 0 and store.backlog() == 1
+
+
+def test_relay_waits_for_a_jittered_publish(store: MemoryStore, clock: FakeClock) -> None:
+    recorded(store, clock, sched("a", 10, jitter=timedelta(seconds=5)), seconds=10)
+    (message,) = store.pending(clock.now() + timedelta(seconds=10), 10)
+    pub = Recording()
+    relay = Relay(store, pub, clock)
+    if message.publish_at > clock.now():
+        assert relay.run_once(clock.now()) == message.publish_at
+        assert pub.calls == 0
+        clock.set(message.publish_at)
+    assert relay.run_once(clock.now()) is None
+    assert [m.fire_id for m in pub.sent] == [message.fire_id]
