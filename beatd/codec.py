@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -33,6 +34,7 @@ from beatd.model import (
     Source,
     Spec,
 )
+from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
 
 KINDS = ("cron", "every", "rrule", "at")
 OPTIONS = (
@@ -119,13 +121,20 @@ def parse_zone(value: object) -> ZoneInfo:
         ) from None
 
 
-_ZONES: list[str] = []
+@lru_cache(maxsize=1)
+def _zone_names() -> tuple[str, ...]:
+    return tuple(sorted(available_timezones()))
 
 
-def _zone_names() -> list[str]:
-    if not _ZONES:
-        _ZONES.extend(sorted(available_timezones()))
-    return _ZONES
+@dataclass(frozen=True, slots=True)
+class _WallTime:
+    """One wall time as a fixed wall source, so zones.py's DST rule places it."""
+
+    wall: datetime
+    frequent: bool = False
+
+    def next_wall(self, lo: datetime) -> datetime | None:
+        return self.wall if lo <= self.wall else None
 
 
 def localize(naive: datetime, zone: ZoneInfo) -> datetime:
@@ -134,24 +143,12 @@ def localize(naive: datetime, zone: ZoneInfo) -> datetime:
     An ambiguous time (fall back) is its first occurrence; a time that does
     not exist (spring forward) is the first instant after the gap.
     """
-    first = naive.replace(tzinfo=zone, fold=0)
-    utc = first.astimezone(UTC)
-    if utc.astimezone(zone).replace(tzinfo=None) == naive:
-        return utc
-    # In a gap: fold=1 reads it with the offset after the change, fold=0 before;
-    # the transition lies between the two readings.
-    lo = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    hi = utc
-    lo, hi = min(lo, hi), max(lo, hi)
-    before = lo.astimezone(zone).utcoffset()
-    while hi - lo > timedelta(seconds=1):
-        mid = lo + (hi - lo) / 2
-        mid = mid.replace(microsecond=0)
-        if mid.astimezone(zone).utcoffset() == before:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    if not MIN_YEAR < naive.year < MAX_YEAR:
+        raise ValueError(f"year out of range: {naive.isoformat()}")
+    found = next_instant(_WallTime(naive.replace(tzinfo=None)), zone, naive - timedelta(days=2))
+    if found is None:  # pragma: no cover - a single wall time always maps somewhere
+        raise ValueError(f"{naive.isoformat()} does not exist in {zone.key}")
+    return found.replace(tzinfo=UTC)
 
 
 def parse_instant(value: object, zone: ZoneInfo) -> datetime:
