@@ -90,6 +90,7 @@ class AmqpPublisher:
         `name` is the ``connection_name`` RabbitMQ shows for the connection.
         Raises ConfigError (password masked) when `url` cannot be parsed.
         """
+        self.name = name
         self._safe_url = mask_url(url)
         try:
             self._params = pika.URLParameters(url)

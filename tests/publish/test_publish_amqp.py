@@ -1,0 +1,289 @@
+"""What only a real RabbitMQ can show: properties, returns, declarations, outages."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from publish_support import NOW, consume, io_threads, make_schedule, queue_depth, rabbitmqctl_close
+
+from beatd.errors import BrokerError
+from beatd.publish.amqp import AmqpPublisher
+from beatd.publish.base import Message, Result, Status
+from beatd.publish.messages import build_message
+from beatd.publish.retry import RetryPolicy
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def test_properties_are_persistent_identified_and_carry_the_ttl(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    schedule = make_schedule(queue=queue_name, expires=timedelta(minutes=2), priority=7)
+    message = build_message(schedule, NOW, NOW)
+    now = NOW + timedelta(seconds=30, milliseconds=250)
+
+    assert amqp_publisher.publish([message], now)[0].status is Status.CONFIRMED
+
+    [got] = consume(amqp_channel, queue_name, 1)
+    props = got.properties
+    assert props.message_id == message.fire_id
+    assert props.correlation_id == message.fire_id
+    assert props.delivery_mode == 2
+    assert props.content_type == "application/json"
+    assert props.content_encoding == "utf-8"
+    assert props.priority == 7
+    assert props.expiration == "89750"  # expires_at - now, in ms
+    assert props.timestamp == int(now.timestamp())
+    assert got.headers["expires"] == "2026-11-27T12:02:00+00:00"
+    assert got.headers["timelimit"] == [None, None]
+    assert got.headers["parent_id"] is None
+    assert got.headers["retries"] == 0
+
+
+def test_declares_a_missing_queue_durable(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    message = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    assert amqp_publisher.publish([message], NOW)[0].status is Status.CONFIRMED
+    # A durable redeclare with no arguments succeeds only if ours was the same.
+    amqp_channel.queue_declare(queue_name, durable=True)
+    assert queue_depth(amqp_channel, queue_name) == 1
+
+
+def test_an_existing_quorum_queue_is_not_redeclared(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    amqp_channel.queue_declare(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
+    message = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    assert amqp_publisher.publish([message], NOW)[0].status is Status.CONFIRMED
+    assert queue_depth(amqp_channel, queue_name) == 1
+
+
+def test_unroutable_on_the_default_exchange_is_returned_with_reason(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    routed = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    nowhere = dataclasses.replace(
+        build_message(make_schedule("lost", queue=f"{queue_name}-nowhere"), NOW, NOW),
+        queue=None,  # do not declare it: nothing routes the message
+    )
+
+    results = amqp_publisher.publish([nowhere, routed], NOW)
+
+    assert results == [
+        Result(
+            nowhere.fire_id,
+            Status.RETURNED,
+            f"unroutable: NO_ROUTE (exchange '', routing key '{queue_name}-nowhere')",
+        ),
+        Result(routed.fire_id, Status.CONFIRMED),
+    ]
+    assert queue_depth(amqp_channel, queue_name) == 1
+
+
+def test_unroutable_on_an_existing_exchange_is_returned(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    exchange = f"{queue_name}-x"
+    amqp_channel.exchange_declare(exchange, exchange_type="direct", auto_delete=False)
+    try:
+        amqp_channel.queue_declare(queue_name, durable=True)
+        amqp_channel.queue_bind(queue_name, exchange, routing_key="bound")
+        bound = build_message(make_schedule("a", exchange=exchange, routing_key="bound"), NOW, NOW)
+        unbound = build_message(
+            make_schedule("b", exchange=exchange, routing_key="unbound"), NOW, NOW
+        )
+        assert bound.queue is None  # only the default exchange declares queues
+
+        results = amqp_publisher.publish([bound, unbound], NOW)
+
+        assert [r.status for r in results] == [Status.CONFIRMED, Status.RETURNED]
+        assert results[1].reason == (
+            f"unroutable: NO_ROUTE (exchange '{exchange}', routing key 'unbound')"
+        )
+        [got] = consume(amqp_channel, queue_name, 1)
+        assert got.fire_id == bound.fire_id
+    finally:
+        amqp_channel.exchange_delete(exchange)
+
+
+def test_a_missing_exchange_nacks_its_messages_and_sends_the_rest(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    exchange = f"{queue_name}-missing"
+    lost = build_message(make_schedule("lost", exchange=exchange), NOW, NOW)
+    sent = build_message(make_schedule(queue=queue_name), NOW, NOW)
+
+    for _ in range(2):  # not cached: a later batch checks again
+        results = amqp_publisher.publish([lost, sent], NOW)
+        assert results == [
+            Result(lost.fire_id, Status.NACKED, f"exchange '{exchange}' not found"),
+            Result(sent.fire_id, Status.CONFIRMED),
+        ]
+    assert queue_depth(amqp_channel, queue_name) == 2
+
+    amqp_channel.exchange_declare(exchange, exchange_type="direct")
+    try:
+        amqp_channel.queue_bind(queue_name, exchange, routing_key=lost.routing_key)
+        assert amqp_publisher.publish([lost], NOW)[0].status is Status.CONFIRMED
+    finally:
+        amqp_channel.exchange_delete(exchange)
+
+
+def test_a_message_pika_cannot_encode_is_returned_alone(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    good = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    bad = dataclasses.replace(good, fire_id="bad", headers={"ratio": 0.5})  # pika: no floats
+
+    results = amqp_publisher.publish([bad, good], NOW)
+
+    assert results[0].status is Status.RETURNED
+    assert results[0].reason is not None and results[0].reason.startswith("cannot encode")
+    assert results[1] == Result(good.fire_id, Status.CONFIRMED)
+    assert [g.fire_id for g in consume(amqp_channel, queue_name, 1)] == [good.fire_id]
+
+
+def test_unreachable_broker_fails_fast_with_backoff_and_hides_the_password() -> None:
+    clock = [100.0]
+    publisher = AmqpPublisher(
+        "amqp://guest:s3cr3t-pw@127.0.0.1:1/%2F",
+        retry=RetryPolicy(initial=5.0, max=60.0, multiplier=2.0),
+    )
+    publisher._backoff._monotonic = lambda: clock[0]  # a fake clock for the gate
+    message = build_message(make_schedule(), NOW, NOW)
+    try:
+        with pytest.raises(BrokerError) as first:
+            publisher.publish([message], NOW)
+        assert str(first.value) == (
+            "cannot connect to amqp://guest:***@127.0.0.1:1/%2F: Connection refused"
+        )
+        started = time.monotonic()
+        with pytest.raises(BrokerError, match=r"next attempt in 5\.0s") as second:
+            publisher.publish([message], NOW)
+        assert time.monotonic() - started < 0.5  # no network attempt while waiting
+        problem = publisher.check()
+        assert problem is not None and "unreachable (Connection refused)" in problem
+        clock[0] += 5.0
+        with pytest.raises(BrokerError, match="cannot connect"):  # tried again, failed again
+            publisher.publish([message], NOW)
+        with pytest.raises(BrokerError, match=r"next attempt in 10\.0s"):
+            publisher.publish([message], NOW)
+        for error in (first.value, second.value):
+            assert "s3cr3t-pw" not in str(error)
+            assert "\n" not in str(error)
+            assert error.__cause__ is None and error.__suppress_context__
+    finally:
+        publisher.close()
+    assert not io_threads()
+
+
+def test_bad_credentials_are_one_clear_line(amqp_server: str) -> None:
+    url = amqp_server.replace("guest:guest@", "guest:wr0ng-pw@")
+    publisher = AmqpPublisher(url)
+    try:
+        with pytest.raises(BrokerError) as error:
+            publisher.publish([build_message(make_schedule(), NOW, NOW)], NOW)
+        assert "authentication failed" in str(error.value)
+        assert "wr0ng-pw" not in str(error.value)
+    finally:
+        publisher.close()
+
+
+def test_an_idle_connection_killed_by_the_broker_is_replaced_silently(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    message = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    assert amqp_publisher.publish([message], NOW)[0].status is Status.CONFIRMED
+    link = amqp_publisher._link
+    assert link is not None and link.alive
+    assert rabbitmqctl_close(amqp_publisher.name) == 1
+    deadline = time.monotonic() + 10
+    while link.alive and time.monotonic() < deadline:  # the I/O thread notices at once
+        time.sleep(0.05)
+    assert not link.alive
+
+    assert amqp_publisher.publish([message], NOW)[0].status is Status.CONFIRMED
+    assert queue_depth(amqp_channel, queue_name) == 2
+
+
+def test_connection_killed_mid_batch_raises_then_the_next_publish_reconnects(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    schedule = make_schedule(queue=queue_name)
+    batch = [build_message(schedule, NOW + timedelta(seconds=i), NOW) for i in range(20_000)]
+    assert amqp_publisher.publish(batch[:1], NOW)[0].status is Status.CONFIRMED  # connected
+    errors: list[BaseException] = []
+    publishing = threading.Event()
+    stop = threading.Event()
+
+    def keep_publishing() -> None:
+        while not stop.is_set():
+            publishing.set()
+            try:
+                amqp_publisher.publish(batch, NOW)
+            except BrokerError as exc:
+                errors.append(exc)
+                return
+
+    worker = threading.Thread(target=keep_publishing)
+    worker.start()
+    try:
+        publishing.wait(10)
+        deadline = time.monotonic() + 60
+        while not errors and worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+            rabbitmqctl_close(amqp_publisher.name)
+    finally:
+        stop.set()
+        worker.join(60)
+    assert errors, "the connection was never closed during a batch"
+    assert isinstance(errors[0], BrokerError)
+    assert "connection lost" in str(errors[0]) and "320" in str(errors[0])
+
+    after = build_message(schedule, NOW - timedelta(days=1), NOW)
+    assert amqp_publisher.publish([after], NOW) == [Result(after.fire_id, Status.CONFIRMED)]
+    amqp_channel.queue_purge(queue_name)
+
+
+def test_publish_is_safe_from_several_threads(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    schedules = [make_schedule(f"s{t}", queue=queue_name) for t in range(4)]
+    outcomes: list[list[Result]] = []
+
+    def run(index: int) -> None:
+        messages = [
+            build_message(schedules[index], NOW + timedelta(seconds=i), NOW) for i in range(300)
+        ]
+        outcomes.append(amqp_publisher.publish(messages, NOW))
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(len(o) for o in outcomes) == [300] * 4
+    assert {r.status for o in outcomes for r in o} == {Status.CONFIRMED}
+    assert queue_depth(amqp_channel, queue_name) == 1200
+
+
+def test_messages_with_unique_ids_never_mix_up_results(
+    amqp_publisher: AmqpPublisher, queue_name: str
+) -> None:
+    # Returns are matched by message id: unroutable and routable fires interleave.
+    routed = make_schedule("routed", queue=queue_name)
+    lost = make_schedule("lost", queue=f"{queue_name}-none")
+    messages: list[Message] = []
+    for i in range(200):
+        messages.append(build_message(routed, NOW + timedelta(seconds=i), NOW))
+        lost_message = build_message(lost, NOW + timedelta(seconds=i), NOW)
+        messages.append(dataclasses.replace(lost_message, queue=None))
+    results = amqp_publisher.publish(messages, NOW)
+    assert [r.status for r in results] == [Status.CONFIRMED, Status.RETURNED] * 200
+    assert [r.fire_id for r in results] == [m.fire_id for m in messages]
