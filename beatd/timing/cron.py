@@ -33,6 +33,7 @@ _DOW_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat":
 _LAST_DOW = re.compile(r"^([0-7]|sun|mon|tue|wed|thu|fri|sat)l$")
 _RANDOM = re.compile(r"^r($|[(/])")
 _BARE_H = re.compile(r"^h(/\d+)?$")
+_EQUAL_RANGE = re.compile(r"^(\w+)-\1(/\d+)?$")
 SEARCH_YEARS = 400  # the Gregorian calendar repeats every 400 years: none within, none ever
 
 
@@ -63,6 +64,8 @@ def _croniter_text(expr: str) -> str:
         m = _LAST_DOW.match(item)
         parts.append(f"l{int(_DOW_NAMES.get(m.group(1), m.group(1))) % 7}" if m else item)
     fields[dow] = ",".join(parts)
+    # croniter widens "a-a" to the whole field; cron means just a
+    fields = [",".join(_EQUAL_RANGE.sub(r"\1", p) for p in f.split(",")) for f in fields]
     # Jenkins keeps a hashed day of month within 1-28 so it fires every month.
     fields[dom] = ",".join(
         "h(1-28)" + (m.group(1) or "") if (m := _BARE_H.match(p)) else p
