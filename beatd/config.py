@@ -147,7 +147,10 @@ def check_http(value: object) -> str:
 
 
 def _lease(value: object) -> timedelta:
-    lease = parse_duration(value)
+    try:
+        lease = parse_duration(value)
+    except OverflowError:
+        raise ValueError(f"duration out of range: {value!r}") from None
     if lease < MIN_LEASE:
         raise ValueError(f"must be at least {format_duration(MIN_LEASE)}, got {value!r}")
     return lease

@@ -466,3 +466,62 @@ def test_round_trip(schedule: Schedule) -> None:
     table = schedule_to_table(schedule)
     assert json.loads(json.dumps(table)) == table  # JSON-serialisable as it is
     assert schedule_from_table(schedule.name, table, Defaults(), schedule.source) == schedule
+
+
+KEYS_UNDER_FUZZ = ("cron", "every", "rrule", "at", "timezone", "start", "jitter", "priority")
+cron_words = st.sampled_from(
+    [
+        "*",
+        "*/5",
+        "0",
+        "59",
+        "60",
+        "1-5",
+        "5-1",
+        "MON",
+        "L",
+        "5L",
+        "W",
+        "15W",
+        "1#2",
+        "H",
+        "H/7",
+        "?",
+        "JAN",
+        ",",
+        "-",
+        "/",
+        "@daily",
+        "@never",
+        "R",
+        "0/0",
+        "2-31/2",
+        "LW",
+        "#",
+    ]
+)
+garbage = st.one_of(
+    st.text(max_size=30),
+    st.lists(cron_words, min_size=1, max_size=8).map(" ".join),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(KEYS_UNDER_FUZZ)), garbage)
+def test_any_value_gives_a_schedule_or_config_error(key: str, value: object) -> None:
+    """Whatever a user writes, the codec answers with a Schedule or ConfigError lines."""
+    table: dict[str, Any] = {"task": "t", key: value}
+    if key not in ("cron", "every", "rrule", "at"):
+        table["every"] = "5m"
+    try:
+        build(table)
+    except ConfigError as exc:
+        assert exc.problems
+        assert all(
+            line.startswith("schedule 'job': ") and "\n" not in line for line in exc.problems
+        )
