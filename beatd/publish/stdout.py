@@ -40,6 +40,8 @@ class StdoutPublisher:
                 continue
             lines.append(_line(message))
             results.append(Result(message.fire_id, Status.CONFIRMED))
+        if not lines:
+            return results
         with self._lock:
             try:
                 stream = self.stream
