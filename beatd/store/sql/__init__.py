@@ -114,21 +114,25 @@ class SqlStore:
 
     def _wait_notified(self, since: int, timeout: float) -> int:
         with eng.mapped_errors(self.url), self._listener_lock:
-            if self._listener is None:
-                import psycopg
+            try:
+                return self._listen(since, timeout)
+            except BaseException:
+                self._drop_listener()  # a broken connection is reopened next time
+                raise
 
-                conninfo = self.url.set(drivername="postgresql").render_as_string(
-                    hide_password=False
-                )
-                self._listener = psycopg.connect(conninfo, autocommit=True)
-                self._listener.execute(f"LISTEN {schedules.CHANNEL}")
-            listener = self._listener
-            count = self.change_count()  # after LISTEN: no change slips between
-            if count != since or timeout <= 0:
-                return count
-            for _ in listener.notifies(timeout=timeout, stop_after=1):
-                pass
-            return self.change_count()
+    def _listen(self, since: int, timeout: float) -> int:
+        if self._listener is None:
+            import psycopg
+
+            conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._listener = psycopg.connect(conninfo, autocommit=True)
+            self._listener.execute(f"LISTEN {schedules.CHANNEL}")
+        count = self.change_count()  # after LISTEN: no change slips between
+        if count != since or timeout <= 0:
+            return count
+        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            pass
+        return self.change_count()
 
     # -- fire log --------------------------------------------------------------
 
@@ -186,13 +190,16 @@ class SqlStore:
         with self._read() as conn:
             return eng.db_now(conn)
 
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except Exception:  # closing a dead connection
+                pass
+            self._listener = None
+
     def close(self) -> None:
         self._closed.set()
         with self._listener_lock:
-            if self._listener is not None:
-                try:
-                    self._listener.close()
-                except Exception:  # closing a dead connection
-                    pass
-                self._listener = None
+            self._drop_listener()
         self.engine.dispose()

@@ -66,7 +66,7 @@ def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
         return set()
     wanted = {a.name: a.version for a in advances}
     current: dict[str, int] = {}
-    names = list(wanted)
+    names = sorted(wanted)  # lock in name order, as reconciliation updates
     for start in range(0, len(names), _CHUNK):
         query = (
             sa.select(schedules.c.name, schedules.c.version)
@@ -82,7 +82,7 @@ def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
             "b_last": a.last_at,
             "b_added": a.fires_added,
         }
-        for a in advances
+        for a in sorted(advances, key=lambda a: a.name)
         if a.name not in moved
     ]
     if params:

@@ -253,6 +253,9 @@ def load_file(
         for name, row in existing.items()
         if row.source == Source.FILE.value and name not in seen
     )
+    # Rows are locked in name order everywhere (record() too), so no deadlock.
+    keep_timing.sort(key=lambda p: str(p["b_name"]))
+    new_timing.sort(key=lambda p: str(p["b_name"]))
     if inserts:
         conn.execute(sa.insert(schedules), inserts)
     _update(conn, keep_timing, now, with_next=False)

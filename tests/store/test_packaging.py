@@ -1,0 +1,27 @@
+"""The wheel must carry every package and the migrations (a plain `pip install .`)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from beatd import migrate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_package_is_listed_for_setuptools() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "beatd").rglob("__init__.py")
+    }
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert config["package-dir"]["beatd._migrations"] == "migrations"
+    assert (ROOT / "migrations" / "__init__.py").exists()
+
+
+def test_migrations_are_found_without_alembic_ini() -> None:
+    assert migrate.head() == "0001"
+    assert not (ROOT / "alembic.ini").exists()
