@@ -1,0 +1,1 @@
+"""beatd's benchmark suite: `python bench/run.py --help` (see bench/README.md)."""

@@ -1,0 +1,272 @@
+"""The two workloads every scheduler takes part in, measured the same way for each.
+
+A system under test is anything with `launch(plan) -> Launched`: it starts
+one scheduler process that publishes the plan's schedules to the plan's
+queue (and the probe to the probe queue), each message carrying its
+scheduled instant in the `beatd-scheduled-for` header. The harness owns the
+consumer, the clock and the figures.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench.harness import procs
+from bench.harness.consumer import Consumer, Record
+from bench.harness.report import Result
+from bench.harness.services import backend_pids, fresh_database, fresh_queues
+from bench.harness.stats import summarize
+from bench.harness.workloads import PROBE, Burst, Interval, demand_per_s, expected_between
+from bench.harness.workloads import steady as steady_schedules
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_url: str
+    pg_admin_url: str
+    workdir: Path
+    smoke: bool
+    duration: float  # steady measuring window, seconds
+    warmup: float  # after the first probe message, before the window
+    ready_timeout: float  # launch to first probe message, at most
+    drain: float  # after the window, wait at most this for late fires
+    burst_timeout: float  # boundary to last burst fire, at most
+    log: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one scheduler process must do."""
+
+    queue: str
+    probe_queue: str
+    db_url: str
+    workdir: Path
+    intervals: list[Interval] = field(default_factory=list)
+    burst: Burst | None = None
+    probe: Interval = PROBE
+
+
+@dataclass
+class Launched:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    pid: int = 0  # the process whose CPU and RSS count (default: proc.pid)
+    cleanup: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.pid = self.pid or self.proc.pid
+
+
+class System(Protocol):
+    name: str
+
+    def unavailable(self) -> str | None:
+        """None when the system can run here, else why not (one line)."""
+        ...
+
+    def launch(self, plan: Plan, settings: Settings) -> Launched: ...
+
+
+@contextmanager
+def environment(settings: Settings) -> Iterator[tuple[str, str, str, Path, Consumer]]:
+    """A fresh database, two fresh queues, a running consumer, a scratch directory."""
+    with (
+        fresh_database(settings.pg_admin_url) as db_url,
+        fresh_queues(settings.amqp_url) as (queue, probe_queue),
+        tempfile.TemporaryDirectory(prefix="run-", dir=settings.workdir) as scratch,
+    ):
+        limit = settings.ready_timeout + settings.duration + settings.drain
+        limit += settings.burst_timeout + settings.warmup + 120
+        consumer = Consumer(settings.amqp_url, [queue, probe_queue], Path(scratch), limit)
+        with consumer:
+            yield db_url, queue, probe_queue, Path(scratch), consumer
+
+
+def wait_for(
+    consumer: Consumer,
+    done: Callable[[list[Record]], bool],
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> bool:
+    """Poll the consumer until done(all records) or timeout; False on timeout or process exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        consumer.poll()
+        if done(consumer.records):
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    consumer.poll()
+    return done(consumer.records)
+
+
+def _probe_seen(probe_queue: str) -> Callable[[list[Record]], bool]:
+    return lambda records: any(r.queue == probe_queue for r in records)
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def lag_metrics(records: list[Record]) -> dict[str, Any]:
+    s = summarize(records)
+    return {
+        "lag_p50_ms": _nan_to_none(s.p50_ms),
+        "lag_p99_ms": _nan_to_none(s.p99_ms),
+        "lag_max_ms": _nan_to_none(s.max_ms),
+        "delivered": s.count,
+        "duplicates": s.duplicates,
+    }
+
+
+def _launch_and_wait(
+    system: System, plan: Plan, settings: Settings, consumer: Consumer
+) -> tuple[Launched, float]:
+    started = time.time()
+    launched = system.launch(plan, settings)
+    if not wait_for(consumer, _probe_seen(plan.probe_queue), settings.ready_timeout, launched.proc):
+        procs.stop(launched.proc)
+        raise RuntimeError(
+            f"{system.name} sent no probe within {settings.ready_timeout:.0f}s:\n"
+            + procs.tail(launched.log)
+        )
+    return launched, time.time() - started
+
+
+def _finish(launched: Launched) -> None:
+    procs.stop(launched.proc)
+    if launched.cleanup is not None:
+        launched.cleanup()
+
+
+def steady(system: System, n: int, settings: Settings) -> Result:
+    """N interval schedules; lag, CPU and RSS over a window after warm-up."""
+    low, high = (1, 3) if settings.smoke else (10, 60)
+    intervals = steady_schedules(n, low, high)
+    result = Result(system.name, f"steady-{n}")
+    with environment(settings) as (db_url, queue, probe_queue, scratch, consumer):
+        plan = Plan(queue, probe_queue, db_url, scratch, intervals=intervals)
+        launched, ready_s = _launch_and_wait(system, plan, settings, consumer)
+        try:
+            settings.log(f"  {system.name}: ready after {ready_s:.1f}s; warming up")
+            procs.sleep_until(time.time() + settings.warmup)
+            t0 = time.time()
+            cpu0 = procs.cpu_seconds(launched.pid) or 0.0
+            pg0 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
+            procs.sleep_until(t0 + settings.duration)
+            t1 = time.time()
+            cpu1 = procs.cpu_seconds(launched.pid)
+            pg1 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
+            rss = procs.peak_rss_mb(launched.pid)
+            expected = expected_between(intervals, t0, t1)
+
+            def in_window(r: Record) -> bool:
+                return r.queue == queue and r.scheduled is not None and t0 <= r.scheduled < t1
+
+            def drained(records: list[Record]) -> bool:
+                return sum(1 for r in records if in_window(r)) >= expected
+
+            wait_for(consumer, drained, settings.drain, launched.proc)
+        finally:
+            _finish(launched)
+        consumer.stop()
+    window = [r for r in consumer.records if in_window(r)]
+    minutes = (t1 - t0) / 60
+    result.metrics.update(lag_metrics(window))
+    result.metrics.update(
+        {
+            "n": n,
+            "window_s": round(t1 - t0, 3),
+            "ready_s": round(ready_s, 3),
+            "expected": expected,
+            "demand_per_s": round(demand_per_s(intervals), 1),
+            "fires_per_s": len(window) / (t1 - t0),
+            "cpu_s_per_min": None if cpu1 is None else (cpu1 - cpu0) / minutes,
+            "pg_cpu_s_per_min": procs.cpu_delta(pg0, pg1) / minutes,
+            "peak_rss_mb": rss,
+        }
+    )
+    kept = _kept_up(window, expected, t0, t1)
+    result.metrics["kept_up"] = kept
+    result.notes.append(f"{len(window)}/{expected} fires, {'kept up' if kept else 'fell behind'}")
+    cpu = result.metrics["cpu_s_per_min"]
+    if cpu is not None and window:
+        result.metrics["cpu_ms_per_fire"] = cpu * minutes * 1000 / len(window)
+    return result
+
+
+def _kept_up(window: list[Record], expected: int, t0: float, t1: float) -> bool:
+    """Delivered (nearly) all it was due to, and its lag did not grow across the window."""
+    if expected == 0 or len(window) < 0.97 * expected:
+        return False
+    quarter = (t1 - t0) / 4
+    first = [r for r in window if r.scheduled is not None and r.scheduled < t0 + quarter]
+    last = [r for r in window if r.scheduled is not None and r.scheduled >= t1 - quarter]
+    if not first or not last:
+        return True
+    return summarize(last).p50_ms <= summarize(first).p50_ms + 1000
+
+
+def burst(system: System, n: int, settings: Settings) -> Result:
+    """N schedules due at the same instant: time from that instant to the last fire."""
+    spec = Burst(n, every=5 if settings.smoke else 60)
+    result = Result(system.name, f"burst-{n}")
+    with environment(settings) as (db_url, queue, probe_queue, scratch, consumer):
+        plan = Plan(queue, probe_queue, db_url, scratch, burst=spec)
+        launched, ready_s = _launch_and_wait(system, plan, settings, consumer)
+        try:
+            boundary = spec.next_boundary(time.time(), margin=2.0)
+            settings.log(f"  {system.name}: ready after {ready_s:.1f}s; burst at {boundary}")
+            procs.sleep_until(boundary - 1)
+            cpu0 = procs.cpu_seconds(launched.pid) or 0.0
+            pg0 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
+
+            def of_burst(r: Record) -> bool:
+                at = r.scheduled
+                return r.queue == queue and at is not None and abs(at - boundary) < 0.001
+
+            def complete(records: list[Record]) -> bool:
+                return sum(1 for r in records if of_burst(r)) >= n
+
+            limit = boundary + settings.burst_timeout - time.time()
+            wait_for(consumer, complete, limit, launched.proc)
+            t1 = time.time()
+            cpu1 = procs.cpu_seconds(launched.pid)
+            pg1 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
+            rss = procs.peak_rss_mb(launched.pid)
+        finally:
+            _finish(launched)
+    fires = [r for r in consumer.records if of_burst(r)]
+    result.metrics.update(lag_metrics(fires))
+    minutes = (t1 - boundary + 1) / 60
+    last = max((r.arrival for r in fires), default=None)
+    seconds = None if last is None else last - boundary
+    result.metrics.update(
+        {
+            "n": n,
+            "ready_s": round(ready_s, 3),
+            "seconds": seconds,
+            "fires_per_s": (len(fires) / seconds) if seconds else None,
+            "cpu_s_per_min": None if cpu1 is None else (cpu1 - cpu0) / minutes,
+            "pg_cpu_s_per_min": procs.cpu_delta(pg0, pg1) / minutes,
+            "peak_rss_mb": rss,
+        }
+    )
+    if len(fires) < n:
+        result.notes.append(
+            f"only {len(fires)}/{n} within {settings.burst_timeout:.0f}s"
+            " (seconds = to the last of those)"
+        )
+    else:
+        result.notes.append(f"{n}/{n}; seconds = boundary to last arrival")
+    return result

@@ -1,0 +1,366 @@
+"""beatd under test: `beatd run` as a subprocess on a fresh PostgreSQL database and RabbitMQ.
+
+Steady and burst go through the shared harness (`launch`); startup, catch-up,
+failover and TOML loading are beatd's own workloads (no peer has them) and
+live here. The daemon is run through `.venv/bin/beatd` when the console
+script is installed, else through `beatd.cli.main:main` with the repo on
+PYTHONPATH, which is the same code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.harness import procs
+from bench.harness.consumer import Record
+from bench.harness.measure import Launched, Plan, Settings, environment, lag_metrics, wait_for
+from bench.harness.report import Result
+from bench.harness.stats import median
+from bench.harness.workloads import TASK, Burst, Interval
+from bench.harness.workloads import steady as steady_schedules
+
+NOT_AVAILABLE = "beatd daemon not available yet"
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def interval_table(i: Interval, queue: str, extra: str = "") -> str:
+    anchor = datetime.fromtimestamp(i.offset, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f'[schedules.{i.name}]\nevery = "{i.period}s"\nanchor = "{anchor}"\n'
+        f'task = "{TASK}"\nqueue = {_toml_string(queue)}\n{extra}\n'
+    )
+
+
+def burst_tables(burst: Burst, queue: str) -> Iterable[str]:
+    for name in burst.names:
+        yield (
+            f'[schedules.{name}]\ncron = "{burst.cron}"\ntask = "{TASK}"\n'
+            f"queue = {_toml_string(queue)}\n\n"
+        )
+
+
+def write_config(
+    path: Path,
+    db_url: str,
+    amqp_url: str,
+    tables: Iterable[str] = (),
+    *,
+    lease: str | None = None,
+    instance_id: str | None = None,
+) -> Path:
+    head = [
+        "[beatd]",
+        f"database = {_toml_string(db_url)}",
+        f"broker = {_toml_string(amqp_url)}",
+    ]
+    if lease is not None:
+        head.append(f"lease = {_toml_string(lease)}")
+    if instance_id is not None:
+        head.append(f"instance_id = {_toml_string(instance_id)}")
+    with path.open("w") as out:
+        out.write("\n".join(head) + "\n\n")
+        for table in tables:
+            out.write(table)
+    return path
+
+
+def command() -> list[str]:
+    script = Path(sys.executable).parent / "beatd"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("beatd")
+    if found and Path(found).parent == Path(sys.executable).parent:
+        return [found]
+    return [sys.executable, "-c", "import sys; from beatd.cli.main import main; sys.exit(main())"]
+
+
+def upgrade(db_url: str) -> None:
+    from beatd import migrate
+
+    migrate.upgrade(db_url)
+
+
+class Beatd:
+    name = "beatd"
+
+    def unavailable(self) -> str | None:
+        for module in ("beatd.daemon", "beatd.cli.daemon_cmds", "beatd.migrate"):
+            try:
+                found = importlib.util.find_spec(module)
+            except ImportError:
+                found = None
+            if found is None:
+                return NOT_AVAILABLE
+        return None
+
+    def launch(self, plan: Plan, settings: Settings) -> Launched:
+        upgrade(plan.db_url)
+        tables: list[Iterable[str]] = [[interval_table(plan.probe, plan.probe_queue)]]
+        tables.append(interval_table(i, plan.queue) for i in plan.intervals)
+        if plan.burst is not None:
+            tables.append(burst_tables(plan.burst, plan.queue))
+        config = write_config(
+            plan.workdir / "beatd.toml",
+            plan.db_url,
+            settings.amqp_url,
+            (t for group in tables for t in group),
+        )
+        return start(config, plan.workdir / "beatd.log")
+
+
+def start(config: Path, log: Path) -> Launched:
+    proc = procs.start([*command(), "run", "--config", str(config), "--log-format", "text"], log)
+    return Launched(proc, log)
+
+
+# -- beatd's own workloads ----------------------------------------------------
+
+
+def _store_api_schedules(db_url: str, intervals: list[Interval], queue: str) -> float:
+    """Store interval schedules as API-owned, as `beatd add` would; returns seconds taken.
+
+    One `Beat.add` per schedule costs a transaction each (minutes for
+    100,000), so the bulk file loader stores them and one UPDATE hands them
+    to the API: the same rows `add` writes, and `beatd run` with a config
+    without schedules keeps them.
+    """
+    import sqlalchemy as sa
+
+    from beatd import timing
+    from beatd.codec import schedule_from_table
+    from beatd.config import load_settings
+    from beatd.model import Source
+    from beatd.store import open_store
+
+    started = time.monotonic()
+    defaults = load_settings(None, env={}).defaults
+    schedules = [
+        schedule_from_table(
+            i.name,
+            {
+                "every": f"{i.period}s",
+                "anchor": datetime.fromtimestamp(i.offset, UTC).isoformat(),
+                "task": TASK,
+                "queue": queue,
+            },
+            defaults,
+            Source.FILE,
+        )
+        for i in intervals
+    ]
+    now = datetime.now(UTC)
+    store = open_store(db_url)
+    try:
+        store.load_file(schedules, lambda s: timing.next_after(s, now))
+    finally:
+        store.close()
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE schedules SET source = 'api'"))
+    engine.dispose()
+    return time.monotonic() - started
+
+
+def startup(n: int, settings: Settings) -> Result:
+    """Launch to first fire with n schedules already stored in the database."""
+    result = Result("beatd", f"startup-{n}")
+    low, high = (1, 3) if settings.smoke else (10, 60)
+    with environment(settings) as (db_url, queue, _probe, scratch, consumer):
+        upgrade(db_url)
+        stored_s = _store_api_schedules(db_url, steady_schedules(n, low, high), queue)
+        settings.log(f"  beatd: stored {n} schedules in {stored_s:.1f}s")
+        config = write_config(scratch / "beatd.toml", db_url, settings.amqp_url)
+        launched_at = time.time()
+        launched = start(config, scratch / "beatd.log")
+        try:
+            seen = wait_for(
+                consumer,
+                lambda records: any(r.queue == queue for r in records),
+                settings.ready_timeout,
+                launched.proc,
+            )
+            rss = procs.peak_rss_mb(launched.pid)
+        finally:
+            procs.stop(launched.proc)
+        if not seen:
+            raise RuntimeError(f"beatd sent nothing after launch:\n{procs.tail(launched.log)}")
+    first = min(r.arrival for r in consumer.records if r.queue == queue)
+    result.metrics.update(
+        {"n": n, "seconds": first - launched_at, "store_s": stored_s, "peak_rss_mb": rss}
+    )
+    result.notes.append("seconds = launch to first fire arriving")
+    return result
+
+
+def toml_load(n: int, settings: Settings) -> Result:
+    """Parse and validate a TOML file of n schedules, and load it into an empty database."""
+    from beatd import timing
+    from beatd.config import load_settings
+    from beatd.store import open_store
+
+    result = Result("beatd", f"toml-load-{n}")
+    low, high = (1, 3) if settings.smoke else (10, 60)
+    with environment(settings) as (db_url, queue, _probe, scratch, _consumer):
+        upgrade(db_url)
+        tables = (interval_table(i, queue) for i in steady_schedules(n, low, high))
+        config = write_config(scratch / "beatd.toml", db_url, settings.amqp_url, tables)
+        t0 = time.monotonic()
+        loaded = load_settings(config, env={})
+        t1 = time.monotonic()
+        now = datetime.now(UTC)
+        store = open_store(db_url)
+        try:
+            t2 = time.monotonic()
+            reconciled = store.load_file(loaded.schedules, lambda s: timing.next_after(s, now))
+            t3 = time.monotonic()
+        finally:
+            store.close()
+    if len(reconciled.added) != n:
+        raise RuntimeError(f"loaded {len(reconciled.added)} schedules, expected {n}")
+    result.metrics.update(
+        {"n": n, "seconds": (t1 - t0) + (t3 - t2), "parse_s": t1 - t0, "store_s": t3 - t2}
+    )
+    result.notes.append(f"parse+validate {t1 - t0:.2f}s, store {t3 - t2:.2f}s")
+    return result
+
+
+def catch_up(schedules: int, downtime: int, settings: Settings) -> Result:
+    """`schedules` x every 1 s, misfire "all", stored `downtime` seconds before launch."""
+    from beatd.api import Beat
+    from beatd.clock import FakeClock
+    from beatd.planner import CATCH_UP_CAP
+
+    result = Result("beatd", f"catch-up-{schedules}x{downtime}s")
+    with environment(settings) as (db_url, queue, _probe, scratch, consumer):
+        upgrade(db_url)
+        with Beat(db_url, clock=FakeClock(datetime.now(UTC) - timedelta(seconds=downtime))) as beat:
+            for k in range(schedules):
+                beat.add(f"c{k:03d}", every="1s", misfire="all", task=TASK, queue=queue)
+        config = write_config(scratch / "beatd.toml", db_url, settings.amqp_url)
+        launched_at = time.time()
+        expected = schedules * min(downtime - 1, CATCH_UP_CAP)
+        launched = start(config, scratch / "beatd.log")
+
+        def missed(r: Record) -> bool:
+            return r.queue == queue and r.scheduled is not None and r.scheduled < launched_at - 1
+
+        try:
+            wait_for(
+                consumer,
+                lambda records: sum(1 for r in records if missed(r)) >= expected,
+                settings.burst_timeout,
+                launched.proc,
+            )
+            cpu = procs.cpu_seconds(launched.pid)
+            rss = procs.peak_rss_mb(launched.pid)
+        finally:
+            procs.stop(launched.proc)
+    fires = [r for r in consumer.records if missed(r)]
+    last = max((r.arrival for r in fires), default=None)
+    seconds = None if last is None else last - launched_at
+    result.metrics.update(lag_metrics(fires))
+    result.metrics.update(
+        {
+            "seconds": seconds,
+            "expected": expected,
+            "fires_per_s": len(fires) / seconds if seconds else None,
+            "cpu_s": cpu,
+            "peak_rss_mb": rss,
+        }
+    )
+    dropped = schedules * max(0, downtime - 1 - CATCH_UP_CAP)
+    note = f"{len(fires)}/{expected} missed fires sent; seconds = launch to the last"
+    if dropped:
+        note += f"; {dropped} dropped by the {CATCH_UP_CAP}-per-schedule catch-up cap (SPEC §4)"
+    result.notes.append(note)
+    return result
+
+
+def _leader(db_url: str) -> str | None:
+    from beatd.store import open_store
+
+    store = open_store(db_url)
+    try:
+        lease = store.current()
+    finally:
+        store.close()
+    return None if lease is None else lease.holder
+
+
+def failover(rounds: int, lease: int, settings: Settings) -> Result:
+    """SIGKILL the leader; time to the first fire the new leader sends. Median of `rounds`."""
+    result = Result("beatd", f"failover-lease{lease}s")
+    beats = [Interval(f"f{k}", 1, 0) for k in range(5)]
+    took: list[float] = []
+    with environment(settings) as (db_url, queue, _probe, scratch, consumer):
+        upgrade(db_url)
+        running: dict[str, Launched] = {}
+
+        def launch(k: int) -> None:
+            ident = f"bench-{k}"
+            config = write_config(
+                scratch / f"beatd-{k}.toml",
+                db_url,
+                settings.amqp_url,
+                (interval_table(i, queue) for i in beats),
+                lease=f"{lease}s",
+                instance_id=ident,
+            )
+            running[ident] = start(config, scratch / f"beatd-{k}.log")
+
+        try:
+            launch(0)
+            if not wait_for(consumer, lambda rs: any(r.queue == queue for r in rs), 60):
+                raise RuntimeError(f"no fire from beatd:\n{procs.tail(scratch / 'beatd-0.log')}")
+            launch(1)
+            for k in range(2, rounds + 2):
+                time.sleep(1.5)  # the standby is up and polling
+                holder = _leader(db_url)
+                if holder not in running:
+                    raise RuntimeError(f"leader {holder!r} is none of ours")
+                procs.sleep_until(math.floor(time.time()) + 1.5)  # mid-second: no fire in flight
+                killed_at = time.time()
+                procs.kill(running.pop(holder).proc)
+
+                def after_kill(records: list[Record], at: float = killed_at) -> bool:
+                    return any(r.scheduled is not None and r.scheduled > at for r in records)
+
+                if not wait_for(consumer, after_kill, lease + 30):
+                    raise RuntimeError("no fire after the leader was killed")
+                took.append(
+                    min(
+                        r.arrival
+                        for r in consumer.records
+                        if r.scheduled is not None and r.scheduled > killed_at
+                    )
+                    - killed_at
+                )
+                settings.log(f"  beatd: failover {k - 1}/{rounds}: {took[-1]:.2f}s")
+                launch(k)
+        finally:
+            for launched in running.values():
+                procs.stop(launched.proc)
+    result.metrics.update(
+        {
+            "seconds": median(took),
+            "rounds": len(took),
+            "min_s": min(took),
+            "max_s": max(took),
+            "lease_s": lease,
+            "all_s": [round(t, 3) for t in took],
+        }
+    )
+    dupes = lag_metrics([r for r in consumer.records if r.queue == queue])["duplicates"]
+    result.metrics["duplicates"] = dupes
+    result.notes.append(f"median of {len(took)}; lease {lease}s; {dupes} duplicate ids")
+    return result

@@ -1,0 +1,182 @@
+"""Run beatd's benchmark suite beside Celery beat, APScheduler 3 and raw pika.
+
+    .venv/bin/python bench/run.py                       # everything, full size (~25 min)
+    .venv/bin/python bench/run.py --smoke               # every code path, tiny, ~2 min
+    .venv/bin/python bench/run.py --workloads steady,burst --n 10000 --duration 60
+
+Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust; one database is
+created and dropped per run) and RabbitMQ at 127.0.0.1:5672 (guest/guest);
+override with BEATD_BENCH_PG / BEATD_BENCH_AMQP or --pg / --amqp. Prints a
+table, with beatd's figures as ratios to each peer, and writes JSON
+(default bench/results/latest.json). See bench/README.md for what each
+workload measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import measure
+from bench.harness.report import Result, table, write_json
+from bench.harness.services import AMQP_URL, PG_ADMIN_URL
+from bench.peers import beatd_runner, pika_ceiling
+from bench.peers.apscheduler_runner import APScheduler3
+from bench.peers.celery_beat import CeleryBeat
+
+WORKLOADS = ("steady", "burst", "ceiling", "startup", "toml", "catch-up", "failover")
+SYSTEMS = ("beatd", "celery-beat", "apscheduler3", "pika")
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
+    parser.add_argument(
+        "--n", type=int, default=None, help="schedules per workload (default: the issue's sizes)"
+    )
+    parser.add_argument("--steady-n", default="10000,100000", help="steady sizes, comma-separated")
+    parser.add_argument(
+        "--peers-max-n", type=int, default=10000, help="largest steady size peers run"
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="steady window, seconds")
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds before the window")
+    parser.add_argument("--lease", type=int, default=5, help="failover lease, seconds")
+    parser.add_argument("--rounds", type=int, default=10, help="failover rounds")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds each")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    parser.add_argument("--pg", default=PG_ADMIN_URL, help="PostgreSQL admin URL")
+    parser.add_argument("--amqp", default=AMQP_URL, help="RabbitMQ URL")
+    return parser
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+class Suite:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        smoke = args.smoke
+        self.settings = measure.Settings(
+            amqp_url=args.amqp,
+            pg_admin_url=args.pg,
+            workdir=workdir,
+            smoke=smoke,
+            duration=min(args.duration, 5.0) if smoke else args.duration,
+            warmup=1.0 if smoke else args.warmup,
+            ready_timeout=90.0 if smoke else 900.0,
+            drain=10.0 if smoke else 60.0,
+            burst_timeout=30.0 if smoke else 300.0,
+            log=_log,
+        )
+        self.results: list[Result] = []
+        self.systems = [s for s in args.systems.split(",") if s]
+        peers: list[measure.System] = [beatd_runner.Beatd(), CeleryBeat(), APScheduler3()]
+        self.schedulers = [s for s in peers if s.name in self.systems]
+
+    def size(self, full: int, smoke: int) -> int:
+        if self.args.n is not None:
+            return self.args.n
+        return smoke if self.args.smoke else full
+
+    def record(self, system: str, workload: str, run: Callable[[], Result]) -> None:
+        _log(f"{system} {workload} ...")
+        started = time.monotonic()
+        try:
+            result = run()
+        except Exception as exc:
+            traceback.print_exc()
+            result = Result(system, workload, skipped=f"error: {str(exc).splitlines()[0][:120]}")
+        _log(f"{system} {workload}: {time.monotonic() - started:.0f}s {result.metrics or ''}")
+        self.results.append(result)
+
+    def scheduler_workload(self, kind: str, n: int, peers_too: bool = True) -> None:
+        run = measure.steady if kind == "steady" else measure.burst
+        for system in self.schedulers:
+            if system.name != "beatd" and not peers_too:
+                continue
+            why = system.unavailable()
+            if why is not None:
+                _log(f"{system.name}: {why}")
+                self.results.append(Result(system.name, f"{kind}-{n}", skipped=why))
+                continue
+            self.record(system.name, f"{kind}-{n}", lambda s=system: run(s, n, self.settings))
+
+    def beatd_workload(self, workload: str, run: Callable[[], Result]) -> None:
+        if "beatd" not in self.systems:
+            return
+        why = beatd_runner.Beatd().unavailable()
+        if why is not None:
+            _log(why)
+            self.results.append(Result("beatd", workload, skipped=why))
+            return
+        self.record("beatd", workload, run)
+
+    def run(self, workloads: list[str]) -> None:
+        s = self.settings
+        if "steady" in workloads:
+            sizes = [int(x) for x in self.args.steady_n.split(",")]
+            if self.args.n:
+                sizes = [self.args.n]
+            for n in [20] if self.args.smoke and not self.args.n else sizes:
+                self.scheduler_workload("steady", n, peers_too=n <= self.args.peers_max_n)
+        if "burst" in workloads:
+            self.scheduler_workload("burst", self.size(10_000, 20))
+        if "ceiling" in workloads and "pika" in self.systems:
+            n = self.size(10_000, 200)
+            for mode in pika_ceiling.MODES:
+                self.record(
+                    f"pika-{mode}", f"ceiling-{n}", lambda m=mode: pika_ceiling.measure(m, n, s)
+                )
+        if "startup" in workloads:
+            n = self.size(100_000, 200)
+            self.beatd_workload(f"startup-{n}", lambda: beatd_runner.startup(n, s))
+        if "toml" in workloads:
+            n = self.size(10_000, 200)
+            self.beatd_workload(f"toml-load-{n}", lambda: beatd_runner.toml_load(n, s))
+        if "catch-up" in workloads:
+            for count, down in [(3, 30)] if self.args.smoke else [(10, 3600), (36, 1001)]:
+                self.beatd_workload(
+                    f"catch-up-{count}x{down}s",
+                    lambda c=count, d=down: beatd_runner.catch_up(c, d, s),
+                )
+        if "failover" in workloads:
+            rounds, lease = (2, 2) if self.args.smoke else (self.args.rounds, self.args.lease)
+            self.beatd_workload(
+                f"failover-lease{lease}s", lambda: beatd_runner.failover(rounds, lease, s)
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    workloads = [w for w in args.workloads.split(",") if w]
+    unknown = sorted(set(workloads) - set(WORKLOADS)) + sorted(
+        set(args.systems.split(",")) - set(SYSTEMS) - {""}
+    )
+    if unknown:
+        print(f"bench/run.py: unknown workload or system: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="beatd-bench-") as workdir:
+        suite = Suite(args, Path(workdir))
+        suite.run(workloads)
+    print()
+    print(table(suite.results))
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    write_json(args.json, suite.results, options)
+    print(f"\nwrote {args.json}")
+    failed = [r for r in suite.results if r.skipped and r.skipped.startswith("error")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
