@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
@@ -93,7 +94,7 @@ class AmqpPublisher:
         self.name = name
         self._safe_url = mask_url(url)
         try:
-            self._params = pika.URLParameters(url)
+            self._params = pika.URLParameters(_kombu_vhost(url))
         except (ValueError, TypeError, pika.exceptions.AMQPError) as exc:
             raise ConfigError(f"invalid broker URL {self._safe_url!r}: {exc}") from None
         properties = dict(self._params.client_properties or {})
@@ -170,9 +171,11 @@ class AmqpPublisher:
             link.close()
 
     def _clean(self, text: str) -> str:
-        """One line, with neither the password nor a URL's userinfo in it."""
-        text = mask_url(" ".join(text.split()))
-        return text.replace(self._secret, "***") if self._secret else text
+        """One line, with no password in it (our URL's user name stays readable)."""
+        parts = mask_url(" ".join(text.split())).split(self._safe_url)
+        if self._secret:
+            parts = [part.replace(self._secret, "***") for part in parts]
+        return self._safe_url.join(parts)
 
     @contextlib.contextmanager
     def _mapped(self, action: str) -> Iterator[None]:
@@ -184,6 +187,12 @@ class AmqpPublisher:
         except (pika.exceptions.AMQPError, OSError, RuntimeError) as exc:
             self._drop()
             raise BrokerError(self._clean(f"{action} failed: {_describe(exc)}")) from None
+
+
+def _kombu_vhost(url: str) -> str:
+    """Read Celery's ``amqp://host//`` as the vhost "/", as kombu does (pika: "")."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/")) if parts.path == "//" else url
 
 
 def _ttl_ms(message: Message, now: datetime) -> int | None:
