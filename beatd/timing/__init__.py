@@ -203,7 +203,7 @@ def _latest_in(schedule: Schedule, left: datetime, right: datetime) -> datetime 
 
 def _bisect_latest(schedule: Schedule, lo: datetime, hi: datetime, first: datetime) -> datetime:
     """Given a fire `first` in (lo, hi], the latest fire in (lo, hi]."""
-    while hi - lo > _FIRST_WINDOW:
+    while hi - lo > ONE_SECOND:
         mid = lo + (hi - lo) // 2
         found = _next(schedule, mid)
         if found is not None and found <= hi:

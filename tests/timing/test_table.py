@@ -1,0 +1,700 @@
+"""Named fire-time cases, one row each: the spec's examples and the DST corners."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from beatd.model import EPOCH, Cron, Every, Once, RRule, Schedule, Spec
+from beatd.timing import (
+    check_spec,
+    describe,
+    fires_between,
+    jitter_offset,
+    latest_at_or_before,
+    next_after,
+    normalize_cron,
+)
+from beatd.timing.cron import CronSource, compile_cron
+
+NY = ZoneInfo("America/New_York")
+LONDON = ZoneInfo("Europe/London")
+BERLIN = ZoneInfo("Europe/Berlin")
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")
+APIA = ZoneInfo("Pacific/Apia")
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type, misc]
+
+
+def sched(spec: Spec | str, zone: ZoneInfo = UTC_ZONE, name: str = "job", **kw: object) -> Schedule:
+    if isinstance(spec, str):
+        spec = Cron(spec)
+    return Schedule(name, spec, "tasks.t", timezone=zone, **kw)  # type: ignore[arg-type]
+
+
+def local_times(schedule: Schedule, after: datetime, until: datetime) -> list[str]:
+    """Fires in (after, until] as local "MM-DD HH:MM:SS+ZZZZ" strings."""
+    return [
+        f.astimezone(schedule.timezone).strftime("%m-%d %H:%M:%S%z")
+        for f in fires_between(schedule, after, until)
+    ]
+
+
+# -- cron across DST ---------------------------------------------------------
+
+DST_CASES = [
+    pytest.param(
+        "30 1 * * *",
+        NY,
+        utc(2026, 10, 31, 0),
+        utc(2026, 11, 2, 12),
+        ["10-31 01:30:00-0400", "11-01 01:30:00-0400", "11-02 01:30:00-0500"],
+        id="fixed-ny-fall-back-fires-once-at-first-occurrence",
+    ),
+    pytest.param(
+        "30 2 * * *",
+        NY,
+        utc(2026, 3, 7, 12),
+        utc(2026, 3, 9, 12),
+        ["03-08 03:00:00-0400", "03-09 02:30:00-0400"],
+        id="fixed-ny-spring-forward-fires-at-0300-edt",
+    ),
+    pytest.param(
+        "0 2,3 * * *",
+        NY,
+        utc(2026, 3, 8, 0),
+        utc(2026, 3, 8, 12),
+        ["03-08 03:00:00-0400"],
+        id="fixed-gap-fire-and-regular-0300-fire-are-one-fire",
+    ),
+    pytest.param(
+        "0 9,17 * * *",
+        APIA,
+        utc(2011, 12, 29, 12),
+        utc(2011, 12, 31, 12),
+        [
+            "12-29 09:00:00-1000",
+            "12-29 17:00:00-1000",
+            "12-31 00:00:00+1400",
+            "12-31 09:00:00+1400",
+            "12-31 17:00:00+1400",
+        ],
+        id="fixed-apia-skipped-day-several-gap-times-collapse-into-one-fire",
+    ),
+    pytest.param(
+        "15,45 2 * * *",
+        NY,
+        utc(2026, 3, 7, 12),
+        utc(2026, 3, 9, 12),
+        ["03-09 02:15:00-0400", "03-09 02:45:00-0400"],
+        id="two-minutes-is-frequent-per-spec-gap-times-skipped",
+    ),
+    pytest.param(
+        "15,45 1 * * *",
+        NY,
+        utc(2026, 11, 1, 4),
+        utc(2026, 11, 1, 8),
+        [
+            "11-01 01:15:00-0400",
+            "11-01 01:45:00-0400",
+            "11-01 01:15:00-0500",
+            "11-01 01:45:00-0500",
+        ],
+        id="two-minutes-is-frequent-per-spec-fires-at-both-occurrences",
+    ),
+    pytest.param(
+        "*/20 * * * *",
+        NY,
+        utc(2026, 11, 1, 4, 50),
+        utc(2026, 11, 1, 7, 0),
+        [
+            "11-01 01:00:00-0400",
+            "11-01 01:20:00-0400",
+            "11-01 01:40:00-0400",
+            "11-01 01:00:00-0500",
+            "11-01 01:20:00-0500",
+            "11-01 01:40:00-0500",
+            "11-01 02:00:00-0500",
+        ],
+        id="frequent-ny-fall-back-fires-at-both-occurrences-in-utc-order",
+    ),
+    pytest.param(
+        "*/20 * * * *",
+        NY,
+        utc(2026, 3, 8, 6, 30),
+        utc(2026, 3, 8, 7, 30),
+        ["03-08 01:40:00-0500", "03-08 03:00:00-0400", "03-08 03:20:00-0400"],
+        id="frequent-ny-spring-forward-skips-missing-times",
+    ),
+    pytest.param(
+        "0 1 * * *",
+        LONDON,
+        utc(2026, 10, 24, 12),
+        utc(2026, 10, 26, 12),
+        ["10-25 01:00:00+0100", "10-26 01:00:00+0000"],
+        id="fixed-london-fall-back-once",
+    ),
+    pytest.param(
+        "15 2 * * *",
+        LORD_HOWE,
+        utc(2026, 10, 3, 12),
+        utc(2026, 10, 4, 18),
+        ["10-04 02:30:00+1100", "10-05 02:15:00+1100"],
+        id="fixed-lord-howe-half-hour-gap-fires-at-0230",
+    ),
+    pytest.param(
+        "45 1 * * *",
+        LORD_HOWE,
+        utc(2026, 4, 4, 12),
+        utc(2026, 4, 5, 18),
+        ["04-05 01:45:00+1100", "04-06 01:45:00+1030"],
+        id="fixed-lord-howe-half-hour-repeat-fires-once",
+    ),
+    pytest.param(
+        "*/15 1 * * *",
+        LORD_HOWE,
+        utc(2026, 4, 4, 12),
+        utc(2026, 4, 4, 17),
+        [
+            "04-05 01:00:00+1100",
+            "04-05 01:15:00+1100",
+            "04-05 01:30:00+1100",
+            "04-05 01:45:00+1100",
+            "04-05 01:30:00+1030",
+            "04-05 01:45:00+1030",
+        ],
+        id="frequent-lord-howe-repeats-only-the-last-half-hour",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expr", "zone", "after", "until", "expected"), DST_CASES)
+def test_cron_across_dst(
+    expr: str, zone: ZoneInfo, after: datetime, until: datetime, expected: list[str]
+) -> None:
+    assert local_times(sched(expr, zone), after, until) == expected
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        pytest.param(utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 5, 40), id="from-0130a"),
+        pytest.param(utc(2026, 11, 1, 5, 45), utc(2026, 11, 1, 6, 0), id="from-0145a-to-0100b"),
+        pytest.param(utc(2026, 11, 1, 6, 0), utc(2026, 11, 1, 6, 20), id="from-0100b"),
+        pytest.param(utc(2026, 11, 1, 6, 41), utc(2026, 11, 1, 7, 0), id="from-0141b-to-0200"),
+    ],
+)
+def test_next_after_inside_the_repeated_hour(after: datetime, expected: datetime) -> None:
+    assert next_after(sched("*/20 * * * *", NY), after) == expected
+
+
+@pytest.mark.parametrize("zone", [NY, LONDON, LORD_HOWE, ZoneInfo("Pacific/Chatham")])
+def test_hourly_spellings_behave_alike(zone: ZoneInfo) -> None:
+    for after in (utc(2026, 3, 7), utc(2026, 4, 3), utc(2026, 9, 25), utc(2026, 10, 30)):
+        until = after + timedelta(days=10)
+        star = list(fires_between(sched("0 * * * *", zone), after, until))
+        ranged = list(fires_between(sched("0 0-23 * * *", zone), after, until))
+        assert star == ranged
+        assert len(star) > 200
+
+
+def test_hourly_fires_twice_in_the_repeated_hour() -> None:
+    fires = local_times(sched("0 0-23 * * *", NY), utc(2026, 11, 1, 4, 30), utc(2026, 11, 1, 7))
+    assert fires == ["11-01 01:00:00-0400", "11-01 01:00:00-0500", "11-01 02:00:00-0500"]
+
+
+# -- cron syntax ---------------------------------------------------------------
+
+SYNTAX_CASES = [
+    pytest.param(
+        "30 */15 * * * *",
+        utc(2026, 1, 1),
+        ["01-01 00:00:30+0000", "01-01 00:15:30+0000", "01-01 00:30:30+0000"],
+        id="six-fields-seconds-first",
+    ),
+    pytest.param(
+        "*/20 0 0 * * *",
+        utc(2026, 1, 1),
+        ["01-01 00:00:20+0000", "01-01 00:00:40+0000", "01-02 00:00:00+0000"],
+        id="six-fields-every-20-seconds-of-minute-0",
+    ),
+    pytest.param(
+        "0 0 L * *",
+        utc(2028, 1, 15),
+        ["01-31 00:00:00+0000", "02-29 00:00:00+0000", "03-31 00:00:00+0000"],
+        id="L-last-day-of-month-leap-february",
+    ),
+    pytest.param(
+        "0 0 15W * *",
+        utc(2026, 7, 20),
+        ["08-14 00:00:00+0000", "09-15 00:00:00+0000", "10-15 00:00:00+0000"],
+        id="W-saturday-15th-moves-to-friday",
+    ),
+    pytest.param(
+        "0 0 1W * *",
+        utc(2026, 7, 20),
+        ["08-03 00:00:00+0000", "09-01 00:00:00+0000", "10-01 00:00:00+0000"],
+        id="W-saturday-1st-moves-to-monday-3rd",
+    ),
+    pytest.param(
+        "0 0 * * FRI#2",
+        utc(2026, 1, 1),
+        ["01-09 00:00:00+0000", "02-13 00:00:00+0000", "03-13 00:00:00+0000"],
+        id="hash-second-friday",
+    ),
+    pytest.param(
+        "0 0 * * 5L",
+        utc(2026, 1, 1),
+        ["01-30 00:00:00+0000", "02-27 00:00:00+0000", "03-27 00:00:00+0000"],
+        id="5L-last-friday",
+    ),
+    pytest.param(
+        "0 0 * * L5",
+        utc(2026, 1, 1),
+        ["01-30 00:00:00+0000", "02-27 00:00:00+0000", "03-27 00:00:00+0000"],
+        id="L5-last-friday-croniter-spelling",
+    ),
+    pytest.param(
+        "0 0 1 * MON",
+        utc(2026, 1, 25),
+        ["01-26 00:00:00+0000", "02-01 00:00:00+0000", "02-02 00:00:00+0000"],
+        id="vixie-or-dom-1-or-monday",
+    ),
+    pytest.param(
+        "0 0 * * MON",
+        utc(2026, 1, 25),
+        ["01-26 00:00:00+0000", "02-02 00:00:00+0000", "02-09 00:00:00+0000"],
+        id="dom-star-means-mondays-only",
+    ),
+    pytest.param(
+        "0 0 */2 * MON",
+        utc(2026, 1, 1),
+        ["01-05 00:00:00+0000", "01-19 00:00:00+0000", "02-09 00:00:00+0000"],
+        id="dom-starting-with-star-is-and-odd-mondays",
+    ),
+    pytest.param(
+        "0 0 1-31 * MON",
+        utc(2026, 1, 1),
+        ["01-02 00:00:00+0000", "01-03 00:00:00+0000", "01-04 00:00:00+0000"],
+        id="dom-1-31-spelled-without-star-is-or-every-day",
+    ),
+    pytest.param(
+        "0 12 * JAN-MAR/2 SUN,sat",
+        utc(2026, 2, 20),
+        ["03-01 12:00:00+0000", "03-07 12:00:00+0000", "03-08 12:00:00+0000"],
+        id="names-ranges-steps-lists",
+    ),
+    pytest.param(
+        "0 0 29 2 *",
+        utc(2026, 1, 1),
+        ["02-29 00:00:00+0000", "02-29 00:00:00+0000", "02-29 00:00:00+0000"],
+        id="feb-29-every-leap-year",
+    ),
+    pytest.param(
+        "0 0 * * 7",
+        utc(2026, 1, 1),
+        ["01-04 00:00:00+0000", "01-11 00:00:00+0000", "01-18 00:00:00+0000"],
+        id="dow-7-is-sunday",
+    ),
+    pytest.param(
+        "5 4-4 * * *",
+        utc(2026, 1, 1),
+        ["01-01 04:05:00+0000", "01-02 04:05:00+0000", "01-03 04:05:00+0000"],
+        id="equal-range-is-one-value",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expr", "after", "expected"), SYNTAX_CASES)
+def test_cron_syntax(expr: str, after: datetime, expected: list[str]) -> None:
+    schedule = sched(expr)
+    fires = []
+    cursor: datetime | None = after
+    for _ in expected:
+        assert cursor is not None
+        cursor = next_after(schedule, cursor)
+        assert cursor is not None
+        fires.append(cursor.strftime("%m-%d %H:%M:%S%z"))
+    assert fires == expected
+
+
+def test_feb_29_years() -> None:
+    fires = list(fires_between(sched("0 0 29 2 *"), utc(2026, 1, 1), utc(2105, 1, 1)))
+    assert [f.year for f in fires][:3] == [2028, 2032, 2036]
+    assert 2100 not in [f.year for f in fires]
+
+
+MACROS = [
+    ("@hourly", "0 * * * *", utc(2026, 5, 5, 13)),
+    ("@daily", "0 0 * * *", utc(2026, 5, 6)),
+    ("@midnight", "0 0 * * *", utc(2026, 5, 6)),
+    ("@weekly", "0 0 * * 0", utc(2026, 5, 10)),
+    ("@monthly", "0 0 1 * *", utc(2026, 6, 1)),
+    ("@yearly", "0 0 1 1 *", utc(2027, 1, 1)),
+    ("@annually", "0 0 1 1 *", utc(2027, 1, 1)),
+]
+
+
+@pytest.mark.parametrize(("macro", "text", "first"), [pytest.param(*m, id=m[0]) for m in MACROS])
+def test_macros(macro: str, text: str, first: datetime) -> None:
+    assert normalize_cron(macro) == text
+    assert normalize_cron(macro.upper()) == text
+    assert next_after(sched(macro), utc(2026, 5, 5, 12, 30)) == first
+    assert next_after(sched(text), utc(2026, 5, 5, 12, 30)) == first
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        pytest.param("  */5   *  * * * ", "*/5 * * * *", id="blanks-collapse"),
+        pytest.param("0 30 9 * * MON-FRI", "0 30 9 * * MON-FRI", id="six-fields-kept"),
+    ],
+)
+def test_normalize_cron(given: str, expected: str) -> None:
+    assert normalize_cron(given) == expected
+
+
+def test_hash_is_stable_per_name_and_differs_between_names() -> None:
+    window = (utc(2026, 1, 1), utc(2026, 1, 8))
+    firsts = {}
+    for name in ("alpha", "beta", "gamma", "delta"):
+        a = list(fires_between(sched("H H * * *", name=name), *window))
+        compile_cron.cache_clear()
+        b = list(fires_between(sched("H H * * *", name=name), *window))
+        assert a == b
+        assert len(a) == 7
+        firsts[name] = a[0].time()
+    assert len(set(firsts.values())) > 1
+
+
+def test_hash_day_of_month_stays_within_1_to_28() -> None:
+    days = {compile_cron("0 0 H * *", f"job-{i}").days_in(2026, 2) for i in range(200)}
+    assert all(len(d) == 1 and 1 <= d[0] <= 28 for d in days)
+    assert len(days) > 10
+
+
+# -- interval ------------------------------------------------------------------
+
+
+def test_interval_fires_on_the_epoch_grid() -> None:
+    every5 = sched(Every(timedelta(minutes=5)))
+    assert local_times(every5, utc(2026, 1, 1, 9, 58, 7), utc(2026, 1, 1, 10, 10)) == [
+        "01-01 10:00:00+0000",
+        "01-01 10:05:00+0000",
+        "01-01 10:10:00+0000",
+    ]
+
+
+def test_interval_custom_anchor() -> None:
+    anchored = sched(Every(timedelta(minutes=5), anchor=utc(2020, 6, 1, 0, 2, 30)))
+    assert local_times(anchored, utc(2026, 1, 1, 10), utc(2026, 1, 1, 10, 10)) == [
+        "01-01 10:02:30+0000",
+        "01-01 10:07:30+0000",
+    ]
+    # before the anchor too: anchor + k*period for negative k
+    assert next_after(anchored, utc(2000, 1, 1)) == utc(2000, 1, 1, 0, 2, 30)
+
+
+@pytest.mark.parametrize("seconds", [7, 90, 3599, 86400 + 1])
+def test_interval_never_drifts_over_a_million_periods(seconds: int) -> None:
+    period = timedelta(seconds=seconds)
+    anchor = utc(2001, 2, 3, 4, 5, 6)
+    schedule = sched(Every(period, anchor=anchor))
+    k = 1_000_000 if seconds < 3600 else 100_000
+    target = anchor + k * period
+    assert next_after(schedule, target - timedelta(microseconds=1)) == target
+    assert next_after(schedule, target) == target + period
+    assert latest_at_or_before(schedule, target + period / 2, EPOCH) == target
+    walked = anchor
+    for _ in range(1000):
+        walked_next = next_after(schedule, walked)
+        assert walked_next is not None
+        walked = walked_next
+    assert walked == anchor + 1000 * period
+
+
+# -- rrule ---------------------------------------------------------------------
+
+
+def test_rrule_last_friday_berlin_across_dst() -> None:
+    rule = sched(RRule("FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=18"), BERLIN)
+    fires = list(fires_between(rule, utc(2026, 2, 1), utc(2026, 11, 30)))
+    assert [f.astimezone(BERLIN).strftime("%m-%d %H:%M%z") for f in fires] == [
+        "02-27 18:00+0100",
+        "03-27 18:00+0100",
+        "04-24 18:00+0200",
+        "05-29 18:00+0200",
+        "06-26 18:00+0200",
+        "07-31 18:00+0200",
+        "08-28 18:00+0200",
+        "09-25 18:00+0200",
+        "10-30 18:00+0100",
+        "11-27 18:00+0100",
+    ]
+
+
+def test_rrule_hourly_fires_twice_in_the_repeated_hour() -> None:
+    hourly = sched(RRule("FREQ=HOURLY"), NY)
+    assert local_times(hourly, utc(2026, 11, 1, 4, 30), utc(2026, 11, 1, 7, 30)) == [
+        "11-01 01:00:00-0400",
+        "11-01 01:00:00-0500",
+        "11-01 02:00:00-0500",
+    ]
+
+
+def test_rrule_daily_in_the_gap_fires_after_it() -> None:
+    daily = sched(RRule("FREQ=DAILY;BYHOUR=2;BYMINUTE=30"), NY)
+    assert local_times(daily, utc(2026, 3, 7, 12), utc(2026, 3, 9, 12)) == [
+        "03-08 03:00:00-0400",
+        "03-09 02:30:00-0400",
+    ]
+
+
+def test_rrule_start_is_dtstart_in_local_wall_time() -> None:
+    start = datetime(2026, 1, 5, 9, 30, tzinfo=BERLIN).astimezone(UTC)
+    weekly = sched(RRule("FREQ=WEEKLY;INTERVAL=2"), BERLIN, start=start)
+    assert local_times(weekly, utc(2025, 1, 1), utc(2026, 2, 5)) == [
+        "01-05 09:30:00+0100",
+        "01-19 09:30:00+0100",
+        "02-02 09:30:00+0100",
+    ]
+
+
+def test_rrule_minutely_far_from_1970_keeps_its_1970_grid() -> None:
+    """Re-anchored near `after`, yet on the wall-time grid 1970-01-01 00:00 + 7k minutes."""
+    minutely = sched(RRule("FREQ=MINUTELY;INTERVAL=7"), NY)
+    grid = timedelta(minutes=7)
+    first = next_after(minutely, utc(2026, 3, 8, 6, 55))  # 01:55 EST, just before the gap
+    assert first is not None
+    wall = first.astimezone(NY).replace(tzinfo=None)
+    assert (wall - datetime(1970, 1, 1)) % grid == timedelta(0)
+    assert datetime(2026, 3, 8, 1, 55) < wall <= datetime(2026, 3, 8, 2, 2)
+    if wall.hour == 1:  # the next grid point falls in the gap: skipped (frequent)
+        nxt = next_after(minutely, first)
+        assert nxt is not None
+        nxt_wall = nxt.astimezone(NY).replace(tzinfo=None)
+        assert (nxt_wall - datetime(1970, 1, 1)) % grid == timedelta(0)
+        assert datetime(2026, 3, 8, 3, 0) <= nxt_wall < datetime(2026, 3, 8, 3, 7)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        pytest.param("FREQ=DAILY;UNTIL=20270101T000000Z", "UNTIL", id="until"),
+        pytest.param("DTSTART:20260101T000000\nRRULE:FREQ=DAILY", "DTSTART", id="dtstart"),
+        pytest.param("FREQ=SOMETIMES", "invalid rrule", id="bad-freq"),
+        pytest.param("BYHOUR=3", "FREQ", id="no-freq"),
+        pytest.param("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "never fires", id="never"),
+    ],
+)
+def test_rrule_rejected(rule: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_spec(RRule(rule), UTC_ZONE, "r")
+
+
+# -- once, bounds ----------------------------------------------------------------
+
+
+def test_once() -> None:
+    once = sched(Once(utc(2026, 12, 1, 8)))
+    assert next_after(once, utc(2026, 1, 1)) == utc(2026, 12, 1, 8)
+    assert next_after(once, utc(2026, 12, 1, 8)) is None
+    assert list(fires_between(once, utc(2026, 1, 1), utc(2027, 1, 1))) == [utc(2026, 12, 1, 8)]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param(Cron("0 * * * *"), id="cron"),
+        pytest.param(Every(timedelta(hours=1)), id="interval"),
+        pytest.param(RRule("FREQ=HOURLY"), id="rrule"),
+    ],
+)
+def test_start_and_end_are_inclusive_bounds(spec: Spec) -> None:
+    bounded = sched(spec, start=utc(2026, 1, 1, 10), end=utc(2026, 1, 1, 13))
+    assert local_times(bounded, utc(2025, 1, 1), utc(2027, 1, 1)) == [
+        "01-01 10:00:00+0000",
+        "01-01 11:00:00+0000",
+        "01-01 12:00:00+0000",
+        "01-01 13:00:00+0000",
+    ]
+    assert next_after(bounded, utc(2026, 1, 1, 13)) is None
+    assert latest_at_or_before(bounded, utc(2027, 1, 1), EPOCH) == utc(2026, 1, 1, 13)
+    assert latest_at_or_before(bounded, utc(2026, 1, 1, 9), EPOCH) is None
+
+
+def test_once_outside_bounds_never_fires() -> None:
+    once = sched(Once(utc(2026, 12, 1, 8)), end=utc(2026, 11, 1))
+    assert next_after(once, utc(2026, 1, 1)) is None
+
+
+# -- latest_at_or_before ---------------------------------------------------------
+
+
+class CountingSource:
+    def __init__(self, inner: CronSource) -> None:
+        self.inner = inner
+        self.frequent = inner.frequent
+        self.calls = 0
+
+    def next_wall(self, lo: datetime) -> datetime | None:
+        self.calls += 1
+        return self.inner.next_wall(lo)
+
+
+def test_latest_over_a_year_of_per_second_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import beatd.timing as timing
+
+    counter = CountingSource(compile_cron("* * * * * *", "s"))
+    monkeypatch.setattr(timing, "compile_cron", lambda expr, name: counter)
+    every_second = sched("* * * * * *", NY)
+    instant = utc(2026, 11, 1, 6, 30, 15, 500)
+    assert latest_at_or_before(every_second, instant, utc(2025, 11, 1)) == utc(
+        2026, 11, 1, 6, 30, 15
+    )
+    assert counter.calls < 40
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone", "instant", "expected"),
+    [
+        pytest.param("0 0 1 1 *", NY, utc(2026, 6, 1), utc(2026, 1, 1, 5), id="yearly-months-back"),
+        pytest.param("30 2 * * *", NY, utc(2026, 3, 8, 12), utc(2026, 3, 8, 7), id="gap-fire"),
+        pytest.param("*/20 * * * *", NY, utc(2026, 11, 1, 6, 5), utc(2026, 11, 1, 6), id="0100b"),
+        pytest.param("0 0 29 2 *", UTC_ZONE, utc(2031, 1, 1), utc(2028, 2, 29), id="leap-day"),
+        pytest.param("* * * * * *", NY, utc(2026, 1, 1), utc(2026, 1, 1), id="exactly-at-instant"),
+    ],
+)
+def test_latest_at_or_before(
+    expr: str, zone: ZoneInfo, instant: datetime, expected: datetime
+) -> None:
+    schedule = sched(expr, zone)
+    found = latest_at_or_before(schedule, instant, utc(2000, 1, 1))
+    assert found == expected
+    walked = list(fires_between(schedule, expected - timedelta(days=2), instant))
+    assert walked and walked[-1] == found
+
+
+def test_latest_respects_not_before() -> None:
+    yearly = sched("0 0 1 1 *")
+    assert latest_at_or_before(yearly, utc(2026, 6, 1), utc(2026, 1, 1)) == utc(2026, 1, 1)
+    assert latest_at_or_before(yearly, utc(2026, 6, 1), utc(2026, 1, 1, 0, 0, 1)) is None
+
+
+def test_latest_interval_and_once() -> None:
+    every = sched(Every(timedelta(minutes=5)))
+    assert latest_at_or_before(every, utc(2026, 1, 1, 10, 4, 59), EPOCH) == utc(2026, 1, 1, 10)
+    assert latest_at_or_before(every, utc(2026, 1, 1, 10, 4), utc(2026, 1, 1, 10, 1)) is None
+    once = sched(Once(utc(2026, 1, 1)))
+    assert latest_at_or_before(once, utc(2026, 2, 1), EPOCH) == utc(2026, 1, 1)
+    assert latest_at_or_before(once, utc(2025, 2, 1), EPOCH) is None
+
+
+# -- check_spec ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        pytest.param("0 0 30 2 *", "never fires", id="feb-30"),
+        pytest.param("0 0 31 4,6,9,11 *", "never fires", id="31st-of-short-months"),
+        pytest.param("0 0 * *", "5 fields", id="four-fields"),
+        pytest.param("0 0 0 * * * 2026", "5 fields", id="seven-fields"),
+        pytest.param("61 * * * *", "invalid cron", id="minute-out-of-range"),
+        pytest.param("0 0 * * FOO", "invalid cron", id="bad-name"),
+        pytest.param("R * * * *", "random", id="random-R"),
+        pytest.param("@reboot", "macro", id="unknown-macro"),
+        pytest.param("*/0 * * * *", "invalid cron", id="zero-step"),
+    ],
+)
+def test_check_spec_rejects_cron(expr: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        check_spec(Cron(expr), UTC_ZONE, "job")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "0 0 29 2 *",
+        "0 0 31 2 MON",
+        "H H H * *",
+        "@daily",
+        "0 0 L * *",
+        "0 0 * * 5#5",
+        "0 0 0 * * *",
+    ],
+)
+def test_check_spec_accepts_cron(expr: str) -> None:
+    check_spec(Cron(expr), NY, "job")
+
+
+def test_check_spec_other_kinds() -> None:
+    check_spec(Every(timedelta(seconds=1)), UTC_ZONE, "e")
+    check_spec(RRule("FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=18"), BERLIN, "r")
+    check_spec(Once(utc(2026, 1, 1)), UTC_ZONE, "o")
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        check_spec(Every(timedelta(0)), UTC_ZONE, "e")
+    with pytest.raises(ValueError, match="naive"):
+        check_spec(Once(datetime(2026, 1, 1)), UTC_ZONE, "o")
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        next_after(sched("* * * * *"), datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="naive"):
+        jitter_offset("a", datetime(2026, 1, 1), timedelta(seconds=1))
+
+
+def test_results_are_aware_utc() -> None:
+    found = next_after(sched("0 9 * * *", BERLIN), datetime(2026, 6, 1, 12, tzinfo=BERLIN))
+    assert found == utc(2026, 6, 2, 7)
+    assert found is not None and found.tzinfo is UTC
+
+
+# -- jitter ----------------------------------------------------------------------
+
+
+def test_jitter_is_deterministic_and_in_range() -> None:
+    jitter = timedelta(seconds=10)
+    # a fixed value: the same on every machine and in every process
+    assert jitter_offset("a", utc(2026, 1, 1), jitter) == timedelta(milliseconds=520)
+    instants = [utc(2026, 1, 1) + timedelta(minutes=i) for i in range(500)]
+    offsets = [jitter_offset("nightly", at, jitter) for at in instants]
+    assert all(timedelta(0) <= o < jitter for o in offsets)
+    assert all(o % timedelta(milliseconds=1) == timedelta(0) for o in offsets)
+    assert len(set(offsets)) > 400
+    assert offsets == [jitter_offset("nightly", at, jitter) for at in instants]
+    assert offsets != [jitter_offset("other", at, jitter) for at in instants]
+    same_instant = datetime(2026, 1, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))
+    assert jitter_offset("a", same_instant, jitter) == jitter_offset("a", utc(2026, 1, 1), jitter)
+
+
+@pytest.mark.parametrize(
+    "jitter", [timedelta(0), timedelta(microseconds=999), timedelta(seconds=-5)]
+)
+def test_no_jitter(jitter: timedelta) -> None:
+    assert jitter_offset("a", utc(2026, 1, 1), jitter) == timedelta(0)
+
+
+# -- describe --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "text"),
+    [
+        pytest.param(Cron("*/5 * * * *"), "Every 5 minutes", id="cron"),
+        pytest.param(Cron("0 9 * * MON-FRI"), "At 09:00, Monday through Friday", id="cron-days"),
+        pytest.param(Cron("H H * * *"), "H H * * *", id="cron-unwordable-falls-back"),
+        pytest.param(Every(timedelta(hours=1, minutes=30)), "every 1h30m", id="interval"),
+        pytest.param(RRule("FREQ=DAILY"), "RRULE FREQ=DAILY", id="rrule"),
+        pytest.param(Once(utc(2026, 12, 1, 8)), "once at 2026-12-01T08:00:00+00:00", id="once"),
+    ],
+)
+def test_describe(spec: Spec, text: str) -> None:
+    assert describe(spec) == text
