@@ -8,6 +8,7 @@ tables, else the config file alone, so `upcoming` works with no database.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 from beatd import timing
 from beatd.clock import Clock, SystemClock
 from beatd.codec import schedule_from_table
-from beatd.config import Settings, load_settings
+from beatd.config import Settings, load_settings, settings_from_document
 from beatd.errors import ConfigError, NotFound
 from beatd.ids import fire_id
 from beatd.model import Fire, FireRecord, Outcome, Schedule, Source
@@ -27,8 +28,6 @@ from beatd.publish.messages import build_message
 from beatd.store import has_tables, open_store
 from beatd.store.base import Decision, Store, StoredSchedule
 from beatd.upcoming import upcoming as merge_upcoming
-
-SPEC_KEYS = ("cron", "every", "rrule", "at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +78,7 @@ class Beat:
         clock: Clock | None = None,
     ) -> None:
         if settings is None:
-            settings = load_settings(None, env={})
+            settings = settings_from_document({}, env={})
         if database_url is not None:
             settings = _with_database(settings, database_url)
         self.settings = settings
@@ -194,7 +193,7 @@ class Beat:
                 return info
         raise NotFound(f"no schedule named {name!r}")
 
-    def list(self) -> list[ScheduleInfo]:
+    def list(self) -> builtins.list[ScheduleInfo]:
         if self._uses_database():
             return [
                 ScheduleInfo(s.schedule, s.next_at, s.last_at, _state(s), s.note)
@@ -218,25 +217,35 @@ class Beat:
         after: datetime | None = None,
         until: datetime | None = None,
         schedule: str | None = None,
-    ) -> list[Fire]:
+    ) -> builtins.list[Fire]:
         """The next fires, merged across schedules, by instant then name; `after` is exclusive."""
-        if limit < 0:
-            raise ConfigError("limit must be 0 or more")
-        after = _aware(after, "after") if after is not None else None
-        until = _aware(until, "until") if until is not None else None
-        infos = [i for i in self.list() if i.state == "active"]
-        if schedule is not None and not any(i.name == schedule for i in self.list()):
-            raise NotFound(f"no schedule named {schedule!r}")
+        if not self._uses_database():
+            return merge_upcoming(
+                self.settings.schedules,
+                self.clock.now(),
+                limit=limit,
+                after=after,
+                until=until,
+                schedule=schedule,
+            )
+        infos = {info.name: info for info in self.list()}
+
+        def start_at(s: Schedule) -> datetime | None:
+            # The store's next_at is the first undecided instant: earlier ones are history.
+            info = infos[s.name]
+            return info.next_at if info.state == "active" else None
+
         return merge_upcoming(
-            [i.schedule for i in infos],
+            [info.schedule for info in infos.values()],
             self.clock.now(),
             limit=limit,
             after=after,
             until=until,
             schedule=schedule,
+            start_at=start_at,
         )
 
-    def history(self, name: str | None = None, limit: int = 50) -> list[FireRecord]:
+    def history(self, name: str | None = None, limit: int = 50) -> builtins.list[FireRecord]:
         if limit < 1:
             raise ConfigError("limit must be 1 or more")
         records = self.store.history(name, limit)

@@ -33,7 +33,7 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"not a finite duration: {value!r}")
     if seconds != int(seconds):
         raise ValueError(f"durations are whole seconds, got {value!r}")
-    if seconds > 100 * 365 * 86400:
+    if abs(seconds) > 100 * 365 * 86400:
         raise ValueError(f"duration too long (over 100 years): {value!r}")
     return timedelta(seconds=int(seconds))
 

@@ -23,7 +23,7 @@ GROUPS = ("config_cmds", "schedule_cmds", "db_cmds", "daemon_cmds")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
+        raise ConfigError(f"{self.prog.removeprefix('beatd ')}: {message}")
 
 
 def _common() -> _Parser:
