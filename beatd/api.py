@@ -21,7 +21,7 @@ from beatd import timing
 from beatd.clock import Clock, SystemClock
 from beatd.codec import schedule_from_table
 from beatd.config import Settings, load_settings, settings_from_document
-from beatd.errors import ConfigError, NotFound
+from beatd.errors import ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
 from beatd.model import Fire, FireRecord, Outcome, Schedule, Source
 from beatd.publish.messages import build_message
@@ -125,6 +125,7 @@ class Beat:
         Options are validated by the same code as the TOML file. The new
         schedule is never due for instants before now.
         """
+        self._refuse_file_owned(name, "add")
         schedule = self.parse(name, options)
         self.store.put(schedule, self._first_at(schedule), replace=replace)
         return schedule
@@ -135,7 +136,15 @@ class Beat:
         return schedule_from_table(name, table, self.settings.defaults, Source.API)
 
     def remove(self, name: str) -> None:
+        self._refuse_file_owned(name, "remove")
         self.store.delete(name)
+
+    def _refuse_file_owned(self, name: str, verb: str) -> None:
+        if any(s.name == name for s in self.settings.schedules):
+            where = self.settings.path or "the config file"
+            raise Conflict(
+                f"cannot {verb} {name!r}: it is declared in {where}; edit the file and reload"
+            )
 
     def pause(self, name: str, note: str | None = None) -> None:
         self.store.set_paused(name, True, note, None)
