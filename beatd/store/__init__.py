@@ -12,7 +12,11 @@ database at all, without creating a SQLite file.
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Sequence
 
+from beatd.errors import ConfigError
+from beatd.model import Schedule
 from beatd.store.base import (
     Advance,
     Decision,
@@ -29,6 +33,7 @@ __all__ = [
     "ReconcileResult",
     "Store",
     "StoredSchedule",
+    "check_unique",
     "has_tables",
     "open_store",
 ]
@@ -74,6 +79,13 @@ def has_tables(url: str) -> bool:
             return bool(sa.inspect(conn).has_table(schedules.name))
     finally:
         engine.dispose()
+
+
+def check_unique(schedules: Sequence[Schedule]) -> None:
+    """ConfigError if a name is listed twice: the file cannot own one name twice."""
+    twice = sorted(name for name, n in Counter(s.name for s in schedules).items() if n > 1)
+    if twice:
+        raise ConfigError(f"schedule names listed more than once: {', '.join(twice)}")
 
 
 def _sqlite_file_exists(backend: str, database: str | None) -> bool:

@@ -16,6 +16,7 @@ from beatd.clock import Clock, SystemClock
 from beatd.errors import Conflict, Fenced, NotFound
 from beatd.model import EPOCH, FireRecord, Lease, Outcome, Schedule, Source
 from beatd.publish.base import Message
+from beatd.store import check_unique
 from beatd.store.base import Advance, Decision, NextAt, ReconcileResult, StoredSchedule
 
 
@@ -76,6 +77,7 @@ class MemoryStore:
     # -- schedules -------------------------------------------------------------
 
     def load_file(self, schedules: Sequence[Schedule], next_at: NextAt) -> ReconcileResult:
+        check_unique(schedules)
         with self._lock:
             listed = [dataclasses.replace(s, source=Source.FILE) for s in schedules]
             for schedule in listed:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import Backend, sched
 
-from beatd.errors import Conflict, Fenced, NotFound
+from beatd.errors import ConfigError, Conflict, Fenced, NotFound
 from beatd.ids import fire_id
 from beatd.model import Cron, Format, Lease, Misfire, Outcome, Schedule, Source
 from beatd.publish.base import Message
@@ -387,3 +387,9 @@ def test_wait_for_change_wakes_on_a_change(store: Store) -> None:
         assert wait(since, 10.0) == since + 1
     finally:
         timer.join()
+
+
+def test_load_file_refuses_a_name_listed_twice(store: Store) -> None:
+    with pytest.raises(ConfigError, match="more than once: a"):
+        store.load_file([sched("a"), sched("b"), sched("a")], next_at_fixed(at(1)))  # type: ignore[arg-type]
+    assert store.all() == []

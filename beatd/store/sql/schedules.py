@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from beatd import codec
 from beatd.errors import Conflict, NotFound
 from beatd.model import UTC_ZONE, Format, Schedule, Source
+from beatd.store import check_unique
 from beatd.store.base import NextAt, ReconcileResult, StoredSchedule
 from beatd.store.sql import engine as eng
 from beatd.store.sql.tables import changes, schedules
@@ -214,6 +215,7 @@ def set_paused(
 def load_file(
     conn: Connection, listed: Sequence[Schedule], next_at: NextAt, now: datetime
 ) -> ReconcileResult:
+    check_unique(listed)
     lock_definitions(conn)
     query = sa.select(schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing)
     existing = {row.name: Row(row.source, row.digest, row.timing) for row in conn.execute(query)}
