@@ -393,3 +393,26 @@ def test_load_file_refuses_a_name_listed_twice(store: Store) -> None:
     with pytest.raises(ConfigError, match="more than once: a"):
         store.load_file([sched("a"), sched("b"), sched("a")], next_at_fixed(at(1)))  # type: ignore[arg-type]
     assert store.all() == []
+
+
+def test_threads_racing_for_an_expired_lease_make_one_leader(backend: Backend) -> None:
+    store = backend.store
+    old = store.acquire("old", backend.short_ttl)
+    assert old is not None
+    backend.expire(old)
+    start = threading.Barrier(8)
+    won: list[Lease] = []
+
+    def contend(holder: str) -> None:
+        start.wait()
+        lease = store.acquire(holder, timedelta(seconds=30))
+        if lease is not None:
+            won.append(lease)
+
+    threads = [threading.Thread(target=contend, args=(f"t{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and won[0].epoch == old.epoch + 1
+    assert store.current() == won[0]
