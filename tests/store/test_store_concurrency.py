@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import close_checked, open_sql
+from store_helpers import close_checked, open_sql
 from store_worker import T0, file_schedules
 
 WORKER = Path(__file__).with_name("store_worker.py")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import Backend, sched
+from store_helpers import Backend, sched
 
 from beatd.errors import ConfigError, Conflict, Fenced, NotFound
 from beatd.ids import fire_id

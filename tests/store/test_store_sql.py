@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import close_checked, open_sql, sched
+from store_helpers import close_checked, open_sql, sched
 
 from beatd import migrate
 from beatd.errors import ConfigError, SchemaError, StoreError

@@ -1,0 +1,52 @@
+"""Helpers of the store tests (a uniquely named module: several conftest.py exist)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from beatd import migrate
+from beatd.clock import FakeClock
+from beatd.model import Every, Lease, Schedule
+from beatd.store import open_store
+from beatd.store.base import Store
+from beatd.store.sql import SqlStore
+
+
+def sched(name: str, every: int = 60, **options: Any) -> Schedule:
+    options.setdefault("task", "app.tasks.ping")
+    return Schedule(name=name, spec=Every(timedelta(seconds=every)), **options)
+
+
+@dataclass
+class Backend:
+    kind: str
+    store: Store
+    clock: FakeClock | None = None
+
+    def expire(self, lease: Lease) -> None:
+        """Let `lease` expire by the store's clock (move the fake one, or wait)."""
+        if self.clock is not None:
+            self.clock.set(lease.expires_at + timedelta(milliseconds=1))
+            return
+        while self.store.db_now() <= lease.expires_at:
+            time.sleep(0.01)
+
+    @property
+    def short_ttl(self) -> timedelta:
+        return timedelta(seconds=5) if self.clock is not None else timedelta(milliseconds=50)
+
+
+def open_sql(url: str) -> SqlStore:
+    migrate.upgrade(url)
+    store = open_store(url)
+    assert isinstance(store, SqlStore)
+    return store
+
+
+def close_checked(store: SqlStore) -> None:
+    checked_out = store.engine.pool.checkedout()  # type: ignore[attr-defined]
+    store.close()
+    assert checked_out == 0, f"{checked_out} connection(s) left checked out"
