@@ -1,0 +1,294 @@
+"""The daemon in-process over the memory store: loops, reload, stop, sd_notify, HTTP, logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from beatd.config import Settings, load_settings
+from beatd.daemon import Daemon
+from beatd.errors import ConfigError
+from beatd.http import HttpServer, parse_bind
+from beatd.logs import setup
+from beatd.metrics import Metrics
+from beatd.model import Every, Schedule
+from beatd.publish.stdout import StdoutPublisher
+from beatd.store.memory import MemoryStore
+from beatd.systemd import Notifier
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+class Lines(io.StringIO):
+    def lines(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.getvalue().splitlines() if line]
+
+
+def every(name: str, seconds: int = 1) -> Schedule:
+    return Schedule(name=name, spec=Every(timedelta(seconds=seconds)), task=f"t.{name}")
+
+
+class Running:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.daemon.run()
+
+    def stop(self) -> int | None:
+        self.daemon.request_stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+        return self.code
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    folder = tempfile.mkdtemp(prefix="bn", dir="/tmp")
+    path = os.path.join(folder, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+        os.unlink(path)
+        os.rmdir(folder)
+
+
+def received(sock: socket.socket) -> list[str]:
+    out = []
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(4096).decode())
+    except BlockingIOError:
+        pass
+    finally:
+        sock.setblocking(True)
+    return out
+
+
+def test_daemon_publishes_stops_cleanly_and_releases(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    sock, path = notify_socket
+    store = MemoryStore()
+    out = Lines()
+    settings = Settings(database="memory://", lease=timedelta(seconds=3), schedules=(every("a"),))
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    daemon = Daemon(settings, store, StdoutPublisher(out), notifier=notifier)
+    running = Running(daemon)
+    wait_for(lambda: len(out.lines()) >= 2, what="two fires published")
+    assert daemon.healthy()
+    assert running.stop() == 0
+    assert store.current() is None  # released: a standby may take over at once
+    ids = [line["fire_id"] for line in out.lines()]
+    assert len(ids) == len(set(ids))
+    messages = "\n".join(received(sock))
+    assert "READY=1" in messages
+    assert "WATCHDOG=1" in messages
+    assert "STATUS=leader epoch 1" in messages
+    assert messages.rstrip().endswith("STOPPING=1") or "STOPPING=1" in messages
+    assert not daemon.healthy()
+
+
+def test_a_schedule_added_while_running_fires_within_a_second() -> None:
+    store = MemoryStore()
+    out = Lines()
+    settings = Settings(database="memory://", lease=timedelta(seconds=3))
+    running = Running(Daemon(settings, store, StdoutPublisher(out)))
+    try:
+        wait_for(lambda: store.current() is not None, what="leadership")
+        time.sleep(0.2)  # the tick loop is now idle-waiting (MAX_IDLE 5 s)
+        started = time.monotonic()
+        from beatd import timing
+
+        schedule = every("late")
+        store.put(schedule, timing.next_after(schedule, store.clock.now()), replace=False)
+        wait_for(lambda: out.lines(), what="the new schedule's first fire")
+        assert time.monotonic() - started < 2.0
+    finally:
+        assert running.stop() == 0
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def test_sighup_reload_applies_a_changed_file_and_keeps_the_last_good_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "beatd.toml"
+    write(config, '[schedules.a]\nevery = "1h"\ntask = "t.a"\n')
+    store = MemoryStore()
+    daemon = Daemon(load_settings(config), store, StdoutPublisher(io.StringIO()))
+    running = Running(daemon)
+    try:
+        wait_for(lambda: [s.schedule.name for s in store.all()] == ["a"], what="loaded")
+        write(config, '[schedules.b]\nevery = "1h"\ntask = "t.b"\n')
+        daemon.request_reload()
+        wait_for(lambda: [s.schedule.name for s in store.all()] == ["b"], what="reloaded")
+        write(config, "[schedules.c]\nevery = \n")
+        with caplog.at_level(logging.ERROR, "beatd"):
+            daemon.request_reload()
+            wait_for(lambda: caplog.records, what="the error line")
+            time.sleep(0.1)
+        (line,) = [r.getMessage() for r in caplog.records]
+        assert line.startswith("reload failed, keeping the last good schedules:")
+        assert "beatd.toml:2" in line
+        assert [s.schedule.name for s in store.all()] == ["b"]
+        assert daemon.healthy()
+    finally:
+        assert running.stop() == 0
+
+
+def test_a_standby_does_not_publish() -> None:
+    store = MemoryStore()
+    other = store.acquire("someone-else", timedelta(seconds=30))
+    assert other is not None
+    out = Lines()
+    settings = Settings(database="memory://", lease=timedelta(seconds=3), schedules=(every("a"),))
+    running = Running(Daemon(settings, store, StdoutPublisher(out)))
+    time.sleep(1.5)
+    assert running.stop() == 0
+    assert out.lines() == []
+    assert store.current() == other
+
+
+# -- systemd ---------------------------------------------------------------------
+
+
+def test_notify_sends_datagrams(notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    assert notifier.ready("standby")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=standby"
+    assert notifier.reloading()
+    reloading = sock.recv(4096).decode().split("\n")
+    assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")
+    assert notifier.stopping() and sock.recv(4096) == b"STOPPING=1"
+
+
+def test_notify_abstract_namespace() -> None:
+    name = f"beatd-test-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(5)
+    try:
+        assert Notifier({"NOTIFY_SOCKET": "@" + name}).watchdog()
+        assert sock.recv(4096) == b"WATCHDOG=1"
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "interval"),
+    [
+        ({}, None),
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
+        ({"WATCHDOG_USEC": "0"}, None),
+    ],
+    ids=["unset", "set", "other-pid", "our-pid", "zero"],
+)
+def test_watchdog_interval_is_half(env: dict[str, str], interval: float | None) -> None:
+    assert Notifier(env).watchdog_interval == interval
+
+
+def test_notify_without_socket_is_a_no_op() -> None:
+    assert not Notifier({}).enabled
+    assert not Notifier({}).ready()
+
+
+# -- http, logs --------------------------------------------------------------------
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_http_serves_metrics_and_health() -> None:
+    metrics = Metrics()
+    metrics.sent.inc(3)
+    health = [True]
+    server = HttpServer("127.0.0.1:0", metrics, lambda: health[0])
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        code, body = get(base + "/metrics")
+        assert code == 200 and "beatd_fires_sent_total 3.0" in body
+        assert "beatd_fire_lag_seconds_bucket" in body and "beatd_is_leader" in body
+        assert get(base + "/healthz")[0] == 200
+        health[0] = False
+        assert get(base + "/healthz")[0] == 503
+        assert get(base + "/nope")[0] == 404
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "bind"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        (":9464", ("127.0.0.1", 9464)),
+        ("9464", ("127.0.0.1", 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+    ],
+    ids=["host-port", "port-only-colon", "port-only", "ipv6", "all"],
+)
+def test_parse_bind(text: str, bind: tuple[str, int]) -> None:
+    assert parse_bind(text) == bind
+
+
+def test_parse_bind_rejects_garbage() -> None:
+    with pytest.raises(ConfigError):
+        parse_bind("localhost:http")
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    stream = io.StringIO()
+    setup("json", stream=stream)
+    try:
+        logging.getLogger("beatd.test").info("hello", extra={"epoch": 3})
+        (entry,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert entry["msg"] == "hello" and entry["level"] == "info" and entry["epoch"] == 3
+        assert entry["ts"].endswith("Z")
+        stream.truncate(0)
+        setup("text", stream=stream)
+        logging.getLogger("beatd.test").warning("careful", extra={"k": "v"})
+        assert stream.getvalue().rstrip().endswith("WARNING careful k=v")
+    finally:
+        root = logging.getLogger("beatd")
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.propagate = True
+        root.setLevel(logging.NOTSET)
