@@ -119,12 +119,19 @@ class AmqpPublisher:
         if batch.remaining == 0:
             return batch.final()
         with self._lock, self._mapped("publish"):
-            link = self._connected()
             try:
-                return link.run(batch, self._confirm_timeout)
-            except BrokerError:
-                self._drop()
-                raise
+                return self._run(batch)
+            except _Unsent:
+                # The connection went away while idle and nothing was written:
+                # reconnecting now is safe and saves the relay a retry.
+                return self._run(batch)
+
+    def _run(self, batch: _Batch) -> list[Result]:
+        try:
+            return self._connected().run(batch, self._confirm_timeout)
+        except BrokerError:
+            self._drop()
+            raise
 
     def check(self) -> str | None:
         """None when connected (or a connection can be made now), else why not."""
@@ -243,6 +250,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+class _Unsent(BrokerError):
+    """The link was already dead when a batch was handed to it: nothing was sent."""
+
+
 @dataclass(eq=False)
 class _Batch:
     """One publish call. Written by the I/O thread; read by the caller after `done`."""
@@ -326,7 +337,7 @@ class _Link:
     def run(self, batch: _Batch, confirm_timeout: float) -> list[Result]:
         with self._lock:
             if self._dead is not None:
-                raise BrokerError(self._dead)
+                raise _Unsent(self._dead)
             self._batch = batch
         self._conn.ioloop.add_callback_threadsafe(self._cb(self._io_start, batch))
         seen = 0
