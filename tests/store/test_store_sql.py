@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,9 +17,12 @@ from store_helpers import close_checked, open_sql, sched
 
 from beatd import migrate
 from beatd.errors import ConfigError, SchemaError, StoreError
-from beatd.model import Every, Schedule
+from beatd.ids import fire_id
+from beatd.model import Every, Outcome, Schedule
 from beatd.store import has_tables, open_store
-from beatd.store.sql import SqlStore, schedules
+from beatd.store.base import Decision
+from beatd.store.sql import SqlStore, firelog, schedules
+from beatd.store.sql import engine as eng
 from beatd.store.sql.engine import make_engine, parse_url
 from beatd.store.sql.tables import metadata
 
@@ -166,3 +170,32 @@ def test_sqlite_runs_in_wal_mode(sqlite_url: str) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     close_checked(store)
+
+
+def test_a_takeover_waits_for_the_fenced_transaction(sql_store: SqlStore) -> None:
+    """The lease is checked and locked in record(): a new leader starts after its commit."""
+    old = sql_store.acquire("old", timedelta(milliseconds=300))
+    assert old is not None
+    checked, taken = threading.Event(), []
+
+    def take_over() -> None:
+        checked.wait()
+        while sql_store.db_now() <= old.expires_at:
+            time.sleep(0.01)
+        lease = sql_store.acquire("new", timedelta(seconds=30))
+        taken.append((time.monotonic(), lease))
+
+    thread = threading.Thread(target=take_over)
+    thread.start()
+    decision = Decision("a", T0, fire_id("a", T0), Outcome.DROPPED, reason="test")
+    with eng.transaction(sql_store.engine, sql_store.url, write=True) as conn:
+        assert firelog.record(conn, old, [decision], []) == 1
+        checked.set()
+        time.sleep(0.8)  # the lease expires meanwhile; the takeover must wait
+        assert taken == []
+        committing = time.monotonic()
+    thread.join()
+    ((when, lease),) = taken
+    assert when >= committing
+    assert lease is not None and lease.epoch == old.epoch + 1
+    assert [r.epoch for r in sql_store.history("a", 10)] == [old.epoch]
