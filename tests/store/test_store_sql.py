@@ -199,3 +199,20 @@ def test_a_takeover_waits_for_the_fenced_transaction(sql_store: SqlStore) -> Non
     assert when >= committing
     assert lease is not None and lease.epoch == old.epoch + 1
     assert [r.epoch for r in sql_store.history("a", 10)] == [old.epoch]
+
+
+def test_killed_connections_are_replaced(pg_url: str) -> None:
+    store = open_sql(pg_url)
+    store.put(sched("a"), T0, replace=False)
+    admin = make_engine(pg_url)
+    with admin.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    admin.dispose()
+    assert killed >= 1
+    assert store.get("a").next_at == T0  # the pool pings and reconnects
+    close_checked(store)
