@@ -21,6 +21,7 @@ from beatd.model import EPOCH, Cron, Every, Once, RRule, Schedule, Spec
 from beatd.timing.cron import compile_cron, normalize_cron
 from beatd.timing.rrules import DEFAULT_DTSTART, RRuleSource, parse_rrule
 from beatd.timing.zones import (
+    MIN_YEAR,
     ONE_SECOND,
     WallSource,
     from_naive_utc,
@@ -41,6 +42,7 @@ __all__ = [
 
 _TINY = timedelta(microseconds=1)
 _FIRST_WINDOW = timedelta(seconds=64)
+_EARLIEST = datetime(MIN_YEAR + 1, 1, 1)
 
 
 def next_after(schedule: Schedule, after: datetime) -> datetime | None:
@@ -88,7 +90,7 @@ def latest_at_or_before(
     if isinstance(spec, Once):
         at = to_naive_utc(spec.at)
         return from_naive_utc(at) if lo <= at <= hi else None
-    found = _latest_in(schedule, lo - _TINY, hi)
+    found = _latest_in(schedule, max(lo, _EARLIEST) - _TINY, hi)
     return None if found is None else from_naive_utc(found)
 
 
@@ -193,7 +195,7 @@ def _latest_in(schedule: Schedule, left: datetime, right: datetime) -> datetime 
     width = _FIRST_WINDOW
     hi = right
     while hi > left:
-        lo = max(left, hi - width)
+        lo = left if hi - left <= width else hi - width
         first = _next(schedule, lo)
         if first is not None and first <= hi:
             return _bisect_latest(schedule, lo, hi, first)

@@ -99,7 +99,7 @@ class CronSource:
 
     def next_wall(self, lo: datetime) -> datetime | None:
         year, month, day = lo.year, lo.month, lo.day
-        tod: int | None = lo.hour * 3600 + lo.minute * 60 + lo.second
+        tod = lo.hour * 3600 + lo.minute * 60 + lo.second
         last_year = min(year + SEARCH_YEARS, 9998)
         while year <= last_year:
             if month in self.months:
@@ -118,7 +118,7 @@ class CronSource:
             day, tod = 1, 0
         return None
 
-    def _time_at_or_after(self, tod: int | None) -> int | None:
+    def _time_at_or_after(self, tod: int) -> int | None:
         """Seconds since midnight of the first matching time of day >= tod."""
         hours, minutes, seconds = self.hours, self.minutes, self.seconds
         if not tod:

@@ -28,8 +28,8 @@ from zoneinfo import ZoneInfo
 
 ONE_SECOND = timedelta(seconds=1)
 _SAMPLE = timedelta(hours=6)
-MIN_YEAR = 1
-MAX_YEAR = 9998  # leave room for offsets and one-year windows before datetime.max
+MIN_YEAR = 1  # instants are handled from year MIN_YEAR + 1 on ...
+MAX_YEAR = 9998  # ... up to MAX_YEAR: room for offsets and one-year windows at both ends
 
 
 class WallSource(Protocol):
@@ -120,7 +120,7 @@ class Segment:
 def _last_transition(zone: ZoneInfo, year: int, after: datetime) -> Transition | None:
     """The latest transition at or before `after`, looking back into last year."""
     for y in (year, year - 1):
-        if y < MIN_YEAR:
+        if y <= MIN_YEAR:
             break
         past = [t for t in year_offsets(zone, y).transitions if t.at <= after]
         if past:
@@ -158,6 +158,9 @@ def segments(zone: ZoneInfo, after: datetime) -> Iterator[Segment]:
 
 def next_instant(source: WallSource, zone: ZoneInfo, after: datetime) -> datetime | None:
     """The first instant (naive UTC) strictly after `after` (naive UTC) that fires."""
+    if after.year > MAX_YEAR:
+        return None
+    after = max(after, datetime(MIN_YEAR + 1, 1, 1))
     fixed = not source.frequent
     lo: datetime | None = after.replace(microsecond=0) + ONE_SECOND
     for seg in segments(zone, after):
