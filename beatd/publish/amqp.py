@@ -467,10 +467,14 @@ class _Link:
         kind, name = self._check = self._checks.pop(0)
         self._declaring = False
         done = self._cb(self._io_check_done, batch)
-        if kind == "exchange":
-            self._declare_ch.exchange_declare(name, passive=True, callback=done)
-        else:
-            self._declare_ch.queue_declare(name, passive=True, callback=done)
+        try:
+            if kind == "exchange":
+                self._declare_ch.exchange_declare(name, passive=True, callback=done)
+            else:
+                self._declare_ch.queue_declare(name, passive=True, callback=done)
+        except _ENCODE_ERRORS as exc:  # e.g. a name over 255 bytes; basic_publish says so
+            log.warning("cannot check %s %r: %s", kind, name, _describe(exc))
+            self._io_check_done(batch)
 
     def _io_check_done(self, batch: _Batch) -> None:
         assert self._check is not None

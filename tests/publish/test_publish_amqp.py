@@ -287,3 +287,23 @@ def test_messages_with_unique_ids_never_mix_up_results(
     results = amqp_publisher.publish(messages, NOW)
     assert [r.status for r in results] == [Status.CONFIRMED, Status.RETURNED] * 200
     assert [r.fire_id for r in results] == [m.fire_id for m in messages]
+
+
+def test_names_the_broker_refuses_fail_alone(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    good = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    reserved = build_message(make_schedule("r", queue=f"amq.{queue_name}"), NOW, NOW)
+    too_long = build_message(make_schedule("l", queue="q" * 300), NOW, NOW)
+    long_exchange = build_message(make_schedule("x", exchange="x" * 300), NOW, NOW)
+
+    results = amqp_publisher.publish([reserved, too_long, long_exchange, good], NOW)
+
+    statuses = [r.status for r in results]
+    assert statuses == [Status.RETURNED, Status.RETURNED, Status.RETURNED, Status.CONFIRMED]
+    assert results[0].reason == (
+        f"unroutable: NO_ROUTE (exchange '', routing key 'amq.{queue_name}')"
+    )
+    assert results[1].reason is not None and results[1].reason.startswith("cannot encode")
+    assert amqp_publisher.publish([good], NOW)[0].status is Status.CONFIRMED  # still connected
+    assert queue_depth(amqp_channel, queue_name) == 2
