@@ -19,10 +19,13 @@ Declarations, once per connection
     A message's ``queue`` (default exchange only) is declared passively; only
     when the broker answers 404 is it declared durable, classic, without
     arguments, so a quorum queue made with other arguments is never
-    redeclared. A non-empty exchange is checked passively before its first
-    message; when missing, its messages are NACKED naming it (the relay
-    retries them; the other messages of the batch go out). Declarations use
-    a second channel, because a failed passive declare closes its channel.
+    redeclared. A non-empty exchange is checked passively before each batch
+    until it is found; while missing, its messages are RETURNED ("unroutable:
+    exchange 'x' not found"), like any message nothing routes, and the rest
+    of the batch goes out. (Not a BrokerError: one misconfigured schedule
+    must not hold back every other fire; not NACKED: the relay would retry
+    it at the head of the outbox, backing off everyone.) Declarations use a
+    second channel, because a failed passive declare closes its channel.
 
 Errors (all pika exceptions become BrokerError in ``_mapped``)
     Transient, raised as BrokerError and retried by the caller: connection
@@ -33,8 +36,9 @@ Errors (all pika exceptions become BrokerError in ``_mapped``)
     the wait (``RetryPolicy``), during which ``publish`` fails fast without
     touching the network. Authentication and virtual-host errors are raised
     the same way but need an operator. Per message, never raised: RETURNED
-    (unroutable, or a message pika cannot encode), NACKED (broker refusal,
-    missing exchange), EXPIRED (``expires_at`` reached before sending).
+    (unroutable, missing exchange, or a message pika cannot encode), NACKED
+    (``basic.nack``: the broker refused it, e.g. a full queue with
+    ``overflow=reject-publish``), EXPIRED (``expires_at`` reached first).
 """
 
 from __future__ import annotations
@@ -499,7 +503,7 @@ class _Link:
             )
             return
         if exc.reply_code == 404 and kind == "exchange":
-            batch.missing[name] = f"exchange {name!r} not found"
+            batch.missing[name] = f"unroutable: exchange {name!r} not found"
         else:
             # No permission to declare, or a race with another declarer: publish
             # anyway; an unroutable message still comes back as RETURNED.
@@ -520,7 +524,7 @@ class _Link:
             message = batch.messages[i]
             missing = batch.missing.get(message.exchange)
             if missing is not None:
-                batch.settle(i, Result(message.fire_id, Status.NACKED, missing))
+                batch.settle(i, Result(message.fire_id, Status.RETURNED, missing))
                 continue
             try:
                 self._confirm_ch.basic_publish(

@@ -112,7 +112,7 @@ def test_unroutable_on_an_existing_exchange_is_returned(
         amqp_channel.exchange_delete(exchange)
 
 
-def test_a_missing_exchange_nacks_its_messages_and_sends_the_rest(
+def test_a_missing_exchange_returns_its_messages_and_sends_the_rest(
     amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
 ) -> None:
     exchange = f"{queue_name}-missing"
@@ -122,7 +122,7 @@ def test_a_missing_exchange_nacks_its_messages_and_sends_the_rest(
     for _ in range(2):  # not cached: a later batch checks again
         results = amqp_publisher.publish([lost, sent], NOW)
         assert results == [
-            Result(lost.fire_id, Status.NACKED, f"exchange '{exchange}' not found"),
+            Result(lost.fire_id, Status.RETURNED, f"unroutable: exchange '{exchange}' not found"),
             Result(sent.fire_id, Status.CONFIRMED),
         ]
     assert queue_depth(amqp_channel, queue_name) == 2
