@@ -307,3 +307,20 @@ def test_names_the_broker_refuses_fail_alone(
     assert results[1].reason is not None and results[1].reason.startswith("cannot encode")
     assert amqp_publisher.publish([good], NOW)[0].status is Status.CONFIRMED  # still connected
     assert queue_depth(amqp_channel, queue_name) == 2
+
+
+def test_a_full_queue_that_rejects_publishes_nacks_the_overflow(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    amqp_channel.queue_declare(
+        queue_name, durable=True, arguments={"x-max-length": 2, "x-overflow": "reject-publish"}
+    )
+    schedule = make_schedule(queue=queue_name)
+    messages = [build_message(schedule, NOW + timedelta(minutes=i), NOW) for i in range(5)]
+
+    results = amqp_publisher.publish(messages, NOW)
+
+    assert [r.status for r in results] == [Status.CONFIRMED] * 2 + [Status.NACKED] * 3
+    assert results[2].reason == "the broker nacked the message"
+    amqp_channel.queue_purge(queue_name)
+    assert amqp_publisher.publish(messages[2:3], NOW)[0].status is Status.CONFIRMED
