@@ -25,9 +25,7 @@ def record(
     decisions: Sequence[Decision],
     advances: Sequence[Advance],
 ) -> int:
-    if held is not None:
-        leases.check(conn, held)
-    now = eng.db_now(conn)
+    now = leases.check(conn, held) if held is not None else eng.db_now(conn)
     skipped = _advance(conn, advances)
     kept = [d for d in decisions if d.schedule not in skipped]
     if not kept:

@@ -8,7 +8,7 @@ expired lease therefore produce exactly one winner per epoch.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,8 +92,10 @@ def current(conn: Connection) -> Lease | None:
     return found
 
 
-def check(conn: Connection, expected: Lease) -> None:
+def check(conn: Connection, expected: Lease) -> datetime:
     """Lock the lease row and verify it is still `expected`'s; else raise Fenced.
+
+    Returns the database clock's reading it judged expiry by.
 
     On PostgreSQL `FOR UPDATE` holds the row until commit, so a takeover waits
     for the caller's transaction; on SQLite `BEGIN IMMEDIATE` already holds
@@ -112,3 +114,4 @@ def check(conn: Connection, expected: Lease) -> None:
     if found.expires_at <= now:
         late = (now - found.expires_at).total_seconds()
         raise Fenced(f"lease lost: epoch {found.epoch} expired {late:.3f}s ago (database clock)")
+    return now
