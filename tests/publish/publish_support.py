@@ -78,11 +78,7 @@ def queue_depth(channel: Any, queue: str) -> int:
     return int(channel.queue_declare(queue, passive=True).method.message_count)
 
 
-def rabbitmqctl_close(connection_name: str) -> int:
-    """Close the broker connections named `connection_name`; returns how many.
-
-    Only ours: `close_all_connections` would cut every engineer's tests.
-    """
+def _connection_pids(connection_name: str) -> list[str]:
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("rabbitmqctl is not available")
     listing = subprocess.run(
@@ -93,7 +89,20 @@ def rabbitmqctl_close(connection_name: str) -> int:
         check=True,
     )
     marker = f'{{"connection_name","{connection_name}"}}'
-    pids = [line.split("\t", 1)[0] for line in listing.stdout.splitlines() if marker in line]
+    return [line.split("\t", 1)[0] for line in listing.stdout.splitlines() if marker in line]
+
+
+def broker_connections(connection_name: str) -> int:
+    """How many connections named `connection_name` the broker holds."""
+    return len(_connection_pids(connection_name))
+
+
+def rabbitmqctl_close(connection_name: str) -> int:
+    """Close the broker connections named `connection_name`; returns how many.
+
+    Only ours: `close_all_connections` would cut every engineer's tests.
+    """
+    pids = _connection_pids(connection_name)
     for pid in pids:
         subprocess.run(
             ["rabbitmqctl", "close_connection", pid, "beatd test kill", "-q"],

@@ -9,7 +9,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from publish_support import NOW, consume, io_threads, make_schedule, queue_depth, rabbitmqctl_close
+from publish_support import (
+    NOW,
+    broker_connections,
+    consume,
+    io_threads,
+    make_schedule,
+    queue_depth,
+    rabbitmqctl_close,
+)
 
 from beatd.errors import BrokerError
 from beatd.publish.amqp import AmqpPublisher
@@ -324,3 +332,17 @@ def test_a_full_queue_that_rejects_publishes_nacks_the_overflow(
     assert results[2].reason == "the broker nacked the message"
     amqp_channel.queue_purge(queue_name)
     assert amqp_publisher.publish(messages[2:3], NOW)[0].status is Status.CONFIRMED
+
+
+def test_close_leaves_no_connection_on_the_broker(
+    amqp_publisher: AmqpPublisher, queue_name: str
+) -> None:
+    message = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    assert amqp_publisher.publish([message], NOW)[0].status is Status.CONFIRMED
+    assert broker_connections(amqp_publisher.name) == 1
+    amqp_publisher.close()
+    deadline = time.monotonic() + 10
+    while broker_connections(amqp_publisher.name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert broker_connections(amqp_publisher.name) == 0
+    assert not io_threads()
