@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pika
 import sqlalchemy as sa
@@ -29,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str, step: float = 0.02) -> T:
+def wait_for(
+    condition: Callable[[], T | Literal[False] | None],
+    timeout: float,
+    what: str,
+    step: float = 0.02,
+) -> T:
     """Poll `condition` until it returns something truthy; AssertionError after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -111,11 +116,15 @@ class Cluster:
         return [sys.executable, "-m", "beatd.cli.main", "--config", str(self.config)]
 
     def wait_for(
-        self, condition: Callable[[], T], timeout: float, what: str, step: float = 0.02
+        self,
+        condition: Callable[[], T | Literal[False] | None],
+        timeout: float,
+        what: str,
+        step: float = 0.02,
     ) -> T:
         """wait_for, failing at once when a beatd we did not signal has exited."""
 
-        def check() -> T:
+        def check() -> T | Literal[False] | None:
             for beatd in self.procs:
                 if not beatd.signalled and beatd.proc.poll() is not None:
                     tail = "\n".join(beatd.log_lines()[-5:])
@@ -198,7 +207,7 @@ class Cluster:
 
     def drain(self) -> list[tuple[str, str]]:
         """Every message now in the queue, as (message_id, beatd-scheduled-for)."""
-        out = []
+        out: list[tuple[str, str]] = []
         with self.channel() as ch:
             ch.queue_declare(self.queue, durable=True)
             while True:

@@ -93,7 +93,7 @@ def test_a_leader_that_cannot_renew_self_fences_before_expiry(
     store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     flaky = Flaky(store)
-    leader = Leader(flaky, clock, TTL, "a")  # type: ignore[arg-type]
+    leader = Leader(flaky, clock, TTL, "a")
     leader.step()
     lease = leader.lease
     assert lease is not None
@@ -143,7 +143,7 @@ def test_warns_when_the_clock_is_off_the_database(
     flaky = Flaky(store)
     flaky.skew = timedelta(seconds=2)
     with caplog.at_level(logging.WARNING, "beatd"):
-        Leader(flaky, clock, TTL, "a").step()  # type: ignore[arg-type]
+        Leader(flaky, clock, TTL, "a").step()
     assert any("off the database" in r.message for r in caplog.records)
 
 
