@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,10 @@ def lag_phase(cluster: Cluster, consumer: Consumer, n: int, seconds: float) -> N
     del beatd
 
 
+def _first_arrival(consumer: Consumer, seen: int, after: float) -> Callable[[], float | None]:
+    return lambda: next((t for _, _, t in consumer.got[seen:] if t > after), None)
+
+
 def failover_phase(cluster: Cluster, consumer: Consumer, rounds: int) -> None:
     while len([b for b in cluster.procs if b.proc.poll() is None]) < 3:
         cluster.start()
@@ -72,12 +77,7 @@ def failover_phase(cluster: Cluster, consumer: Consumer, rounds: int) -> None:
         killed = time.time()
         leader.wait(10)
         first = wait_for(
-            lambda seen=seen, killed=killed: next(
-                (arrived for _, _, arrived in consumer.got[seen:] if arrived > killed + 0.05),
-                None,
-            ),
-            60,
-            "a fire from the new leader",
+            _first_arrival(consumer, seen, killed + 0.05), 60, "a fire from the new leader"
         )
         new = wait_for(cluster.lease, 30, "the new lease")
         times.append(first - killed)
