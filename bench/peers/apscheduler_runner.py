@@ -106,9 +106,10 @@ class _Holder:
     publisher: Publisher | None = None
 
 
-def fire(name: str, queue: str, scheduled_for: datetime) -> None:
+def fire(name: str, queue: str, scheduled_for: datetime | None = None) -> None:
     """The job every schedule runs (by textual reference, as a job store needs)."""
     assert _Holder.publisher is not None
+    assert scheduled_for is not None, "run by StampingExecutor, which passes it"
     _Holder.publisher.publish(queue, name, scheduled_for)
 
 
@@ -180,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     plan = plan_file.read(args[0])
-    _Holder.publisher = Publisher(plan.amqp_url)
+    # Jobs call `fire` by textual reference, i.e. in the imported module, not in __main__.
+    from bench.peers import apscheduler_runner
+
+    publisher = apscheduler_runner._Holder.publisher = Publisher(plan.amqp_url)
     stop = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_jobs(scheduler, plan)
     stop.wait(24 * 3600)
     scheduler.shutdown(wait=False)
-    _Holder.publisher.close()
+    publisher.close()
     return 0
 
 
