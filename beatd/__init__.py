@@ -1,1 +1,41 @@
-"""beatd: decides when jobs run and publishes them to RabbitMQ."""
+"""beatd: decides when jobs run and publishes them to RabbitMQ.
+
+The public API; everything else is internal and may change.
+"""
+
+from beatd.api import Beat, ScheduleInfo
+from beatd.errors import (
+    BeatdError,
+    BrokerError,
+    ConfigError,
+    Conflict,
+    Fenced,
+    NotFound,
+    ScheduleError,
+    SchemaError,
+    StoreError,
+)
+from beatd.model import Cron, Every, Fire, FireRecord, Misfire, Once, Outcome, RRule, Schedule
+
+__all__ = [
+    "Beat",
+    "BeatdError",
+    "BrokerError",
+    "ConfigError",
+    "Conflict",
+    "Cron",
+    "Every",
+    "Fenced",
+    "Fire",
+    "FireRecord",
+    "Misfire",
+    "NotFound",
+    "Once",
+    "Outcome",
+    "RRule",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleInfo",
+    "SchemaError",
+    "StoreError",
+]
