@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beatd import timing
-from beatd.codec import KEYS, Defaults, schedule_from_table, schedule_to_table
+from beatd.codec import KEYS, schedule_from_table, schedule_to_table
 from beatd.config import BEATD_KEYS, Settings, load_settings, settings_from_document
 from beatd.errors import ConfigError
 from beatd.model import Source
@@ -30,9 +30,7 @@ from beatd.model import Source
 _OFFSETS = st.integers(-23 * 60, 23 * 60).map(lambda m: timezone(timedelta(minutes=m)))
 _DATETIMES = st.one_of(
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
-    st.datetimes(
-        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=_OFFSETS
-    ),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=_OFFSETS),
 )
 _SCALARS = st.one_of(
     st.booleans(),
@@ -97,7 +95,9 @@ _PLAUSIBLE: dict[str, Any] = {
     "jitter": _DURATIONS,
     "expires": _DURATIONS,
     "grace": _DURATIONS,
-    "timezone": st.one_of(st.sampled_from(ZONES), st.text(max_size=12), st.just("../../etc/passwd")),
+    "timezone": st.one_of(
+        st.sampled_from(ZONES), st.text(max_size=12), st.just("../../etc/passwd")
+    ),
     "misfire": st.sampled_from(["skip", "coalesce", "all", "ALL", "nope"]),
     "format": st.sampled_from(["celery", "json", "yaml"]),
     "priority": st.integers(-5, 300),
@@ -144,7 +144,9 @@ _BEATD_VALUES: dict[str, Any] = {
     "timezone": st.sampled_from(ZONES),
     "lease": _DURATIONS,
     "format": st.sampled_from(["celery", "json", "xml"]),
-    "http": st.one_of(st.sampled_from(["127.0.0.1:9464", ":0", "9464", "[::1]:80", "x"]), st.text()),
+    "http": st.one_of(
+        st.sampled_from(["127.0.0.1:9464", ":0", "9464", "[::1]:80", "x"]), st.text()
+    ),
     "log_format": st.sampled_from(["text", "json", "yaml"]),
     "instance_id": st.text(max_size=10),
 }

@@ -13,9 +13,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from fuzz_support import EXAMPLES, ZONES, run_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fuzz_support import EXAMPLES, ZONES, run_for
 
 from beatd import timing
 from beatd.codec import Defaults, schedule_from_table
