@@ -60,6 +60,31 @@ def _first_after(now: datetime) -> Callable[[Schedule], datetime | None]:
     return lambda schedule: timing.next_after(schedule, now)
 
 
+class _Outage:
+    """One log line when the database goes away and one when it is back, whichever loop notices."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failing: dict[str, int] = {}
+
+    def failed(self, loop: str, exc: BaseException) -> int:
+        """Count a failure of `loop`; returns its failures in a row."""
+        with self._lock:
+            first = not self._failing
+            count = self._failing[loop] = self._failing.get(loop, 0) + 1
+        if first:
+            log.error(f"database unavailable, retrying with backoff: {exc}")
+        return count
+
+    def recovered(self, loop: str) -> None:
+        with self._lock:
+            if self._failing.pop(loop, None) is None:
+                return
+            back = not self._failing
+        if back:
+            log.info("database available again")
+
+
 class Daemon:
     def __init__(
         self,
@@ -82,7 +107,7 @@ class Daemon:
             self.clock,
             settings.lease,
             settings.instance_id,
-            on_failure=self.metrics.renew_failures.inc,
+            on_failure=self._lease_failed,
         )
         self.ticker = Ticker(
             store, self.leader, build_message, self.metrics, on_pending=self._wake_relay
@@ -95,8 +120,9 @@ class Daemon:
         self._control = threading.Event()  # main thread: a signal arrived
         self._tick_wake, self._relay_wake, self._lease_wake = (threading.Event() for _ in "abc")
         self._reload_pending = False
-        self._heartbeat = self.clock.monotonic()
+        self._heartbeat = self._pinged = self.clock.monotonic()
         self._broken = False
+        self._outage = _Outage()
         self._threads: list[threading.Thread] = []
         self._status = ""
         self._backlog = 0
@@ -114,6 +140,10 @@ class Daemon:
     def healthy(self) -> bool:
         alive = self.clock.monotonic() - self._heartbeat < HEALTH_WINDOW
         return alive and not self._broken and not self._release.is_set()
+
+    def _lease_failed(self, exc: StoreError) -> None:
+        self.metrics.renew_failures.inc()
+        self._outage.failed("lease", exc)
 
     def _wake_relay(self) -> None:
         self._relay_wake.set()
@@ -141,18 +171,15 @@ class Daemon:
 
     def load_schedules(self, settings: Settings) -> None:
         """Make the file's schedules the store's; retries while the database is down."""
-        failures = 0
         while not self._stop.is_set():
             try:
                 result = self.store.load_file(settings.schedules, _first_after(self.clock.now()))
             except SchemaError:
                 raise
             except StoreError as exc:
-                failures += 1
-                if failures == 1:
-                    log.error(f"cannot load the schedules, retrying: {exc}")
-                self._stop.wait(STORE_RETRY.delay(failures))
+                self._stop.wait(STORE_RETRY.delay(self._outage.failed("load", exc)))
                 continue
+            self._outage.recovered("load")
             log.info(
                 "schedules loaded",
                 extra={
@@ -211,7 +238,9 @@ class Daemon:
     def _lease_loop(self) -> None:
         was_leading = False
         while not self._release.is_set():
-            wait = self.leader.step()
+            wait = self.leader.step(acquire=not self._stop.is_set())
+            if self.leader.renew_failures == 0:
+                self._outage.recovered("lease")
             leading = self.leader.is_leading()
             self.metrics.is_leader.set(1 if leading else 0)
             if leading != was_leading:
@@ -224,7 +253,6 @@ class Daemon:
         self.metrics.is_leader.set(0)
 
     def _tick_loop(self) -> None:
-        failures = 0
         while not self._stop.is_set():
             wait = MAX_IDLE
             try:
@@ -232,28 +260,29 @@ class Daemon:
                     now = self.clock.now()
                     due = self.ticker.tick(now)
                     wait = _seconds_until(due, self.clock.now(), MAX_IDLE) or 0.02
-                failures = self._recovered("tick", failures)
+                self._outage.recovered("tick")
                 self._broken = False
             except StoreError as exc:
-                failures = self._failed("tick", failures, exc)
-                wait = STORE_RETRY.delay(failures)
+                wait = STORE_RETRY.delay(self._outage.failed("tick", exc))
             except Exception:
                 self._broken = True
                 log.exception("tick failed")
                 wait = MAX_IDLE
             self._beat()
             if self.notifier.watchdog_interval is not None:
-                wait = min(wait, self.notifier.watchdog_interval)
+                wait = min(wait, self.notifier.watchdog_interval / 2)
             self._tick_wake.wait(wait)
             self._tick_wake.clear()
 
     def _beat(self) -> None:
-        self._heartbeat = self.clock.monotonic()
-        if not self._broken:
+        """The tick loop is alive: note it, and ping the watchdog unless the loop is failing."""
+        now = self._heartbeat = self.clock.monotonic()
+        interval = self.notifier.watchdog_interval
+        if interval is not None and not self._broken and now - self._pinged >= interval / 2:
+            self._pinged = now
             self.notifier.watchdog()
 
     def _relay_loop(self) -> None:
-        failures = 0
         deadline: float | None = None
         while True:
             if self._stop.is_set() and deadline is None:
@@ -265,10 +294,9 @@ class Daemon:
                     wait = _seconds_until(self.relay.run_once(now), self.clock.now(), 1.0)
                     self._backlog = self.store.backlog()
                     self.metrics.backlog.set(self._backlog)
-                failures = self._recovered("relay", failures)
+                self._outage.recovered("relay")
             except StoreError as exc:
-                failures = self._failed("relay", failures, exc)
-                wait = STORE_RETRY.delay(failures)
+                wait = STORE_RETRY.delay(self._outage.failed("relay", exc))
             except Exception:
                 log.exception("relay failed")
                 wait = 1.0
@@ -281,7 +309,6 @@ class Daemon:
     def _watch_loop(self) -> None:
         waiter: Any = getattr(self.store, "wait_for_change", None)
         seen: int | None = None
-        failures = 0
         while not self._stop.is_set():
             try:
                 if seen is None:
@@ -291,10 +318,10 @@ class Daemon:
                 else:
                     self._stop.wait(CHANGE_POLL)
                     count = self.store.change_count()
-                failures = self._recovered("watcher", failures)
+                self._outage.recovered("watcher")
             except BeatdError as exc:
-                failures = self._failed("watcher", failures, exc)
-                self._stop.wait(STORE_RETRY.delay(failures))
+                # capped low: after an outage, changes must be seen again within a second
+                self._stop.wait(min(STORE_RETRY.delay(self._outage.failed("watcher", exc)), 1.0))
                 continue
             if count != seen:
                 seen = count
@@ -302,16 +329,6 @@ class Daemon:
                 self._relay_wake.set()
 
     # -- helpers ---------------------------------------------------------------
-
-    def _failed(self, loop: str, failures: int, exc: BaseException) -> int:
-        if failures == 0:
-            log.error(f"database unavailable ({loop}), retrying with backoff: {exc}")
-        return failures + 1
-
-    def _recovered(self, loop: str, failures: int) -> int:
-        if failures:
-            log.info(f"database available again ({loop})")
-        return 0
 
     def _describe(self) -> str:
         lease = self.leader.lease

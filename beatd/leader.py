@@ -50,7 +50,7 @@ class Leader:
         holder: str | None = None,
         *,
         margin: float | None = None,
-        on_failure: Callable[[], None] = lambda: None,
+        on_failure: Callable[[StoreError], None] = lambda exc: None,
     ) -> None:
         self.store, self.clock = store, clock
         self.holder = holder or default_holder()
@@ -78,34 +78,31 @@ class Leader:
     def _leading(self, mono: float) -> bool:
         return self._lease is not None and mono < self._valid_until
 
-    def step(self) -> float:
-        """Acquire or renew as due; returns seconds until the next step.
+    def step(self, *, acquire: bool = True) -> float:
+        """Renew, or acquire when `acquire`; returns seconds until the next step.
 
         Raises nothing: a StoreError counts as a failed renew (logged once
-        per outage) and leaves the self-fence to run out.
+        per outage while leading) and leaves the self-fence to run out.
         """
         started = self.clock.monotonic()
         with self._lock:
             held = self._lease if self._leading(started) else None
         try:
             lease = self.store.renew(held, self.ttl) if held else None
-            if lease is None:
+            if lease is None and acquire:
                 lease = self.store.acquire(self.holder, self.ttl)
         except StoreError as exc:
-            self._failed(held, str(exc))
-            return min(self.renew_every, STANDBY_POLL) / 2 if held else self._standby_wait()
+            self._failed(held, exc)
+            return self.renew_every / 4 if held else self._standby_wait()
         if held is not None and (lease is None or lease.epoch != held.epoch):
             log.warning("lost the lease", extra={"epoch": held.epoch})
         with self._lock:
-            was_failing = self.renew_failures > 0
             self.renew_failures = 0
             self._lease = lease
             if lease is not None:
                 self._valid_until = started + self.ttl.total_seconds() - self.margin
         if lease is not None and (held is None or lease.epoch != held.epoch):
             log.info("leading", extra={"holder": self.holder, "epoch": lease.epoch})
-        if was_failing:
-            log.info("database reachable again")
         if lease is not None:
             self._check_skew(started)
             return self.renew_every
@@ -114,14 +111,17 @@ class Leader:
     def _standby_wait(self) -> float:
         return min(self.renew_every, STANDBY_POLL)
 
-    def _failed(self, held: Lease | None, why: str) -> None:
+    def _failed(self, held: Lease | None, exc: StoreError) -> None:
         with self._lock:
             self.renew_failures += 1
             first = self.renew_failures == 1
-        self._on_failure()
-        if first:
-            what = "cannot renew the lease" if held else "cannot reach the database"
-            log.error(f"{what}: {why}")
+            left = self._valid_until - self.clock.monotonic()
+        self._on_failure(exc)
+        if first and held is not None:
+            log.error(
+                f"cannot renew the lease (epoch {held.epoch}): {exc}; "
+                f"deciding stops in {max(left, 0.0):.1f}s unless a renew succeeds"
+            )
 
     def _check_skew(self, mono: float) -> None:
         if mono < self._next_skew_check:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import os
@@ -13,18 +14,19 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from beatd.config import Settings, load_settings
 from beatd.daemon import Daemon
-from beatd.errors import ConfigError
+from beatd.errors import ConfigError, StoreError
 from beatd.http import HttpServer, parse_bind
 from beatd.logs import setup
 from beatd.metrics import Metrics
-from beatd.model import Every, Schedule
+from beatd.model import Every, Misfire, Schedule
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store.memory import MemoryStore
 from beatd.systemd import Notifier
@@ -177,6 +179,71 @@ def test_a_standby_does_not_publish() -> None:
     assert running.stop() == 0
     assert out.lines() == []
     assert store.current() == other
+
+
+class FlakyStore:
+    """Wraps a store; every call raises StoreError while `down` is set."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+        self.down = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down.is_set():
+                raise StoreError("database unreachable (test)")
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_a_database_outage_self_fences_logs_once_and_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    inner = MemoryStore()
+    store = FlakyStore(inner)
+    out = Lines()
+    tick = Schedule(name="a", spec=Every(timedelta(seconds=1)), task="t.a", misfire=Misfire.ALL)
+    settings = Settings(database="memory://", lease=timedelta(seconds=3), schedules=(tick,))
+    daemon = Daemon(settings, store, StdoutPublisher(out))
+    running = Running(daemon)
+    try:
+        wait_for(lambda: len(out.lines()) >= 2, what="two fires")
+        lease = inner.current()
+        assert lease is not None
+        with caplog.at_level(logging.INFO, "beatd"):
+            store.down.set()
+            cut = time.monotonic()
+            wait_for(lambda: not daemon.leader.is_leading(), 5, "self-fence")
+            assert time.monotonic() - cut < 3.0  # before the lease could expire
+            assert inner.db_now() < lease.expires_at + timedelta(seconds=1)
+            assert daemon.healthy()  # the loop is alive, only the database is not
+            time.sleep(1.0)  # the outage goes on; nothing more may be logged
+            store.down.clear()
+            wait_for(daemon.leader.is_leading, 10, "leading again")
+            seen = len(out.lines())
+            wait_for(lambda: len(out.lines()) >= seen + 2, 10, "fires after the outage")
+            wait_for(
+                lambda: any(r.getMessage() == "database available again" for r in caplog.records),
+                5,
+                "the recovery line",
+            )
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len([e for e in errors if e.startswith("database unavailable")]) == 1
+        assert len([e for e in errors if e.startswith("cannot renew the lease")]) == 1
+        assert len(errors) == 2
+        back = [r for r in caplog.records if r.getMessage() == "database available again"]
+        assert len(back) == 1
+    finally:
+        assert running.stop() == 0
+    instants = [line["scheduled_for"] for line in out.lines()]
+    assert len(instants) == len(set(instants))
+    stamps = sorted(datetime.fromisoformat(str(i).replace("Z", "+00:00")) for i in instants)
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(stamps))
 
 
 # -- systemd ---------------------------------------------------------------------
