@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from beatd.cli.main import EXIT_FAILURE, EXIT_OK, add_command
 from beatd.cli.output import iso_utc, print_json
+from beatd.clock import TEST_OFFSET_ENV, clock_from_env
 from beatd.config import Settings, load_settings, redact_url
 from beatd.daemon import STORE_RETRY, Daemon
 from beatd.errors import BeatdError, SchemaError, StoreError
@@ -98,8 +100,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     publisher = open_publisher(settings.broker)
     http: HttpServer | None = None
+    clock = clock_from_env(os.environ)
+    if os.environ.get(TEST_OFFSET_ENV):
+        log.warning(f"test clock: wall time shifted by the seconds in ${TEST_OFFSET_ENV}")
     try:
-        daemon.append(Daemon(settings, store, publisher))
+        daemon.append(Daemon(settings, store, publisher, clock))
         if stop.is_set():
             daemon[0].request_stop()
         if settings.http:
