@@ -9,8 +9,10 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import socket
 import statistics
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -180,12 +182,31 @@ def test_sigterm_exits_0_and_the_standby_takes_over_at_once(cluster: Cluster) ->
     check_exactly_once(cluster, consumer.got)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return str(reply.read().decode())
+    except OSError:
+        return None
+
+
 def test_sighup_reloads_and_a_broken_file_keeps_the_last_good(cluster: Cluster) -> None:
-    cluster.write_config({"a": {"every": "1h", "task": "t.a"}})
+    port = free_port()
+    http = f'http = "127.0.0.1:{port}"'
+    cluster.write_config({"a": {"every": "1h", "task": "t.a"}}, extra=http)
     beatd = cluster.start()
     cluster.wait_for(lambda: cluster.schedule_names() == ["a"], 30, "schedule a loaded")
     cluster.wait_for(cluster.leader, 30, "a leader")
-    cluster.write_config({"b": {"every": "1h", "task": "t.b"}})
+    metrics = cluster.wait_for(lambda: get(f"http://127.0.0.1:{port}/metrics"), 10, "/metrics")
+    assert "beatd_is_leader 1.0" in metrics
+    assert get(f"http://127.0.0.1:{port}/healthz") == "ok\n"
+    cluster.write_config({"b": {"every": "1h", "task": "t.b"}}, extra=http)
     beatd.signal(signal.SIGHUP)
     cluster.wait_for(lambda: cluster.schedule_names() == ["b"], 10, "schedule b after SIGHUP")
     cluster.config.write_text(cluster.config.read_text() + "[schedules.broken\n")
