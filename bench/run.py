@@ -8,8 +8,8 @@ Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust; one database is
 created and dropped per run) and RabbitMQ at 127.0.0.1:5672 (guest/guest);
 override with BEATD_BENCH_PG / BEATD_BENCH_AMQP or --pg / --amqp. Prints a
 table, with beatd's figures as ratios to each peer, and writes JSON
-(default bench/results/latest.json). See bench/README.md for what each
-workload measures.
+(default bench/results/latest.json). Each workload's docstring (bench/harness/
+measure.py, bench/peers/) says what it measures.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import measure
+from bench.harness import measure, targets
 from bench.harness.report import Result, table, write_json
 from bench.harness.services import AMQP_URL, PG_ADMIN_URL
 from bench.peers import beatd_runner, pika_ceiling
@@ -171,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         suite.run(workloads)
     print()
     print(table(suite.results))
+    verdicts = targets.check(suite.results)
+    if verdicts:
+        print("\nTargets (issue 6):")
+        print("\n".join(f"  {line}" for line in verdicts))
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    write_json(args.json, suite.results, options)
+    write_json(args.json, suite.results, options, verdicts)
     print(f"\nwrote {args.json}")
     failed = [r for r in suite.results if r.skipped and r.skipped.startswith("error")]
     return 1 if failed else 0

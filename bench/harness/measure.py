@@ -202,6 +202,8 @@ def steady(system: System, n: int, settings: Settings) -> Result:
     cpu = result.metrics["cpu_s_per_min"]
     if cpu is not None and window:
         result.metrics["cpu_ms_per_fire"] = cpu * minutes * 1000 / len(window)
+        pg = result.metrics["pg_cpu_s_per_min"]
+        result.metrics["cpu_ms_per_fire_all"] = (cpu + pg) * minutes * 1000 / len(window)
     return result
 
 

@@ -115,13 +115,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, results: Sequence[Result], options: dict[str, Any]) -> None:
+def write_json(
+    path: Path, results: Sequence[Result], options: dict[str, Any], verdicts: Sequence[str] = ()
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "options": options,
         "results": [asdict(r) for r in results],
+        "targets": list(verdicts),
     }
     path.write_text(json.dumps(document, indent=2, default=_nan_safe) + "\n")
 

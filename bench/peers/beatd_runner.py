@@ -268,10 +268,11 @@ def catch_up(schedules: int, downtime: int, settings: Settings) -> Result:
     fires = [r for r in consumer.records if missed(r)]
     last = max((r.arrival for r in fires), default=None)
     seconds = None if last is None else last - launched_at
-    result.metrics.update(lag_metrics(fires))
     result.metrics.update(
         {
             "seconds": seconds,
+            "delivered": len(fires),
+            "duplicates": lag_metrics(fires)["duplicates"],
             "expected": expected,
             "fires_per_s": len(fires) / seconds if seconds else None,
             "cpu_s": cpu,
