@@ -21,7 +21,7 @@ from beatd.errors import BeatdError, SchemaError, StoreError
 from beatd.http import HttpServer
 from beatd.logs import FORMATS, scrub, setup
 from beatd.publish import open_publisher
-from beatd.store import open_store
+from beatd.store import MEMORY, has_tables, open_store
 from beatd.store.base import Store
 
 log = logging.getLogger("beatd")
@@ -51,11 +51,25 @@ def _secrets(settings: Settings) -> list[str]:
     return [_password(settings.database), _password(settings.broker)]
 
 
+def _create_tables_if_empty(url: str) -> None:
+    """An empty database gets beatd's tables (an older schema still needs `db upgrade`).
+
+    Safe when several instances start at once: the upgrade takes a lock.
+    """
+    if url.startswith(MEMORY) or has_tables(url):
+        return
+    from beatd import migrate
+
+    _before, after = migrate.upgrade(url)
+    log.info("created beatd's tables", extra={"database": redact_url(url), "revision": after})
+
+
 def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
     """Open the database, retrying while it is unreachable; None if stopped meanwhile."""
     failures = 0
     while not stop.is_set():
         try:
+            _create_tables_if_empty(settings.database)
             return open_store(settings.database)
         except SchemaError:
             raise

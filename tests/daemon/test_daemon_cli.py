@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +58,37 @@ def test_run_with_a_broken_config_exits_2_with_one_line(
 def test_run_rejects_an_unknown_log_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--log-format", "xml"]) == 2
     assert "log-format" in capsys.readouterr().err
+
+
+def test_the_readme_command_runs_the_example_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    """`beatd --config schedules.example.toml run`: creates the tables, publishes, stops on TERM."""
+    root = Path(__file__).resolve().parents[2]
+    shutil.copy(root / "schedules.example.toml", tmp_path)
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for key in ("BEATD_DATABASE", "BEATD_BROKER", "BEATD_CONFIG", "NOTIFY_SOCKET"):
+        env.pop(key, None)
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beatd.cli.main", "--config", "schedules.example.toml", "run"],
+            cwd=tmp_path,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not out.read_text().strip():
+            assert proc.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    message = json.loads(out.read_text().splitlines()[0])
+    assert message["schedule"] in {"heartbeat", "ten-second-probe", "queue-depth"}
+    assert (tmp_path / "beatd.db").exists()
+    assert "created beatd's tables" in err.read_text()
