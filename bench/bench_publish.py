@@ -1,4 +1,4 @@
-"""Confirmed publishes per second: raw pika one-by-one, beatd's AmqpPublisher, no confirms.
+"""Publishes per second: raw pika one-by-one, raw pika batched, beatd's AmqpPublisher, no confirms.
 
     .venv/bin/python bench/bench_publish.py [--url URL] [--messages N] [--batch N] [--runs N]
 
@@ -8,6 +8,9 @@ interleaved, the queue purged between runs; medians are printed:
 
 - ``pika one-by-one``: BlockingConnection with confirm_delivery(): every
   basic_publish waits for its own confirm.
+- ``pika batched confirms``: the ceiling for confirmed publishing: one
+  SelectConnection on this thread writes all N, then counts the acks
+  (``multiple=True`` covers ranges) until the last tag is confirmed.
 - ``beatd AmqpPublisher``: publish() in batches of `--batch`, confirms
   settled as they arrive (what the relay does).
 - ``pika no confirms``: BlockingConnection without confirms; the ceiling,
@@ -22,8 +25,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pika
+import pika.frame
+import pika.spec
 
 from beatd.model import Every, Schedule
 from beatd.publish.amqp import AmqpPublisher
@@ -77,6 +83,42 @@ def raw_pika(url: str, batch: Sequence[Message], *, confirms: bool) -> float:
     return elapsed
 
 
+def raw_pika_batched(url: str, batch: Sequence[Message]) -> float:
+    state = {"acked": 0, "started": 0.0, "elapsed": 0.0}
+
+    def on_ack(frame: pika.frame.Method) -> None:
+        method = frame.method
+        assert isinstance(method, pika.spec.Basic.Ack), "nacked"
+        state["acked"] = method.delivery_tag if method.multiple else state["acked"] + 1
+        if state["acked"] >= len(batch):
+            state["elapsed"] = time.perf_counter() - state["started"]
+            conn.close()
+
+    def on_channel(channel: Any) -> None:
+        def publish_all(_frame: object) -> None:
+            state["started"] = time.perf_counter()
+            for message in batch:
+                channel.basic_publish(
+                    message.exchange,
+                    message.routing_key,
+                    message.body,
+                    _raw_properties(message),
+                    mandatory=True,
+                )
+
+        channel.confirm_delivery(on_ack, callback=publish_all)
+
+    conn = pika.SelectConnection(
+        pika.URLParameters(url),
+        on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+        on_close_callback=lambda c, _exc: c.ioloop.stop(),
+    )
+    conn.ioloop.start()
+    conn.ioloop.close()
+    assert state["elapsed"] > 0, "the batched run did not finish"
+    return state["elapsed"]
+
+
 def ours(url: str, batch: Sequence[Message], size: int) -> float:
     publisher = AmqpPublisher(url, name="beatd-bench")
     try:
@@ -106,6 +148,7 @@ def main() -> None:
     channel.queue_declare(queue, durable=True)
     variants: dict[str, Callable[[], float]] = {
         "pika one-by-one": lambda: raw_pika(args.url, batch, confirms=True),
+        "pika batched confirms": lambda: raw_pika_batched(args.url, batch),
         f"beatd AmqpPublisher (batch {args.batch})": lambda: ours(args.url, batch, args.batch),
         "pika no confirms": lambda: raw_pika(args.url, batch, confirms=False),
     }
@@ -120,14 +163,16 @@ def main() -> None:
         admin.close()
 
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    one_by_one, ours_name, unconfirmed = list(medians)
+    one_by_one, batched, ours_name, unconfirmed = list(medians)
     print(f"{args.messages} messages, median of {args.runs} runs, persistent, mandatory")
     for name, median in medians.items():
         spread = ", ".join(f"{v:,.0f}" for v in rates[name])
         print(f"  {name:<36} {median:>9,.0f} msgs/s   ({spread})")
     print(
         f"  beatd / one-by-one: {medians[ours_name] / medians[one_by_one]:.1f}x   "
-        f"beatd / no confirms: {medians[ours_name] / medians[unconfirmed]:.2f}   "
+        f"beatd / batched: {medians[ours_name] / medians[batched]:.2f}   "
+        f"beatd / no confirms: {medians[ours_name] / medians[unconfirmed]:.2f}\n"
+        f"  "
         f"target >= 5,000/s: {'ok' if medians[ours_name] >= 5000 else 'MISSED'}"
     )
 

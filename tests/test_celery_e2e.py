@@ -49,13 +49,12 @@ def worker_queue(amqp_server: str) -> Iterator[str]:
 
 
 def _start_worker(queue: str, out: Path, log: Path) -> subprocess.Popen[bytes]:
-    celery = Path(sys.executable).with_name("celery")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent)])
     env["BEATD_E2E_OUT"] = str(out)
     env["BEATD_E2E_BROKER"] = BROKER
     command = [
-        str(celery), "-A", "celery_app", "worker", "--pool=solo", "-Q", queue,
+        sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool=solo", "-Q", queue,
         "--without-heartbeat", "--without-gossip", "--without-mingle",
         "--loglevel=INFO", f"--hostname={queue}@%h",
     ]  # fmt: skip
