@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from beatd.durations import format_duration
 from beatd.model import EPOCH, Cron, Every, Once, RRule, Schedule, Spec
 from beatd.timing.cron import compile_cron, normalize_cron
-from beatd.timing.rrules import DEFAULT_DTSTART, RRuleSource, parse_rrule
+from beatd.timing.rrules import DEFAULT_DTSTART, RRuleSource, check_rrule
 from beatd.timing.zones import (
     MIN_YEAR,
     ONE_SECOND,
@@ -101,9 +101,7 @@ def check_spec(spec: Spec, zone: ZoneInfo, name: str) -> None:
         if source.next_wall(datetime(2000, 1, 1)) is None:
             raise ValueError(f"cron expression {spec.expr!r} never fires (no such date)")
     elif isinstance(spec, RRule):
-        parse_rrule(spec.rule)
-        if RRuleSource(spec.rule, DEFAULT_DTSTART).next_wall(DEFAULT_DTSTART) is None:
-            raise ValueError(f"rrule {spec.rule!r} never fires")
+        check_rrule(spec.rule)
     elif isinstance(spec, Every):
         if spec.period < ONE_SECOND or spec.period % ONE_SECOND:
             raise ValueError(f"interval must be a whole number of seconds >= 1s, got {spec.period}")

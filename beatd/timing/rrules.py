@@ -4,15 +4,20 @@ DTSTART is the schedule's start in local wall time, else 1970-01-01 00:00, so
 unset BYHOUR/BYMINUTE/BYSECOND default to 0 (dateutil fills unset BY* parts
 from DTSTART). The body must not carry DTSTART (use `start`) nor UNTIL (use
 `end`): both would fight the schedule's own bounds, and a UNTIL in UTC cannot
-be combined with a naive local DTSTART.
+be combined with a naive local DTSTART. COUNT is refused too (use `max_fires`):
+it counts from DTSTART, so it pins every evaluation to a walk from there.
 
 dateutil's `after()` iterates from DTSTART, which for FREQ=MINUTELY since 1970
 is millions of steps. `RRuleSource.next_wall` therefore re-anchors DTSTART
 forward by a whole number of periods (INTERVAL times the FREQ unit) just before the
 wanted time. That yields the same occurrences because each period's set
 depends only on the period and the BY* parts, and the defaulted BY* parts are
-taken from the original DTSTART and passed explicitly. Rules with COUNT are
-not re-anchored (the count runs from DTSTART).
+taken from the original DTSTART and passed explicitly.
+
+dateutil also loops until year 9999 when a rule yields nothing, one period
+at a time (for FREQ=SECONDLY;BYSETPOS=2 that is forever), so `check_rrule`
+refuses such rules up front: a BYSETPOS larger than any period's set, and day
+filters that match no day (tested on a YEARLY skeleton, a few thousand steps).
 """
 
 from __future__ import annotations
@@ -24,7 +29,17 @@ from functools import lru_cache
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
-from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, SECONDLY, WEEKLY, rrule, rrulestr
+from dateutil.rrule import (
+    DAILY,
+    HOURLY,
+    MINUTELY,
+    MONTHLY,
+    SECONDLY,
+    WEEKLY,
+    YEARLY,
+    rrule,
+    rrulestr,
+)
 
 DEFAULT_DTSTART = datetime(1970, 1, 1)
 _UNIT = {
@@ -53,6 +68,8 @@ def parse_rrule(rule: str, dtstart: datetime = DEFAULT_DTSTART) -> rrule:
         raise ValueError("an rrule must not contain UNTIL: set the schedule's end instead")
     if "FREQ" not in parts:
         raise ValueError(f"rrule {rule!r} has no FREQ")
+    if "COUNT" in parts:
+        raise ValueError("an rrule must not contain COUNT: set the schedule's max_fires instead")
     try:
         parsed = rrulestr(text, dtstart=dtstart)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -60,6 +77,59 @@ def parse_rrule(rule: str, dtstart: datetime = DEFAULT_DTSTART) -> rrule:
     if not isinstance(parsed, rrule):
         raise ValueError(f"invalid rrule {rule!r}: expected one RRULE")
     return parsed
+
+
+def check_rrule(rule: str) -> None:
+    """ValueError unless the rule parses and can fire (with the default DTSTART)."""
+    base = parse_rrule(rule)
+    freq: int = _get(base, "_freq")
+    setpos = _get(base, "_bysetpos")
+    if setpos:
+        largest = _largest_period(base)
+        if min(abs(p) for p in setpos) > largest:
+            raise ValueError(
+                f"rrule {rule!r} never fires: BYSETPOS selects beyond the {largest}"
+                " occurrence(s) a period can hold"
+            )
+    nth_days = _get(base, "_bynweekday")
+    if freq != YEARLY and not (nth_days and freq == MONTHLY):
+        # the same day filters, one evaluation per year instead of per day or second
+        skeleton = rrule(
+            YEARLY,
+            dtstart=DEFAULT_DTSTART,
+            bymonth=_get(base, "_bymonth"),
+            bymonthday=(_get(base, "_bymonthday") + _get(base, "_bynmonthday")) or None,
+            byyearday=_get(base, "_byyearday"),
+            byweekno=_get(base, "_byweekno"),
+            byweekday=_get(base, "_byweekday"),
+            byeaster=_get(base, "_byeaster"),
+            byhour=0,
+            byminute=0,
+            bysecond=0,
+        )
+        if _after(skeleton, DEFAULT_DTSTART) is None:
+            raise ValueError(f"rrule {rule!r} never fires: no day matches its BY* parts")
+    if RRuleSource(rule, DEFAULT_DTSTART).next_wall(DEFAULT_DTSTART) is None:
+        raise ValueError(f"rrule {rule!r} never fires")
+
+
+def _largest_period(base: rrule) -> int:
+    """The most occurrences one period of the rule can produce (before BYSETPOS)."""
+    freq: int = _get(base, "_freq")
+    days = {YEARLY: 366, MONTHLY: 31, WEEKLY: 7}.get(freq, 1)
+    expanding = {  # time parts that expand a period rather than filter it
+        YEARLY: ("_byhour", "_byminute", "_bysecond"),
+        MONTHLY: ("_byhour", "_byminute", "_bysecond"),
+        WEEKLY: ("_byhour", "_byminute", "_bysecond"),
+        DAILY: ("_byhour", "_byminute", "_bysecond"),
+        HOURLY: ("_byminute", "_bysecond"),
+        MINUTELY: ("_bysecond",),
+        SECONDLY: (),
+    }[freq]
+    count = days
+    for part in expanding:
+        count *= len(_get(base, part) or (0,))
+    return count
 
 
 @dataclass(frozen=True, slots=True)

@@ -490,6 +490,11 @@ def test_rrule_minutely_far_from_1970_keeps_its_1970_grid() -> None:
         pytest.param("FREQ=SOMETIMES", "invalid rrule", id="bad-freq"),
         pytest.param("BYHOUR=3", "FREQ", id="no-freq"),
         pytest.param("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "never fires", id="never"),
+        pytest.param("FREQ=DAILY;COUNT=3", "max_fires", id="count"),
+        pytest.param("FREQ=SECONDLY;BYSETPOS=2", "BYSETPOS", id="setpos-beyond-period"),
+        pytest.param("FREQ=DAILY;BYSETPOS=3;BYHOUR=1,2", "BYSETPOS", id="setpos-beyond-times"),
+        pytest.param("FREQ=MINUTELY;BYMONTH=4;BYMONTHDAY=31", "no day", id="no-day-sub-daily"),
+        pytest.param("FREQ=MONTHLY;BYDAY=5FR;BYMONTHDAY=1", "never fires", id="fifth-friday-1st"),
     ],
 )
 def test_rrule_rejected(rule: str, message: str) -> None:
@@ -634,9 +639,23 @@ def test_check_spec_accepts_cron(expr: str) -> None:
     check_spec(Cron(expr), NY, "job")
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=18",
+        "RRULE:FREQ=DAILY",
+        "FREQ=SECONDLY;BYSETPOS=-1",
+        "FREQ=HOURLY;BYSETPOS=2;BYMINUTE=0,30",
+        "FREQ=MINUTELY;BYMONTH=2;BYMONTHDAY=29",
+        "FREQ=YEARLY;BYEASTER=0",
+    ],
+)
+def test_check_spec_accepts_rrule(rule: str) -> None:
+    check_spec(RRule(rule), BERLIN, "r")
+
+
 def test_check_spec_other_kinds() -> None:
     check_spec(Every(timedelta(seconds=1)), UTC_ZONE, "e")
-    check_spec(RRule("FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=18"), BERLIN, "r")
     check_spec(Once(utc(2026, 1, 1)), UTC_ZONE, "o")
     with pytest.raises(ValueError, match="whole number of seconds"):
         check_spec(Every(timedelta(0)), UTC_ZONE, "e")
