@@ -13,8 +13,8 @@ wall = utc + offset is a plain shift) and applies §3 of the spec:
 
 Internally instants are naive UTC datetimes; the public layer converts.
 Transitions are found by sampling the zone's offset every six hours and
-bisecting to the second, cached per (zone, year); two transitions within six
-hours that cancel out would be missed (no such zone exists in tzdata).
+bisecting to the second, cached per (zone, year); a change and its exact
+reversal within six hours would be missed (tzdata has none).
 """
 
 from __future__ import annotations
@@ -91,9 +91,12 @@ def year_offsets(zone: ZoneInfo, year: int) -> YearOffsets:
     while True:
         at = min(at, end - ONE_SECOND)
         off = _offset(zone, at)
-        if off != prev_off:
-            when = _bisect(zone, prev_at, at, prev_off)
-            found.append(Transition(when, prev_off, _offset(zone, when)))
+        cursor, cursor_off = prev_at, prev_off
+        while cursor_off != off:  # several changes between two samples: find each
+            when = _bisect(zone, cursor, at, cursor_off)
+            new_off = _offset(zone, when)
+            found.append(Transition(when, cursor_off, new_off))
+            cursor, cursor_off = when, new_off
         if at == end - ONE_SECOND:
             break
         prev_at, prev_off = at, off
