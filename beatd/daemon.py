@@ -30,7 +30,7 @@ from beatd import timing
 from beatd.clock import Clock, SystemClock
 from beatd.config import Settings, load_settings
 from beatd.errors import BeatdError, ConfigError, Conflict, SchemaError, StoreError
-from beatd.leader import Leader
+from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
 from beatd.model import Schedule
 from beatd.publish.base import Publisher
@@ -98,7 +98,8 @@ class Daemon:
         reload: Callable[[Path | None], Settings] = load_settings,
     ) -> None:
         self.settings, self.store, self.publisher = settings, store, publisher
-        self.clock = clock or SystemClock()
+        self.clock = clock or SystemClock()  # pacing (monotonic), and the skew check
+        self.time = DatabaseTime(store, self.clock)  # what fires are decided by
         self.notifier = notifier or Notifier()
         self.metrics = metrics or Metrics()
         self._reload_settings = reload
@@ -113,7 +114,7 @@ class Daemon:
             store, self.leader, build_message, self.metrics, on_pending=self._wake_relay
         )
         self.relay = Relay(
-            store, publisher, self.clock, self.metrics, leading=self.leader.is_leading
+            store, publisher, self.time, self.metrics, leading=self.leader.is_leading
         )
         self._stop = threading.Event()  # stop deciding
         self._release = threading.Event()  # relay drained: give the lease up
@@ -156,6 +157,7 @@ class Daemon:
 
     def run(self) -> int:
         """Run until request_stop(); returns the exit code (0)."""
+        self.time.sync(force=True)
         self.load_schedules(self.settings)
         self._start()
         self.notifier.ready(self._describe())
@@ -173,7 +175,7 @@ class Daemon:
         """Make the file's schedules the store's; retries while the database is down."""
         while not self._stop.is_set():
             try:
-                result = self.store.load_file(settings.schedules, _first_after(self.clock.now()))
+                result = self.store.load_file(settings.schedules, _first_after(self.time.now()))
             except SchemaError:
                 raise
             except StoreError as exc:
@@ -238,6 +240,7 @@ class Daemon:
     def _lease_loop(self) -> None:
         was_leading = False
         while not self._release.is_set():
+            self.time.sync()
             wait = self.leader.step(acquire=not self._stop.is_set())
             if self.leader.renew_failures == 0:
                 self._outage.recovered("lease")
@@ -257,9 +260,8 @@ class Daemon:
             wait = MAX_IDLE
             try:
                 if self.leader.is_leading():
-                    now = self.clock.now()
-                    due = self.ticker.tick(now)
-                    wait = _seconds_until(due, self.clock.now(), MAX_IDLE) or 0.02
+                    due = self.ticker.tick(self.time.now())
+                    wait = _seconds_until(due, self.time.now(), MAX_IDLE) or 0.02
                 self._outage.recovered("tick")
                 self._broken = False
             except StoreError as exc:
@@ -290,8 +292,8 @@ class Daemon:
             wait = 1.0
             try:
                 if self.leader.is_leading():
-                    now = self.clock.now()
-                    wait = _seconds_until(self.relay.run_once(now), self.clock.now(), 1.0)
+                    next_at = self.relay.run_once(self.time.now())
+                    wait = _seconds_until(next_at, self.time.now(), 1.0)
                     self._backlog = self.store.backlog()
                     self.metrics.backlog.set(self._backlog)
                 self._outage.recovered("relay")

@@ -11,6 +11,11 @@ side only decides when to ask, and when to stop trusting what it holds:
 A leader that cannot reach the database stops deciding before its lease can
 expire, measured from the *start* of the last successful renew on the
 monotonic clock, so neither a wall-clock jump nor a slow reply can extend it.
+
+DatabaseTime is the clock the daemon decides with: the database's time,
+read every RESYNC seconds and carried forward on the monotonic clock, so a
+leader whose wall clock is stepped fires neither early nor late. It warns
+when this host's wall clock is more than SKEW_WARN off the database's.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from beatd.clock import Clock
 from beatd.errors import StoreError
@@ -30,7 +35,7 @@ from beatd.store.base import LeaseStore
 log = logging.getLogger("beatd.leader")
 
 SKEW_WARN = 1.0  # seconds between this host's clock and the database's
-SKEW_CHECK_EVERY = 60.0  # seconds between clock comparisons while leading
+RESYNC = 2.0  # seconds between readings of the database clock
 STANDBY_POLL = 0.5  # a standby asks at least this often, so takeover is quick
 
 
@@ -61,7 +66,6 @@ class Leader:
         self._lock = threading.Lock()
         self._lease: Lease | None = None
         self._valid_until = 0.0  # monotonic: stop deciding at this moment
-        self._next_skew_check = 0.0
         self.renew_failures = 0  # in a row; reset by a success
         self._on_failure = on_failure
 
@@ -104,7 +108,6 @@ class Leader:
         if lease is not None and (held is None or lease.epoch != held.epoch):
             log.info("leading", extra={"holder": self.holder, "epoch": lease.epoch})
         if lease is not None:
-            self._check_skew(started)
             return self.renew_every
         return self._standby_wait()
 
@@ -121,23 +124,6 @@ class Leader:
             log.error(
                 f"cannot renew the lease (epoch {held.epoch}): {exc}; "
                 f"deciding stops in {max(left, 0.0):.1f}s unless a renew succeeds"
-            )
-
-    def _check_skew(self, mono: float) -> None:
-        if mono < self._next_skew_check:
-            return
-        self._next_skew_check = mono + SKEW_CHECK_EVERY
-        try:
-            before = self.clock.now()
-            db = self.store.db_now()
-            after = self.clock.now()
-        except StoreError:
-            return
-        skew = ((before + (after - before) / 2) - db).total_seconds()
-        if abs(skew) > SKEW_WARN:
-            log.warning(
-                f"this host's clock is {skew:+.3f}s off the database's",
-                extra={"skew_seconds": round(skew, 3)},
             )
 
     def step_down(self) -> None:
@@ -158,3 +144,60 @@ class Leader:
             log.info("released the lease", extra={"epoch": lease.epoch})
         except StoreError as exc:
             log.error(f"cannot release the lease: {exc}")
+
+
+class DatabaseTime:
+    """A Clock reading the database's time: last reading + monotonic time since.
+
+    `sync()` does the I/O (the lease loop calls it); `now()` never does, and
+    falls back to the local clock until the first successful reading.
+    Thread-safe.
+    """
+
+    def __init__(self, store: LeaseStore, local: Clock, *, resync: float = RESYNC) -> None:
+        self.store, self.local, self.resync = store, local, resync
+        self._lock = threading.Lock()
+        self._anchor: tuple[datetime, float] | None = None  # (database time, monotonic)
+        self._tried = float("-inf")
+        self._warned: float | None = None  # the skew last warned about
+
+    def now(self) -> datetime:
+        with self._lock:
+            anchor = self._anchor
+        if anchor is None:
+            return self.local.now()
+        return anchor[0] + timedelta(seconds=self.local.monotonic() - anchor[1])
+
+    def monotonic(self) -> float:
+        return self.local.monotonic()
+
+    def sync(self, *, force: bool = False) -> None:
+        """Read the database clock if RESYNC has passed; StoreError is left to the lease loop."""
+        mono = self.local.monotonic()
+        with self._lock:
+            if not force and mono - self._tried < self.resync:
+                return
+            self._tried = mono
+        wall_before = self.local.now()
+        try:
+            db = self.store.db_now()
+        except StoreError:
+            return
+        after = self.local.monotonic()
+        wall = wall_before + timedelta(seconds=(after - mono) / 2)
+        with self._lock:
+            self._anchor = (db, (mono + after) / 2)
+        self._check_skew((wall - db).total_seconds())
+
+    def _check_skew(self, skew: float) -> None:
+        if abs(skew) > SKEW_WARN:
+            if self._warned is None or abs(skew - self._warned) > SKEW_WARN:
+                self._warned = skew
+                log.warning(
+                    f"this host's clock is {skew:+.3f}s off the database's; "
+                    "scheduling follows the database clock",
+                    extra={"skew_seconds": round(skew, 3)},
+                )
+        elif self._warned is not None:
+            self._warned = None
+            log.info("this host's clock agrees with the database's again")

@@ -133,11 +133,12 @@ class Cluster:
 
         return wait_for(check, timeout, what, step)
 
-    def start(self) -> Beatd:
+    def start(self, extra_env: dict[str, str] | None = None) -> Beatd:
         log = self.tmp / f"beatd-{len(self.procs)}.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for key in ("BEATD_DATABASE", "BEATD_BROKER", "BEATD_CONFIG", "NOTIFY_SOCKET"):
             env.pop(key, None)
+        env.update(extra_env or {})
         with log.open("wb") as err:
             proc = subprocess.Popen(
                 [*self._beatd, "run", "--log-format", "json"],

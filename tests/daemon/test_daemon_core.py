@@ -12,7 +12,7 @@ import pytest
 from beatd import timing
 from beatd.clock import FakeClock
 from beatd.errors import BrokerError, StoreError
-from beatd.leader import Leader, default_holder
+from beatd.leader import DatabaseTime, Leader, default_holder
 from beatd.model import Every, Lease, Misfire, Outcome, Schedule
 from beatd.publish.base import Message, Result, Status
 from beatd.publish.messages import build_message
@@ -78,15 +78,11 @@ class Flaky:
 
     def __init__(self, inner: MemoryStore) -> None:
         self.inner, self.down = inner, False
-        self.skew = timedelta(0)
 
     def __getattr__(self, name: str) -> Any:
         if self.down:
             raise StoreError("database unreachable")
         return getattr(self.inner, name)
-
-    def db_now(self) -> datetime:
-        return self.inner.db_now() + self.skew
 
 
 def test_a_leader_that_cannot_renew_self_fences_before_expiry(
@@ -137,14 +133,38 @@ def test_release_hands_over_at_once(store: MemoryStore, clock: FakeClock) -> Non
     assert b.is_leading()
 
 
-def test_warns_when_the_clock_is_off_the_database(
+def test_database_time_warns_once_per_skew_and_ignores_wall_jumps(
     store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    flaky = Flaky(store)
-    flaky.skew = timedelta(seconds=2)
-    with caplog.at_level(logging.WARNING, "beatd"):
-        Leader(flaky, clock, TTL, "a").step()
-    assert any("off the database" in r.message for r in caplog.records)
+    local = FakeClock(T0 - timedelta(seconds=2))  # this host: 2 s behind the database
+
+    def advance(seconds: float) -> None:
+        local.advance(seconds)
+        clock.advance(seconds)
+
+    time = DatabaseTime(store, local)
+    assert time.now() == local.now()  # before the first reading: the local clock
+    with caplog.at_level(logging.INFO, "beatd"):
+        time.sync()
+        assert time.now() == clock.now()
+        advance(0.5)
+        time.sync()  # within RESYNC: not read again
+        advance(5)
+        time.sync()  # read again, same skew: no second warning
+        local.set(local.now() + timedelta(hours=1))  # the wall clock is stepped
+        assert time.now() == clock.now()
+        advance(5)
+        assert time.now() == clock.now()
+        time.sync()
+        local.set(clock.now())  # ...and set right
+        advance(5)
+        time.sync()
+    messages = [r.getMessage() for r in caplog.records]
+    warnings = [m for m in messages if "off the database" in m]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("this host's clock is -2.000s off")
+    assert warnings[1].startswith("this host's clock is +3598.000s off")
+    assert messages[-1] == "this host's clock agrees with the database's again"
 
 
 # -- tick ---------------------------------------------------------------------

@@ -182,6 +182,35 @@ def test_sigterm_exits_0_and_the_standby_takes_over_at_once(cluster: Cluster) ->
     check_exactly_once(cluster, consumer.got)
 
 
+def test_a_leader_clock_jump_neither_fires_early_nor_drops(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Fires are decided on the database's clock: stepping the leader's wall clock
+    an hour either way changes no instant and no send time, and is warned about."""
+    offset = tmp_path / "clock-offset"
+    offset.write_text("0")
+    cluster.write_config(TICK)
+    consumer = Consumer(cluster.amqp_url, cluster.queue)
+    beatd = cluster.start({"BEATD_TEST_CLOCK_OFFSET_FILE": str(offset)})
+    cluster.wait_for(lambda: len(consumer.got) >= 2, 30, "two messages")
+    for jump, shown in (("3600", "+3600"), ("-3600", "-3600")):
+        offset.write_text(jump)
+        warning = f"clock is {shown}."
+        cluster.wait_for(
+            lambda: any(warning in line for line in beatd.log_lines()),  # noqa: B023
+            10,
+            f"the skew warning for {jump}s",
+        )
+        seen = len(consumer.got)
+        cluster.wait_for(lambda: len(consumer.got) >= seen + 3, 10, "three more fires")  # noqa: B023
+    beatd.signal(signal.SIGTERM)
+    assert beatd.wait(20) == 0
+    consumer.stop()
+    check_exactly_once(cluster, consumer.got)
+    lags = [arrived - at.timestamp() for _, at, arrived in consumer.got]
+    assert min(lags) > -0.05 and max(lags) < 5.0, lags
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
