@@ -76,7 +76,21 @@ def parse_rrule(rule: str, dtstart: datetime = DEFAULT_DTSTART) -> rrule:
         raise ValueError(f"invalid rrule {rule!r}: {exc}") from None
     if not isinstance(parsed, rrule):
         raise ValueError(f"invalid rrule {rule!r}: expected one RRULE")
+    # dateutil accepts these out of range, then fails with a TypeError mid-iteration
+    for attribute, part, high in _TIME_PARTS:
+        bad = sorted(v for v in (_get(parsed, attribute) or ()) if not 0 <= v <= high)
+        if bad:
+            raise ValueError(
+                f"invalid rrule {rule!r}: {part} must be from 0 to {high}, got {bad[0]}"
+            )
     return parsed
+
+
+_TIME_PARTS = (
+    ("_byhour", "BYHOUR", 23),
+    ("_byminute", "BYMINUTE", 59),
+    ("_bysecond", "BYSECOND", 59),
+)
 
 
 def check_rrule(rule: str) -> None:
