@@ -101,6 +101,12 @@ def check_name(name: object) -> str | None:
     return None
 
 
+def show_key(key: object) -> str:
+    """A TOML key as one printable line: itself, or its repr when it holds control characters."""
+    text = str(key)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def did_you_mean(word: str, choices: Any) -> str:
     """' (did you mean 'x'?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
@@ -365,7 +371,7 @@ def schedule_from_table(
         raise ConfigError(problems.lines[0], problems=problems.lines)
     for key in table:
         if key not in KEYS:
-            problems.add(str(key), f"unknown key{did_you_mean(str(key), KEYS)}")
+            problems.add(show_key(key), f"unknown key{did_you_mean(str(key), KEYS)}")
 
     zone = defaults.timezone
     if "timezone" in table:

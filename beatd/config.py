@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from beatd.codec import Defaults, did_you_mean, parse_zone, schedule_from_table
+from beatd.codec import Defaults, did_you_mean, parse_zone, schedule_from_table, show_key
 from beatd.durations import format_duration, parse_duration
 from beatd.errors import ConfigError
 from beatd.model import Format, Schedule, Source
@@ -195,7 +195,7 @@ def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> 
         problems.append("[beatd]: expected a table")
         raw = {}
     problems.extend(
-        f"[beatd] {key}: unknown key{did_you_mean(str(key), BEATD_KEYS)}"
+        f"[beatd] {show_key(key)}: unknown key{did_you_mean(str(key), BEATD_KEYS)}"
         for key in raw
         if key not in BEATD_KEYS
     )
@@ -272,7 +272,9 @@ def settings_from_document(
     for key in document:
         if key not in TABLES:
             hint = did_you_mean(key, TABLES)
-            problems.append(f"[{key}]: unknown table{hint} (expected [beatd] and [schedules.NAME])")
+            problems.append(
+                f"[{show_key(key)}]: unknown table{hint} (expected [beatd] and [schedules.NAME])"
+            )
     values = _beatd_section(document.get("beatd"), env, problems)
     defaults = Defaults(timezone=values["timezone"], format=values["format"])
     schedules = _schedules(document.get("schedules"), defaults, problems)
