@@ -23,7 +23,8 @@ GROUPS = ("config_cmds", "schedule_cmds", "db_cmds", "daemon_cmds")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog.removeprefix('beatd ')}: {message}")
+        where = self.prog.removeprefix("beatd").strip()  # main() adds the "beatd: " prefix
+        raise ConfigError(f"{where}: {message}" if where else message)
 
 
 def _common() -> _Parser:
