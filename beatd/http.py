@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from beatd.errors import ConfigError
+from beatd.errors import BeatdError, ConfigError
 from beatd.metrics import Metrics
 
 log = logging.getLogger("beatd.http")
@@ -53,7 +53,10 @@ class HttpServer:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug(format % args)
 
-        self.server = _Server((host, port), Handler)
+        try:
+            self.server = _Server((host, port), Handler)
+        except OSError as exc:  # port taken, address not local, host unknown
+            raise BeatdError(f"http: cannot listen on {bind}: {exc.strerror or exc}") from None
         self.address = self.server.server_address
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="beatd-http", daemon=True
