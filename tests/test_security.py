@@ -1,0 +1,437 @@
+"""Security basics: secrets stay secret, input stays data, the service runs confined.
+
+- Broker and database passwords never appear in logs (json and text), in
+  `status` (text and --json), `list`, `history`, error messages, `/metrics` or
+  `/healthz`: checked on real `beatd run` processes whose URLs carry
+  distinctive passwords (percent-encoded too).
+- The TOML file is parsed by tomllib alone: YAML tags and pickle payloads are
+  refused as invalid TOML and nothing runs (plus a scan of beatd's imports).
+- Task names, args, kwargs and schedule names are data: a task named
+  `__import__('os').system('touch ...')` is published verbatim, nothing runs.
+- The systemd unit runs as a non-root user with hardening options.
+- `/metrics` and `/healthz` bind 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beatd import migrate
+from beatd.config import check_http, settings_from_document
+from beatd.http import HttpServer
+from beatd.metrics import Metrics
+
+REPO = Path(__file__).resolve().parent.parent
+BEATD = [sys.executable, "-m", "beatd.cli.main"]
+
+DB_SECRET = "Pg%40S3cretPW"  # percent-encoded in the URL: the password is Pg@S3cretPW
+BROKER_SECRET = "Br%23S3cretPW"  # ... and Br#S3cretPW
+FORBIDDEN = ("S3cretPW", "Pg@S3cret", "Br#S3cret", "Pg%40S3cret", "Br%23S3cret")
+
+
+def _assert_clean(where: str, text: str) -> None:
+    for secret in FORBIDDEN:
+        assert secret not in text, f"{where} shows the password ({secret!r}):\n{text}"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BEATD_", "NOTIFY_SOCKET"))}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _cli(config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BEATD, "--config", str(config), *argv],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=config.parent,
+        timeout=120,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Run:
+    """A `beatd run` subprocess with its stdout and stderr in files."""
+
+    def __init__(self, config: Path, log_format: str, tag: str) -> None:
+        self.out = config.parent / f"{tag}.out"
+        self.err = config.parent / f"{tag}.err"
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [*BEATD, "--config", str(config), "run", "--log-format", log_format],
+                stdout=out,
+                stderr=err,
+                env=_env(),
+                cwd=config.parent,
+            )
+
+    def log(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(40)
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Run]]:
+    started: list[Run] = []
+    yield started
+    for run in started:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait(10)
+
+
+def _listening_address(port: int) -> str:
+    """The local address of the TCP socket listening on `port` (from /proc/net/tcp)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hexport = fields[1].rsplit(":", 1)
+            if int(hexport, 16) == port and fields[3] == "0A":  # LISTEN
+                if len(address) == 8:
+                    return socket.inet_ntoa(bytes.fromhex(address)[::-1])
+                return address
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+# -- passwords ------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_passwords_never_shown_by_a_running_daemon(
+    pg_url: str, tmp_path: Path, runs: list[Run]
+) -> None:
+    """PostgreSQL (trust auth: the password is ignored but travels in the URL) and an
+    unreachable broker, both with passwords; two daemons, json and text logs."""
+    migrate.upgrade(pg_url)
+    user_at = pg_url.replace("postgres@", f"postgres:{DB_SECRET}@", 1)
+    assert DB_SECRET in user_at
+    port = _free_port()
+    config = tmp_path / "beatd.toml"
+    config.write_text(
+        "[beatd]\n"
+        f'database = "{user_at}"\n'
+        f'broker = "amqp://beatd:{BROKER_SECRET}@127.0.0.1:1/%2F"\n'
+        'lease = "2s"\n'
+        f'http = ":{port}"\n'
+        '[schedules.tick]\nevery = "1s"\ntask = "app.tick"\n'
+    )
+    leader = Run(config, "json", "json")
+    runs.append(leader)
+    _wait(lambda: "broker:" in leader.log(), 60, "the broker error in the json log")
+    assert _listening_address(port) == "127.0.0.1"  # ":port" binds loopback only
+    for path in ("/metrics", "/healthz"):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+                body = reply.read().decode()
+        except urllib.error.HTTPError as exc:  # /healthz may be 503 while the broker is away
+            body = exc.read().decode()
+        _assert_clean(path, body)
+    assert "beatd_backlog" in body or path == "/healthz"
+
+    # the standby logs as text; it gets no http (the port is the leader's)
+    second = tmp_path / "standby.toml"
+    second.write_text(config.read_text().replace(f'http = ":{port}"\n', ""))
+    taken = _cli(config, "run")  # the same port again: one line, no traceback
+    assert (taken.returncode, taken.stderr.splitlines()[-1]) == (
+        1,
+        f"beatd: http: cannot listen on 127.0.0.1:{port}: Address already in use",
+    )
+    _assert_clean("the failed run", taken.stderr)
+    standby = Run(second, "text", "text")
+    runs.append(standby)
+    _wait(lambda: "beatd starting" in standby.log(), 60, "the text log")
+    for argv in (
+        ("status",),
+        ("status", "--json"),
+        ("list",),
+        ("list", "--json"),
+        ("history", "--json"),
+        ("upcoming",),
+        ("db", "current"),
+        ("db", "upgrade"),
+    ):
+        done = _cli(config, *argv)
+        _assert_clean(" ".join(argv), done.stdout + done.stderr)
+        assert "Traceback" not in done.stderr
+    report = json.loads(_cli(config, "status", "--json").stdout)
+    assert report["broker"].startswith("error")  # unreachable, and says so without the secret
+    assert "***" in report["database_url"] and "***" in report["broker_url"]
+    assert [leader.stop(), standby.stop()] == [0, 0]
+    for run in (leader, standby):
+        _assert_clean(f"the {run.err.name} log", run.log())
+        _assert_clean(f"the {run.out.name} stdout", run.stdout())
+    assert "***" in leader.log()  # the URLs are logged, redacted
+
+
+def test_passwords_never_shown_when_nothing_is_reachable(tmp_path: Path, runs: list[Run]) -> None:
+    config = tmp_path / "beatd.toml"
+    config.write_text(
+        "[beatd]\n"
+        f'database = "postgresql://beatd:{DB_SECRET}@127.0.0.1:1/beatd"\n'
+        f'broker = "amqp://beatd:{BROKER_SECRET}@127.0.0.1:1/%2F"\n'
+        '[schedules.tick]\nevery = "1s"\ntask = "app.tick"\n'
+    )
+    for argv in (
+        ("status",),
+        ("status", "--json"),
+        ("list",),
+        ("history",),
+        ("add", "x", "--every", "5s", "--task", "t"),
+        ("db", "upgrade"),
+        ("trigger", "tick"),
+    ):
+        done = _cli(config, *argv)
+        assert done.returncode != 0, argv
+        assert "Traceback" not in done.stderr, done.stderr
+        _assert_clean(" ".join(argv), done.stdout + done.stderr)
+    daemon = Run(config, "json", "unreachable")
+    runs.append(daemon)
+    _wait(lambda: "cannot open the database" in daemon.log(), 60, "the database error")
+    assert daemon.stop() == 0
+    _assert_clean("the log", daemon.log())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("BEATD_BROKER", f"amqp://u:{BROKER_SECRET}@h:70000/"),
+        ("BEATD_BROKER", f"redis://u:{BROKER_SECRET}@h/"),
+        ("BEATD_DATABASE", f"nosuchdb://u:{DB_SECRET}@h/db"),
+        ("BEATD_DATABASE", f"postgresql://u:{DB_SECRET}@h:notaport/db"),
+    ],
+    ids=["broker-bad-port", "broker-bad-scheme", "database-bad-dialect", "database-bad-port"],
+)
+def test_passwords_never_shown_in_config_errors(tmp_path: Path, key: str, value: str) -> None:
+    config = tmp_path / "beatd.toml"
+    config.write_text("")
+    done = subprocess.run(
+        [*BEATD, "--config", str(config), "validate"],
+        capture_output=True,
+        text=True,
+        env={**_env(), key: value},
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"beatd: {key}:"), done.stderr
+    _assert_clean("the error", done.stderr)
+
+
+# -- safe parsing -----------------------------------------------------------------------
+
+
+class _Boom:
+    def __init__(self, canary: Path) -> None:
+        self.canary = canary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.canary}",))
+
+
+@pytest.mark.parametrize("payload", ["yaml", "pickle", "python"])
+def test_the_config_is_toml_and_nothing_else(tmp_path: Path, payload: str) -> None:
+    import pickle
+
+    canary = tmp_path / "pwned"
+    config = tmp_path / "beatd.toml"
+    if payload == "yaml":
+        config.write_text(f'!!python/object/apply:os.system ["touch {canary}"]\n')
+    elif payload == "pickle":
+        config.write_bytes(pickle.dumps(_Boom(canary)))
+    else:
+        config.write_text(f"__import__('os').system('touch {canary}')\n")
+    done = _cli(config, "validate")
+    assert done.returncode == 2
+    assert "invalid TOML" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert not canary.exists()
+
+
+_UNSAFE_MODULES = {"pickle", "marshal", "shelve", "yaml", "dill", "subprocess", "jsonpickle"}
+_UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}
+
+
+def test_beatd_imports_no_unsafe_parser_and_calls_no_eval() -> None:
+    """In addition to the behavioural tests: beatd's source never reaches for them."""
+    found = []
+    for path in sorted((REPO / "beatd").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{path}: import {n}" for n in names if n.split(".")[0] in _UNSAFE_MODULES]
+            if isinstance(node, ast.Call):
+                func = node.func
+                if isinstance(func, ast.Name) and func.id in _UNSAFE_CALLS:
+                    found.append(f"{path}:{node.lineno}: {func.id}()")
+                if isinstance(func, ast.Attribute) and func.attr in ("system", "popen"):
+                    found.append(f"{path}:{node.lineno}: .{func.attr}()")
+    assert not found
+    config_source = (REPO / "beatd" / "config.py").read_text()
+    assert "tomllib.load" in config_source
+
+
+# -- task names and args are data ---------------------------------------------------------
+
+
+def test_task_names_and_args_are_published_verbatim_and_nothing_runs(
+    tmp_path: Path, runs: list[Run]
+) -> None:
+    canaries = [tmp_path / f"pwned{i}" for i in range(5)]
+    task = f"__import__('os').system('touch {canaries[0]}')"
+    args = [f"$(touch {canaries[1]})", f"`touch {canaries[2]}`", "'; DROP TABLE fires; --"]
+    kwargs = {"cmd": f"; touch {canaries[3]}", "{{7*7}}": "${jndi:ldap://x}"}
+    name = f"pwn; touch {canaries[4]}"
+    url = f"sqlite:///{tmp_path}/beatd.db"
+    migrate.upgrade(url)
+    config = tmp_path / "beatd.toml"
+    document = {
+        "beatd": {"database": url, "broker": "stdout://", "format": "celery"},
+        "schedules": {name: {"every": "1s", "task": task, "args": args, "kwargs": kwargs}},
+    }
+    settings_from_document(document, {})  # valid as data
+    config.write_text(_toml(document))
+    daemon = Run(config, "json", "daemon")
+    runs.append(daemon)
+    line = _wait(lambda: daemon.stdout().splitlines()[:1], 60, "a published message")[0]
+    assert daemon.stop() == 0
+    message = json.loads(line)
+    assert message["schedule"] == name
+    assert message["headers"]["task"] == task
+    assert message["body"][0] == args and message["body"][1] == kwargs
+    assert not any(c.exists() for c in canaries), "something ran"
+    done = _cli(config, "history", "--json")
+    assert json.loads(done.stdout)[0]["schedule"] == name  # the fires table survived
+
+
+def _toml(document: dict[str, Any]) -> str:
+    """A tiny TOML writer for this test's document (strings, arrays, inline tables)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, str):
+            return json.dumps(v)  # a JSON string is a valid TOML basic string
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+
+    lines = ["[beatd]", *(f"{k} = {value(v)}" for k, v in document["beatd"].items())]
+    for name, table in document["schedules"].items():
+        lines.append(f"[schedules.{json.dumps(name)}]")
+        lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+# -- the service ---------------------------------------------------------------------------
+
+
+def _unit() -> dict[str, list[str]]:
+    entries: dict[str, list[str]] = {}
+    section = ""
+    for raw in (REPO / "systemd" / "beatd.service").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        entries.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
+    return entries
+
+
+def test_the_systemd_unit_runs_unprivileged_and_hardened() -> None:
+    unit = _unit()
+
+    def one(key: str) -> str:
+        values = unit.get(f"Service.{key}", [])
+        assert values, f"{key}= is missing"
+        return values[-1]
+
+    dynamic = unit.get("Service.DynamicUser", ["no"])[-1] == "yes"
+    user = unit.get("Service.User", [""])[-1]
+    assert dynamic or user, "no User= and no DynamicUser=yes: it would run as root"
+    assert user not in ("root", "0")
+    assert unit.get("Service.Group", ["beatd"])[-1] not in ("root", "0")
+    for key, wanted in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectControlGroups": "yes",
+        "RestrictSUIDSGID": "yes",
+        "LockPersonality": "yes",
+        "RestrictRealtime": "yes",
+    }.items():
+        assert one(key) == wanted, key
+    assert one("CapabilityBoundingSet") == "", "capabilities are not dropped"
+    assert unit.get("Service.AmbientCapabilities", [""])[-1] == ""
+    families = one("RestrictAddressFamilies").split()
+    assert set(families) <= {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert "@system-service" in unit.get("Service.SystemCallFilter", [])
+    assert one("Type") == "notify" and one("Restart") == "on-failure"
+    assert one("ExecStart").split()[1:3] == ["run", "--config"]
+    assert int(one("UMask"), 8) & 0o007 == 0o007, "files readable by others"
+
+
+# -- the HTTP endpoint -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("written", ["9464", ":9464", " :9464 "])
+def test_http_without_a_host_means_loopback(written: str) -> None:
+    assert check_http(written) == "127.0.0.1:9464"
+
+
+def test_http_is_off_by_default_and_binds_loopback() -> None:
+    assert settings_from_document({}, {}).http is None
+    port = _free_port()
+    bind = settings_from_document({"beatd": {"http": f":{port}"}}, {}).http
+    assert bind == f"127.0.0.1:{port}"
+    server = HttpServer(bind, Metrics(), lambda: True)
+    try:
+        assert server.address[0] == "127.0.0.1"
+        assert _listening_address(server.port) == "127.0.0.1"
+    finally:
+        server.close()
