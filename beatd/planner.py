@@ -4,11 +4,17 @@
 [stored.next_at, now]:
 
     past grace     missed longer ago than `grace`      dropped "past grace"
-    missed         now - instant > ON_TIME             per policy (below)
-    on time        now - instant <= ON_TIME            sent (unless max_fires)
+    missed         late, and due before `since`        per policy (below)
+    on time        now - instant <= ON_TIME,           sent (unless max_fires)
+                   or due since `since`
 
 ON_TIME (1 s) absorbs a tick that wakes a little late: a fire 5 ms or 800 ms
-after its instant is not a misfire. Policies for missed instants (SPEC §4):
+after its instant is not a misfire. `since` is when the current leader began
+deciding (its term): an instant that fell due while a leader was deciding is
+never "missed", however late a busy tick gets to it; missed instants are the
+ones no leader was there for (down, failed over), and those from before the
+schedule was stored (a `once` added in the past). Policies for missed
+instants (SPEC §4):
 `coalesce` sends only the latest due instant and drops the others
 ("coalesced"); `all` sends them oldest first, at most `cap` per catch-up, and
 drops the rest ("catch-up cap"); `skip` drops them ("missed (skip)").
@@ -59,6 +65,7 @@ def plan(
     *,
     cap: int = CATCH_UP_CAP,
     on_time: timedelta = ON_TIME,
+    since: datetime | None = None,
 ) -> Plan:
     """Decide every due instant of `stored` at `now`, and where the schedule goes next."""
     s, first = stored.schedule, stored.next_at
@@ -70,22 +77,28 @@ def plan(
         return Plan((), Advance(s.name, stored.version, next_at, stored.last_at, 0))
     out = _Builder(s, now, build)
     # Region boundaries, each the first instant at or after a cut-off.
+    on_time_cut = now - on_time
+    if since is not None:  # ...but never an instant from before the schedule was stored
+        on_time_cut = min(on_time_cut, max(since, stored.created_at))
     in_grace: datetime | None = first
     if s.grace is not None:
-        in_grace = _first_at_or_after(s, now - max(s.grace, on_time), first, latest)
-    on_time_first = _first_at_or_after(s, now - on_time, first, latest)
+        grace_cut = min(now - max(s.grace, on_time), on_time_cut)
+        in_grace = _first_at_or_after(s, grace_cut, first, latest)
+    on_time_first = _first_at_or_after(s, on_time_cut, first, latest)
     out.drop_run(first, in_grace, "past grace")
-    if s.misfire is Misfire.COALESCE:
-        if in_grace is not None:
+    if s.misfire is Misfire.COALESCE and on_time_first is None:
+        if in_grace is not None:  # only missed instants: the latest stands for them all
             out.drop_run(in_grace, latest, "coalesced")
             out.send(latest)
-    elif s.misfire is Misfire.SKIP:
-        out.drop_run(in_grace, on_time_first, "missed (skip)")
-        out.send_run(on_time_first, None)
-    else:
+        return out.finish(stored, latest)
+    if s.misfire is Misfire.ALL:
         rest = out.send_run(in_grace, on_time_first, limit=cap)
         out.drop_run(rest, on_time_first, "catch-up cap")
-        out.send_run(on_time_first, None)
+    else:
+        reason = "coalesced" if s.misfire is Misfire.COALESCE else "missed (skip)"
+        out.drop_run(in_grace, on_time_first, reason)
+    # On-time instants are all sent; the cap only bounds a term stuck for ages.
+    out.drop_run(out.send_run(on_time_first, None, limit=cap), None, "catch-up cap")
     return out.finish(stored, latest)
 
 

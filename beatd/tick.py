@@ -55,6 +55,7 @@ class Ticker:
         self.metrics = metrics or Metrics()
         self.batch = batch
         self.on_pending = on_pending  # wakes the relay
+        self._term: tuple[int, datetime] | None = None  # (epoch, when it began deciding)
 
     def tick(self, now: datetime) -> datetime | None:
         """Record everything due at `now`; returns the next due instant (None: nothing).
@@ -66,11 +67,13 @@ class Ticker:
             lease = self.leader.lease
             if lease is None:
                 return None
+            if self._term is None or self._term[0] != lease.epoch:
+                self._term = (lease.epoch, now)  # instants due before this were missed
             due = self.store.due(now, self.batch)
             decisions: list[Decision] = []
             advances: list[Advance] = []
             for stored in due:
-                planned = plan(stored, now, self.build)
+                planned = plan(stored, now, self.build, since=self._term[1])
                 decisions.extend(planned.decisions)
                 if planned.advance is not None:
                     advances.append(planned.advance)

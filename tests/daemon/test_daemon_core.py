@@ -190,10 +190,34 @@ def test_tick_records_each_instant_once(store: MemoryStore, clock: FakeClock) ->
         ("a", T0 + timedelta(seconds=2)),
         ("b", T0 + timedelta(seconds=2)),
     ]
-    # "a" missed T0+1s by a second (coalesce): one dropped, one sent
-    assert {f.outcome for f in fires if f.schedule == "a"} == {Outcome.DROPPED, Outcome.PENDING}
-    assert store.backlog() == 2
+    # T0+1s is a second late at T0+2s: still on time, so sent
+    assert {f.outcome for f in fires} == {Outcome.PENDING}
+    assert store.backlog() == 3
     assert {f.epoch for f in fires} == {1}
+
+
+def test_a_slow_tick_is_late_not_missed_but_a_new_term_misses(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    load(store, clock, sched("a"))  # coalesce
+    leader = leading(store, clock)
+    ticker = Ticker(store, leader, build_message)
+    clock.advance(1)
+    leader.step()
+    ticker.tick(clock.now())  # the term begins at T0+1s
+    clock.advance(2.5)  # a busy leader gets back 2.5 s later (its lease still holds)
+    leader.step()
+    ticker.tick(clock.now())
+    outcomes = [(f.scheduled_for - T0, f.outcome) for f in store.history("a", 10)]
+    assert sorted(outcomes) == [(timedelta(seconds=s), Outcome.PENDING) for s in range(1, 4)]
+    # the leader dies; a standby takes over 5 s later: those instants were missed
+    clock.advance(5)
+    successor = leading(store, clock, "b")
+    Ticker(store, successor, build_message).tick(clock.now())
+    late = {f.scheduled_for - T0: f.outcome for f in store.history("a", 10)}
+    assert [late[timedelta(seconds=s)] for s in range(4, 9)] == [Outcome.DROPPED] * 4 + [
+        Outcome.PENDING
+    ]
 
 
 def test_tick_records_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:

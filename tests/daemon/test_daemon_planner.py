@@ -27,8 +27,10 @@ def sched(every: int = 10, **options: Any) -> Schedule:
     return Schedule(name="job", spec=spec, task="app.tasks.job", **options)
 
 
-def stored(schedule: Schedule, next_at: datetime | None = T0, fires: int = 0) -> StoredSchedule:
-    return StoredSchedule(schedule, next_at, None, fires, False, None, 7, T0 - timedelta(days=1))
+def stored(
+    schedule: Schedule, next_at: datetime | None = T0, fires: int = 0, created: float = -86400
+) -> StoredSchedule:
+    return StoredSchedule(schedule, next_at, None, fires, False, None, 7, at(created))
 
 
 def at(seconds: float) -> datetime:
@@ -45,6 +47,8 @@ class Case:
     next_at: float | None = -1.0  # -1: not checked
     fires: int = 0
     next_at_start: datetime | None = T0
+    since: float | None = None  # the leader's term began (seconds after T0)
+    created: float = -86400  # the schedule was stored (seconds after T0)
 
 
 CASES = [
@@ -161,6 +165,66 @@ CASES = [
         {0: "coalesced"},
         next_at=None,
     ),
+    Case(
+        "late-in-a-term-is-not-missed-coalesce",
+        sched(),
+        at(25),
+        [0, 10, 20],
+        since=-5,
+        next_at=30,
+    ),
+    Case(
+        "late-in-a-term-is-not-missed-skip",
+        sched(misfire=Misfire.SKIP),
+        at(25),
+        [0, 10, 20],
+        since=-5,
+        next_at=30,
+    ),
+    Case(
+        "late-in-a-term-ignores-grace",
+        sched(grace=2 * S),
+        at(25),
+        [0, 10, 20],
+        since=-5,
+        next_at=30,
+    ),
+    Case(
+        "missed-before-the-term-coalesced-into-on-time",
+        sched(),
+        at(25),
+        [10, 20],
+        {0: "coalesced"},
+        since=5,
+        next_at=30,
+    ),
+    Case(
+        "missed-before-the-term-skip",
+        sched(misfire=Misfire.SKIP),
+        at(25),
+        [10, 20],
+        {0: "missed (skip)"},
+        since=5,
+        next_at=30,
+    ),
+    Case(
+        "once-stored-after-its-instant-is-missed-in-any-term",
+        sched(spec=Once(T0), misfire=Misfire.SKIP),
+        at(3600),
+        [],
+        {0: "missed (skip)"},
+        since=-86400 * 2,
+        next_at=None,
+        created=60,
+    ),
+    Case(
+        "on-time-coalesce-keeps-two-on-time-instants",
+        sched(1),
+        at(3),
+        [2, 3],
+        {0: "coalesced", 1: "coalesced"},
+        next_at=4,
+    ),
     Case("finished-schedule", sched(), at(100), [], next_at=-1, next_at_start=None),
     Case(
         "cron-every-minute-coalesce",
@@ -175,7 +239,13 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_plan_table(case: Case) -> None:
-    p = plan(stored(case.schedule, case.next_at_start, case.fires), case.now, build_message)
+    since = None if case.since is None else at(case.since)
+    p = plan(
+        stored(case.schedule, case.next_at_start, case.fires, case.created),
+        case.now,
+        build_message,
+        since=since,
+    )
     sent = [d for d in p.decisions if d.outcome is Outcome.PENDING]
     dropped = {d.scheduled_for: d.reason for d in p.decisions if d.outcome is Outcome.DROPPED}
     assert [d.scheduled_for for d in sent] == [at(s) for s in case.sent]
@@ -239,7 +309,7 @@ def test_a_year_outage_of_per_second_fires_is_one_summary(
 def test_a_long_cron_outage_is_bounded() -> None:
     schedule = sched(spec=Cron("* * * * * *"))
     started = time.perf_counter()
-    p = plan(stored(schedule), at(7 * 86400), build_message)
+    p = plan(stored(schedule), at(7 * 86400 + 0.5), build_message)
     assert time.perf_counter() - started < 3.0
     assert len(p.decisions) == 2
     assert p.decisions[0].reason is not None
