@@ -76,7 +76,9 @@ def parse_rrule(rule: str, dtstart: datetime = DEFAULT_DTSTART) -> rrule:
         raise ValueError(f"invalid rrule {rule!r}: {exc}") from None
     if not isinstance(parsed, rrule):
         raise ValueError(f"invalid rrule {rule!r}: expected one RRULE")
-    # dateutil accepts these out of range, then fails with a TypeError mid-iteration
+    # dateutil accepts these out of range, then fails mid-iteration (ZeroDivisionError, TypeError)
+    if _get(parsed, "_interval") < 1:
+        raise ValueError(f"invalid rrule {rule!r}: INTERVAL must be 1 or more")
     for attribute, part, high in _TIME_PARTS:
         bad = sorted(v for v in (_get(parsed, attribute) or ()) if not 0 <= v <= high)
         if bad:
