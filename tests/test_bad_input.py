@@ -131,6 +131,10 @@ CASES = [
         id="rrule-bysecond-61",  # found by fuzz/fuzz_cron.py: was a TypeError traceback
     ),
     pytest.param(
+        Bad(toml=sched('rrule = "FREQ=MONTHLY;INTERVAL=0"\ntask = "t"'), says=("INTERVAL",)),
+        id="rrule-interval-0",  # found by fuzz/fuzz_cron.py: was a ZeroDivisionError traceback
+    ),
+    pytest.param(
         Bad(toml=sched('rrule = "FREQ=DAILY;UNTIL=20270101T000000Z"\ntask = "t"'), says=("UNTIL",)),
         id="rrule-until",
     ),
