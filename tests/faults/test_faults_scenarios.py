@@ -15,6 +15,7 @@ restore them in a `finally`. BEATD_LONG=1 runs the long variants.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -281,7 +282,11 @@ def test_clock_jumps_change_neither_leader_nor_instants(
 
 
 def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+    """On the shared node, or on BEATD_FAULTS_RABBIT_NODE (a private node, with
+    BEATD_TEST_AMQP pointing at it, so an outage disturbs no one else)."""
+    node = os.environ.get("BEATD_FAULTS_RABBIT_NODE")
+    where = ["-n", node] if node else []
+    subprocess.run(["rabbitmqctl", *where, *args], check=True, capture_output=True, timeout=120)
 
 
 def test_rabbitmq_stopped_and_restarted(cluster: FaultCluster) -> None:
