@@ -61,6 +61,7 @@ OPTIONS = (
 KEYS = KINDS + OPTIONS
 MAX_NAME = 200
 MAX_PAYLOAD = 64 * 1024  # bytes of serialised JSON for args, kwargs and headers each
+MAX_DEPTH = 32  # nesting levels of args, kwargs and headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,8 @@ def _json_payload(value: object, kind: type) -> Any:
     accepted = (list, tuple) if kind is list else (Mapping,)
     if not isinstance(value, accepted):
         raise ValueError(f"expected {name}, got {_show(value)}")
+    if _too_deep(value):
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_no_json)
     except (TypeError, ValueError) as exc:
@@ -246,6 +249,23 @@ def _json_payload(value: object, kind: type) -> Any:
         raise ValueError(f"too large: {size} bytes as JSON, at most {MAX_PAYLOAD} (64 KiB)")
     loaded = json.loads(text)  # a deep, plain copy: nothing shared with the caller
     return tuple(loaded) if kind is list else loaded
+
+
+def _too_deep(value: object) -> bool:
+    """Nesting beyond MAX_DEPTH (checked without recursion: json would hit the stack limit)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _no_json(value: object) -> Any:

@@ -247,6 +247,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}:{found[1]}: invalid TOML: {text} (column {found[2]})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:

@@ -81,6 +81,8 @@ def _read(flag: str, how: str, raw: str) -> Any:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{flag}: not valid JSON: {exc.msg} at column {exc.colno}") from None
+        except RecursionError:
+            raise ConfigError(f"{flag}: JSON nested too deeply") from None
     if how == "int":
         try:
             return int(raw)
