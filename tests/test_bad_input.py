@@ -63,6 +63,13 @@ class Bad:
 TEN_MB_KWARGS = sched('every = "1s"\ntask = "t"\nkwargs = { blob = "' + "x" * 10_000_000 + '" }')
 
 
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
 def _naive_backfill(beat: Beat) -> Any:
     return beat.backfill("keep", datetime(2026, 1, 1), datetime(2026, 1, 2))
 
@@ -205,6 +212,18 @@ CASES = [
     ),
     pytest.param(Bad(toml=ok_sched("priority = 300"), says=("priority",)), id="priority-300"),
     pytest.param(Bad(toml=ok_sched("max_fires = 0"), says=("max_fires",)), id="max-fires-zero"),
+    pytest.param(
+        Bad(
+            toml=ok_sched("args = " + "[" * 5000 + "]" * 5000),
+            says=("nested too deeply",),
+            proc=True,
+        ),
+        id="toml-array-5000-deep-proc",  # was a RecursionError traceback
+    ),
+    pytest.param(
+        Bad(toml=ok_sched("args = " + "[" * 33 + "]" * 33), says=("args", "32 levels")),
+        id="args-33-deep",
+    ),
     # -- keys, kinds and names ---------------------------------------------------
     pytest.param(Bad(toml=sched('every = "1m"'), says=("task", "required")), id="task-missing"),
     pytest.param(
@@ -440,6 +459,14 @@ CASES = [
         ),
         id="cli-backfill-bad-iso",
     ),
+    pytest.param(
+        Bad(
+            argv=("add", "x", "--every", "5s", "--task", "t", "--args", "[" * 5000 + "]" * 5000),
+            says=("--args", "nested too deeply"),
+            existing=True,
+        ),
+        id="cli-add-args-5000-deep",
+    ),
     # -- the Python API --------------------------------------------------------------
     pytest.param(
         Bad(api=lambda b: b.add("x", cron="* * *", task="t"), says=("cron",), existing=True),
@@ -472,6 +499,14 @@ CASES = [
             existing=True,
         ),
         id="api-add-kwargs-100KB",
+    ),
+    pytest.param(
+        Bad(
+            api=lambda b: b.add("x", every="1s", task="t", kwargs=_deep(100_000)),
+            says=("32 levels",),
+            existing=True,
+        ),
+        id="api-add-kwargs-100000-deep",
     ),
     pytest.param(
         Bad(api=lambda b: b.add(5, every="1s", task="t"), says=("string",), existing=True),
