@@ -32,7 +32,9 @@ from beatd.cli.main import main
 from beatd.errors import BeatdError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
-BEATD = [sys.executable, "-m", "beatd.cli.main"]
+# The installed console script (.venv/bin/beatd), as a user runs it.
+_SCRIPT = Path(sys.executable).with_name("beatd")
+BEATD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "beatd.cli.main"]
 
 HEAD = '[beatd]\ndatabase = "{db}"\n'
 
