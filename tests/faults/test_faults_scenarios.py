@@ -340,19 +340,14 @@ def test_postgres_server_restart(cluster: FaultCluster) -> None:
             cluster.start()
         cluster.wait_for(cluster.leader, 30, "a leader")
         wait_new_fires(cluster, 2, "the first fires", timeout=30)
+        # BEATD_FAULTS_PG_CLUSTER="15 other" (with BEATD_TEST_PG on its port) restarts a
+        # private cluster instead of the shared one.
+        version, name = os.environ.get("BEATD_FAULTS_PG_CLUSTER", "15 main").split()
+        ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", version, name]
         try:
-            subprocess.run(
-                ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
+            subprocess.run([*ctl, "restart"], check=True, capture_output=True, timeout=120)
         finally:
-            subprocess.run(
-                ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "start"],
-                capture_output=True,
-                timeout=120,
-            )
+            subprocess.run([*ctl, "start"], capture_output=True, timeout=120)
         wait_new_fires(cluster, 3, "fires after the restart", timeout=60)
         assert len(cluster.live()) == 3, "an instance died"
         _stop_and_settle(cluster, recorder)
