@@ -13,6 +13,7 @@ import os
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -264,6 +265,7 @@ def account(
     deliver_late: float,
     record_late: float = 2.5,
     max_duplicates: int = 0,
+    crashes: list[float] | None = None,
     ordered: bool = False,
     schedules: tuple[str, ...] = tuple(SCHEDULES),
 ) -> Account:
@@ -289,6 +291,7 @@ def account(
         books.problems.append(f"{len(strangers)} delivered ids were never recorded")
     fresh = [m[0] for m in got if not m[3]]  # a consumer-side redelivery is not beatd's doing
     books.duplicates = len(fresh) - len(set(fresh))
+    _duplicates(books, got, crashes)
     books.epochs = len({f["epoch"] for f in fires})
     _bounds(books, record_late, deliver_late, max_duplicates)
     print()
@@ -350,6 +353,25 @@ def _deliveries(
         books.max_deliver_late = max(books.max_deliver_late, lateness)
         if lateness < -0.05:
             books.problems.append(f"{name}: {at} delivered {-lateness:.3f}s early")
+
+
+def _duplicates(
+    books: Account, got: list[tuple[str, datetime, float, bool]], crashes: list[float] | None
+) -> None:
+    """Print each doubled delivery; with `crashes` (wall times of the faults), each
+    doubled id's first copy must have arrived in the 2 s before one of them: a
+    duplicate is only ever a fire confirmed but not yet marked sent at a crash."""
+    counts = Counter(m[0] for m in got if not m[3])
+    first: dict[str, float] = {}
+    for fid, at, arrived, _ in got:
+        if counts[fid] > 1:
+            print(f"  duplicate {fid[:8]} scheduled {at:%H:%M:%S} arrived {arrived % 60:.3f}")
+            first.setdefault(fid, arrived)
+    if crashes is None:
+        return
+    for fid, arrived in first.items():
+        if not any(crash - 2.0 <= arrived <= crash + 0.5 for crash in crashes):
+            books.problems.append(f"duplicate {fid} was not delivered just before a fault")
 
 
 def _bounds(books: Account, record_late: float, deliver_late: float, duplicates: int) -> None:

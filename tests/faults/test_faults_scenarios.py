@@ -71,6 +71,7 @@ def test_leader_sigkill_repeatedly_at_random_points(cluster: FaultCluster) -> No
     seed = rng.randrange(2**32)
     rng.seed(seed)
     print(f"kill timing seed {seed}")
+    crashes: list[float] = []
     cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s")
     recorder = Recorder(cluster.amqp_url, cluster.queue)
     with running(cluster, recorder):
@@ -88,6 +89,9 @@ def test_leader_sigkill_repeatedly_at_random_points(cluster: FaultCluster) -> No
             else:
                 time.sleep(rng.uniform(0, 1))  # the fault's own timing, not a wait for a state
             leader.kill()
+            crashes.append(time.time())
+            how = "after a delivery" if k % 2 else "at random"
+            print(f"kill {k + 1} {how} at second {time.time() % 60:.3f}, epoch {lease.epoch}")
             cluster.start()  # keep three instances
             _failover(cluster, lease.epoch)
             wait_new_fires(cluster, 1, "fires by the new leader")
@@ -99,7 +103,8 @@ def test_leader_sigkill_repeatedly_at_random_points(cluster: FaultCluster) -> No
         faults=kills,
         record_late=LEASE + 3,
         deliver_late=LEASE + 5,
-        max_duplicates=kills,
+        max_duplicates=10 * kills,  # at most a relay batch in flight per kill ...
+        crashes=crashes,  # ... and only one that reached the queue just before a kill
     )
     assert not books.problems
     assert books.epochs == kills + 1
@@ -107,6 +112,7 @@ def test_leader_sigkill_repeatedly_at_random_points(cluster: FaultCluster) -> No
 
 def test_leader_sigstop_past_the_lease_is_fenced(cluster: FaultCluster) -> None:
     rounds = 4 if LONG else 2
+    crashes: list[float] = []
     cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s")
     recorder = Recorder(cluster.amqp_url, cluster.queue)
     with running(cluster, recorder):
@@ -119,6 +125,7 @@ def test_leader_sigstop_past_the_lease_is_fenced(cluster: FaultCluster) -> None:
             old = cluster.lease()
             assert old is not None
             leader.signal(signal.SIGSTOP)
+            crashes.append(time.time())
             try:
                 _failover(cluster, old.epoch)
                 wait_new_fires(cluster, 2, "fires by the new leader")
@@ -137,7 +144,8 @@ def test_leader_sigstop_past_the_lease_is_fenced(cluster: FaultCluster) -> None:
         faults=rounds,
         record_late=LEASE + 3,
         deliver_late=LEASE + 5,
-        max_duplicates=rounds,
+        max_duplicates=10 * rounds,
+        crashes=crashes,
     )
     assert not books.problems
     assert books.epochs == rounds + 1
@@ -145,6 +153,7 @@ def test_leader_sigstop_past_the_lease_is_fenced(cluster: FaultCluster) -> None:
 
 def test_postgres_connections_killed(cluster: FaultCluster) -> None:
     rounds = 15 if LONG else 5
+    crashes: list[float] = []
     cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s")
     recorder = Recorder(cluster.amqp_url, cluster.queue)
     killed = 0
@@ -155,6 +164,7 @@ def test_postgres_connections_killed(cluster: FaultCluster) -> None:
         wait_new_fires(cluster, 2, "the first fires", timeout=30)
         for _ in range(rounds):
             killed += cluster.terminate_connections()
+            crashes.append(time.time())
             wait_new_fires(cluster, 2, "fires after the connections were killed")
         assert len(cluster.live()) == 3, "an instance died"
         _stop_and_settle(cluster, recorder)
@@ -166,7 +176,8 @@ def test_postgres_connections_killed(cluster: FaultCluster) -> None:
         faults=rounds,
         record_late=LEASE + 3,
         deliver_late=LEASE + 5,
-        max_duplicates=rounds,
+        max_duplicates=10 * rounds,
+        crashes=crashes,
     )
     assert not books.problems
 
