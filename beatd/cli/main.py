@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """The message with control characters (a newline in an argument) escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -78,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"beatd: {problem}", file=sys.stderr)
+            print(f"beatd: {one_line(problem)}", file=sys.stderr)
         return EXIT_USAGE
     except BeatdError as exc:
-        print(f"beatd: {exc}", file=sys.stderr)
+        print(f"beatd: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
