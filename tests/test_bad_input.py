@@ -327,6 +327,10 @@ CASES = [
     ),
     # -- command-line arguments ----------------------------------------------------
     pytest.param(Bad(argv=(), says=("required",)), id="cli-no-command"),
+    pytest.param(
+        Bad(argv=("validate", "--cron", "a\nb"), says=("a\\nb",)),
+        id="cli-arg-with-newline",  # found by fuzz/fuzz_cli.py: was two lines
+    ),
     pytest.param(Bad(argv=("frobnicate",), says=("invalid choice",)), id="cli-unknown-command"),
     pytest.param(
         Bad(argv=("--config", "{tmp}", "validate"), says=("Is a directory",)),
