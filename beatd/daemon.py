@@ -39,7 +39,7 @@ from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay
 from beatd.store.base import Store
 from beatd.systemd import Notifier
-from beatd.tick import Ticker
+from beatd.tick import LOOKAHEAD, Ticker
 
 log = logging.getLogger("beatd.daemon")
 
@@ -303,7 +303,8 @@ class Daemon:
                 log.exception("relay failed")
                 wait = 1.0
             self._update_status()
-            if deadline is not None and (wait > 0.05 or self.clock.monotonic() > deadline):
+            soon = LOOKAHEAD.total_seconds() + 0.05  # fires recorded ahead are due this soon
+            if deadline is not None and (wait > soon or self.clock.monotonic() > deadline):
                 return  # drained what is due (or out of time): the rest waits for the next leader
             self._relay_wake.wait(wait)
             self._relay_wake.clear()

@@ -186,7 +186,9 @@ class DatabaseTime:
         after = self.local.monotonic()
         wall = wall_before + timedelta(seconds=(after - mono) / 2)
         with self._lock:
-            self._anchor = (db, (mono + after) / 2)
+            # Anchored at the end of the round trip, so now() is never ahead of the
+            # database: a fire recorded ahead is never published before its instant.
+            self._anchor = (db, after)
         self._check_skew((wall - db).total_seconds())
 
     def _check_skew(self, skew: float) -> None:

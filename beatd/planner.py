@@ -1,7 +1,8 @@
 """The misfire policy, as a pure function: (stored schedule, now) -> what to record.
 
 `plan` reads no clock and does no I/O. It decides every instant in
-[stored.next_at, now]:
+[stored.next_at, horizon] (the horizon is `now`, or a little after it when
+the tick records ahead):
 
     past grace     missed longer ago than `grace`      dropped "past grace"
     missed         late, and due before `since`        per policy (below)
@@ -66,16 +67,22 @@ def plan(
     cap: int = CATCH_UP_CAP,
     on_time: timedelta = ON_TIME,
     since: datetime | None = None,
+    horizon: datetime | None = None,
 ) -> Plan:
-    """Decide every due instant of `stored` at `now`, and where the schedule goes next."""
+    """Decide every instant of `stored` up to `horizon` (default `now`), and what comes next.
+
+    Lateness is measured at `now`; instants in (now, horizon] are on time
+    (recorded ahead, published at their instant by the relay).
+    """
+    until = now if horizon is None else max(horizon, now)
     s, first = stored.schedule, stored.next_at
-    if first is None or first > now:
+    if first is None or first > until:
         return Plan((), None)
-    latest = timing.latest_at_or_before(s, now, first)
+    latest = timing.latest_at_or_before(s, until, first)
     if not s.enabled or latest is None:
-        next_at = timing.next_after(s, now)
+        next_at = timing.next_after(s, until)
         return Plan((), Advance(s.name, stored.version, next_at, stored.last_at, 0))
-    out = _Builder(s, now, build)
+    out = _Builder(s, until, build)
     # Region boundaries, each the first instant at or after a cut-off.
     on_time_cut = now - on_time
     if since is not None:  # ...but never an instant from before the schedule was stored
@@ -115,8 +122,8 @@ def _first_at_or_after(
 class _Builder:
     """Collects decisions in instant order over [first, latest]."""
 
-    def __init__(self, s: Schedule, now: datetime, build: Builder) -> None:
-        self.s, self.now, self.build = s, now, build
+    def __init__(self, s: Schedule, until: datetime, build: Builder) -> None:
+        self.s, self.until, self.build = s, until, build
         self.decisions: list[Decision] = []
 
     def send(self, at: datetime) -> None:
@@ -138,10 +145,10 @@ class _Builder:
     def send_run(
         self, start: datetime | None, end: datetime | None, limit: int | None = None
     ) -> datetime | None:
-        """Send instants in [start, end) (end None: up to now); returns the first one not sent."""
+        """Send instants in [start, end) (end None: to the horizon); returns the first not sent."""
         at = start
         sent = 0
-        while at is not None and at <= self.now and (end is None or at < end):
+        while at is not None and at <= self.until and (end is None or at < end):
             if limit is not None and sent >= limit:
                 return at
             self.send(at)
@@ -150,10 +157,10 @@ class _Builder:
         return None
 
     def drop_run(self, start: datetime | None, end: datetime | None, reason: str) -> None:
-        """Drop instants in [start, end) (end None: up to now): one row each, or one summary."""
+        """Drop instants in [start, end) (end None: to the horizon): one row each, or a summary."""
         if start is None or (end is not None and start >= end):
             return
-        stop = end - _TICK if end is not None else self.now
+        stop = end - _TICK if end is not None else self.until
         run: list[datetime] = []
         at: datetime | None = start
         while at is not None and at <= stop and len(run) <= DETAIL:

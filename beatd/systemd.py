@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 
 log = logging.getLogger("beatd.systemd")
+SEND_TIMEOUT = 0.5  # seconds
 
 
 class Notifier:
@@ -36,6 +37,7 @@ class Notifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.settimeout(SEND_TIMEOUT)  # a full queue must never hang the daemon
                 sock.connect(self.address)
                 sock.sendall("\n".join(lines).encode())
         except OSError as exc:

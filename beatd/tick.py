@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from beatd.errors import Fenced
@@ -25,6 +25,7 @@ log = logging.getLogger("beatd.tick")
 
 BATCH = 200  # schedules per transaction
 MAX_ROUNDS = 50  # batches per tick before yielding to the loop (lease, signals)
+LOOKAHEAD = timedelta(milliseconds=500)  # record fires this far ahead of their instant
 
 
 class TickStore(ScheduleStore, FireLog, Protocol):
@@ -50,30 +51,34 @@ class Ticker:
         *,
         batch: int = BATCH,
         on_pending: Callable[[], None] = lambda: None,
+        lookahead: timedelta = LOOKAHEAD,
     ) -> None:
         self.store, self.leader, self.build = store, leader, build
         self.metrics = metrics or Metrics()
-        self.batch = batch
+        self.batch, self.lookahead = batch, lookahead
         self.on_pending = on_pending  # wakes the relay
         self._term: tuple[int, datetime] | None = None  # (epoch, when it began deciding)
 
     def tick(self, now: datetime) -> datetime | None:
-        """Record everything due at `now`; returns the next due instant (None: nothing).
+        """Record everything due by `now` + lookahead; returns when to tick next (None: idle).
 
-        Returns None at once when not leading. Raises StoreError when the
-        database fails (nothing of the failed batch is written).
+        Recording ahead takes the database write off the critical path: the
+        relay publishes each fire at its instant. Returns None at once when
+        not leading. Raises StoreError when the database fails (nothing of
+        the failed batch is written).
         """
+        horizon = now + self.lookahead
         for _ in range(MAX_ROUNDS):
             lease = self.leader.lease
             if lease is None:
                 return None
             if self._term is None or self._term[0] != lease.epoch:
                 self._term = (lease.epoch, now)  # instants due before this were missed
-            due = self.store.due(now, self.batch)
+            due = self.store.due(horizon, self.batch)
             decisions: list[Decision] = []
             advances: list[Advance] = []
             for stored in due:
-                planned = plan(stored, now, self.build, since=self._term[1])
+                planned = plan(stored, now, self.build, since=self._term[1], horizon=horizon)
                 decisions.extend(planned.decisions)
                 if planned.advance is not None:
                     advances.append(planned.advance)
@@ -87,7 +92,8 @@ class Ticker:
             self._count(decisions)
             if len(due) < self.batch:
                 break
-        return self.store.next_due_at()
+        next_due = self.store.next_due_at()
+        return None if next_due is None else next_due - self.lookahead
 
     def _count(self, decisions: list[Decision]) -> None:
         sends = sum(d.outcome is Outcome.PENDING for d in decisions)

@@ -179,7 +179,7 @@ def leading(store: MemoryStore, clock: FakeClock, holder: str = "a") -> Leader:
 
 def test_tick_records_each_instant_once(store: MemoryStore, clock: FakeClock) -> None:
     load(store, clock, sched("a"), sched("b", 2))
-    ticker = Ticker(store, leading(store, clock), build_message)
+    ticker = Ticker(store, leading(store, clock), build_message, lookahead=timedelta(0))
     clock.advance(2)
     now = clock.now()
     assert ticker.tick(now) == now + timedelta(seconds=1)
@@ -201,7 +201,7 @@ def test_a_slow_tick_is_late_not_missed_but_a_new_term_misses(
 ) -> None:
     load(store, clock, sched("a"))  # coalesce
     leader = leading(store, clock)
-    ticker = Ticker(store, leader, build_message)
+    ticker = Ticker(store, leader, build_message, lookahead=timedelta(0))
     clock.advance(1)
     leader.step()
     ticker.tick(clock.now())  # the term begins at T0+1s
@@ -213,11 +213,32 @@ def test_a_slow_tick_is_late_not_missed_but_a_new_term_misses(
     # the leader dies; a standby takes over 5 s later: those instants were missed
     clock.advance(5)
     successor = leading(store, clock, "b")
-    Ticker(store, successor, build_message).tick(clock.now())
+    Ticker(store, successor, build_message, lookahead=timedelta(0)).tick(clock.now())
     late = {f.scheduled_for - T0: f.outcome for f in store.history("a", 10)}
     assert [late[timedelta(seconds=s)] for s in range(4, 9)] == [Outcome.DROPPED] * 4 + [
         Outcome.PENDING
     ]
+
+
+def test_tick_records_ahead_and_the_relay_publishes_at_the_instant(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    load(store, clock, sched("a", 10))
+    leader = leading(store, clock)
+    ticker = Ticker(store, leader, build_message, lookahead=timedelta(milliseconds=500))
+    clock.advance(9.6)
+    leader.step()
+    # at T0+9.6s the fire of T0+10s is recorded; the next tick is due at T0+19.5s
+    assert ticker.tick(clock.now()) == T0 + timedelta(seconds=19.5)
+    (fire,) = store.history("a", 10)
+    assert fire.scheduled_for == T0 + timedelta(seconds=10) and fire.outcome is Outcome.PENDING
+    pub = Recording()
+    relay = Relay(store, pub, clock)
+    assert relay.run_once(clock.now()) == T0 + timedelta(seconds=10)
+    assert pub.sent == []
+    clock.set(T0 + timedelta(seconds=10))
+    assert relay.run_once(clock.now()) is None
+    assert [m.scheduled_for for m in pub.sent] == [T0 + timedelta(seconds=10)]
 
 
 def test_tick_records_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:

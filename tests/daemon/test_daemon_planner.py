@@ -342,3 +342,16 @@ def test_a_message_that_cannot_be_built_is_dropped_not_fatal() -> None:
 
 def test_on_time_tolerance_is_a_second() -> None:
     assert ON_TIME == S
+
+
+def test_a_horizon_decides_ahead_and_lateness_is_still_measured_at_now() -> None:
+    p = plan(stored(sched(10), at(10)), at(9.6), build_message, horizon=at(10.1))
+    (decision,) = p.decisions
+    assert decision.scheduled_for == at(10) and decision.outcome is Outcome.PENDING
+    assert decision.message is not None and decision.message.publish_at == at(10)
+    assert p.advance is not None and p.advance.next_at == at(20)
+    # nothing due by the horizon: not due at all
+    assert plan(stored(sched(10), at(10)), at(9.0), build_message, horizon=at(9.5)).advance is None
+    # skip: an instant 2 s late is missed even though the horizon is ahead
+    late = plan(stored(sched(10, misfire=Misfire.SKIP)), at(2), build_message, horizon=at(2.5))
+    assert [d.reason for d in late.decisions] == ["missed (skip)"]
