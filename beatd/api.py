@@ -29,6 +29,8 @@ from beatd.store import has_tables, open_store
 from beatd.store.base import Decision, Store, StoredSchedule
 from beatd.upcoming import upcoming as merge_upcoming
 
+MAX_HISTORY = 100_000  # rows one history call may return
+
 
 @dataclass(frozen=True, slots=True)
 class ScheduleInfo:
@@ -255,8 +257,8 @@ class Beat:
         )
 
     def history(self, name: str | None = None, limit: int = 50) -> builtins.list[FireRecord]:
-        if limit < 1:
-            raise ConfigError("limit must be 1 or more")
+        if not 1 <= limit <= MAX_HISTORY:
+            raise ConfigError(f"limit must be from 1 to {MAX_HISTORY}, got {limit}")
         records = self.store.history(name, limit)
         if name is not None and not records:
             self.get(name)  # NotFound for a name that never existed

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beatd.api import Beat, ScheduleInfo, opened
+from beatd.cli.config_cmds import parse_limit
 from beatd.cli.main import add_command
 from beatd.cli.output import print_table
 from beatd.codec import schedule_to_table
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     history = add_command(sub, "history", "past fires, newest first", _history)
     history.add_argument("name", nargs="?")
-    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--limit", metavar="N", default="20", help="how many (default 20)")
     history.add_argument("--json", action="store_true")
 
 
@@ -200,7 +201,7 @@ def _history_row(record: FireRecord) -> dict[str, Any]:
 def _history(args: argparse.Namespace) -> int:
     beat: Beat
     with opened(args.config) as beat:
-        rows = [_history_row(r) for r in beat.history(args.name, args.limit)]
+        rows = [_history_row(r) for r in beat.history(args.name, parse_limit(args.limit))]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
