@@ -443,6 +443,10 @@ CASES = [
         id="cli-history-limit-text",
     ),
     pytest.param(
+        Bad(argv=("history", "--limit", str(2**63)), says=("--limit",), existing=True),
+        id="cli-history-limit-2-63",  # found by fuzz/fuzz_cli.py: was an OverflowError traceback
+    ),
+    pytest.param(
         Bad(
             argv=(
                 "backfill",
