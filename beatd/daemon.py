@@ -29,7 +29,7 @@ from typing import Any
 from beatd import timing
 from beatd.clock import Clock, SystemClock
 from beatd.config import Settings, load_settings
-from beatd.errors import BeatdError, ConfigError, Conflict, SchemaError, StoreError
+from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
 from beatd.model import Schedule
@@ -201,8 +201,8 @@ class Daemon:
         try:
             settings = self._reload_settings(self.settings.path)
             self.load_schedules(settings)
-        except (ConfigError, Conflict) as exc:
-            more = len(getattr(exc, "problems", ())) - 1
+        except BeatdError as exc:  # a broken file, a name the API owns, a schema problem
+            more = len(exc.problems) - 1 if isinstance(exc, ConfigError) else 0
             extra = f" (and {more} more problems)" if more > 0 else ""
             log.error(f"reload failed, keeping the last good schedules: {exc}{extra}")
         else:
@@ -227,7 +227,7 @@ class Daemon:
         log.info("stopping: no new fires; publishing what is due, then releasing the lease")
         self._wake_all()
         lease, tick, relay, watcher = self._threads
-        tick.join()
+        tick.join(DRAIN_TIMEOUT)  # a write still running after this is fenced by the release
         relay.join(DRAIN_TIMEOUT + 5)
         self._release.set()
         self._lease_wake.set()
