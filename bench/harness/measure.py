@@ -97,21 +97,34 @@ def wait_for(
     timeout: float,
     proc: subprocess.Popen[bytes] | None = None,
 ) -> bool:
-    """Poll the consumer until done(all records) or timeout; False on timeout or process exit."""
+    """Poll the consumer until done(fresh records) says so; False on timeout or process exit.
+
+    `done` sees each poll's new records once (see `Count`), so waiting costs
+    the harness O(messages), not O(messages x polls).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        consumer.poll()
-        if done(consumer.records):
+        if done(consumer.poll()):
             return True
         if proc is not None and proc.poll() is not None:
             return False
-        time.sleep(0.05)
-    consumer.poll()
-    return done(consumer.records)
+        time.sleep(0.1)
+    return done(consumer.poll())
 
 
-def _probe_seen(probe_queue: str) -> Callable[[list[Record]], bool]:
-    return lambda records: any(r.queue == probe_queue for r in records)
+class Count:
+    """done() for wait_for: true once `target` records matching `match` have arrived."""
+
+    def __init__(self, match: Callable[[Record], bool], target: int) -> None:
+        self.match, self.target, self.seen = match, target, 0
+
+    def __call__(self, fresh: list[Record]) -> bool:
+        self.seen += sum(1 for r in fresh if self.match(r))
+        return self.seen >= self.target
+
+
+def _probe_seen(probe_queue: str) -> Count:
+    return Count(lambda r: r.queue == probe_queue, 1)
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -173,10 +186,7 @@ def steady(system: System, n: int, settings: Settings) -> Result:
             def in_window(r: Record) -> bool:
                 return r.queue == queue and r.scheduled is not None and t0 <= r.scheduled < t1
 
-            def drained(records: list[Record]) -> bool:
-                return sum(1 for r in records if in_window(r)) >= expected
-
-            wait_for(consumer, drained, settings.drain, launched.proc)
+            wait_for(consumer, Count(in_window, expected), settings.drain, launched.proc)
         finally:
             _finish(launched)
         consumer.stop()
@@ -239,11 +249,8 @@ def burst(system: System, n: int, settings: Settings) -> Result:
                 at = r.scheduled
                 return r.queue == queue and at is not None and 0 <= at - boundary < spec.every / 2
 
-            def complete(records: list[Record]) -> bool:
-                return sum(1 for r in records if of_burst(r)) >= n
-
             limit = boundary + settings.burst_timeout - time.time()
-            wait_for(consumer, complete, limit, launched.proc)
+            wait_for(consumer, Count(of_burst, n), limit, launched.proc)
             t1 = time.time()
             cpu1 = procs.cpu_seconds(launched.pid)
             pg1 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))

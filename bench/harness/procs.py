@@ -75,7 +75,16 @@ def start(
             cwd=ROOT,
             env=full_env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the harness dies, so nothing outlives a killed run."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:

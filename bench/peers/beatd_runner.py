@@ -20,7 +20,15 @@ from pathlib import Path
 
 from bench.harness import procs
 from bench.harness.consumer import Record
-from bench.harness.measure import Launched, Plan, Settings, environment, lag_metrics, wait_for
+from bench.harness.measure import (
+    Count,
+    Launched,
+    Plan,
+    Settings,
+    environment,
+    lag_metrics,
+    wait_for,
+)
 from bench.harness.report import Result
 from bench.harness.stats import median
 from bench.harness.workloads import TASK, Burst, Interval
@@ -185,7 +193,7 @@ def startup(n: int, settings: Settings) -> Result:
         try:
             seen = wait_for(
                 consumer,
-                lambda records: any(r.queue == queue for r in records),
+                Count(lambda r: r.queue == queue, 1),
                 settings.ready_timeout,
                 launched.proc,
             )
@@ -255,12 +263,7 @@ def catch_up(schedules: int, downtime: int, settings: Settings) -> Result:
             return r.queue == queue and r.scheduled is not None and r.scheduled < launched_at - 1
 
         try:
-            wait_for(
-                consumer,
-                lambda records: sum(1 for r in records if missed(r)) >= expected,
-                settings.burst_timeout,
-                launched.proc,
-            )
+            wait_for(consumer, Count(missed, expected), settings.burst_timeout, launched.proc)
             cpu = procs.cpu_seconds(launched.pid)
             rss = procs.peak_rss_mb(launched.pid)
         finally:
@@ -321,11 +324,11 @@ def failover(rounds: int, lease: int, settings: Settings) -> Result:
 
         try:
             launch(0)
-            if not wait_for(consumer, lambda rs: any(r.queue == queue for r in rs), 60):
+            if not wait_for(consumer, Count(lambda r: r.queue == queue, 1), 60):
                 raise RuntimeError(f"no fire from beatd:\n{procs.tail(scratch / 'beatd-0.log')}")
             launch(1)
             for k in range(2, rounds + 2):
-                time.sleep(1.5)  # the standby is up and polling
+                time.sleep(max(3.0, lease / 2))  # the new standby is up and asking
                 holder = _leader(db_url)
                 if holder not in running:
                     raise RuntimeError(f"leader {holder!r} is none of ours")
@@ -333,10 +336,10 @@ def failover(rounds: int, lease: int, settings: Settings) -> Result:
                 killed_at = time.time()
                 procs.kill(running.pop(holder).proc)
 
-                def after_kill(records: list[Record], at: float = killed_at) -> bool:
-                    return any(r.scheduled is not None and r.scheduled > at for r in records)
+                def after_kill(r: Record, at: float = killed_at) -> bool:
+                    return r.scheduled is not None and r.scheduled > at
 
-                if not wait_for(consumer, after_kill, lease + 30):
+                if not wait_for(consumer, Count(after_kill, 1), lease + 30):
                     raise RuntimeError("no fire after the leader was killed")
                 took.append(
                     min(

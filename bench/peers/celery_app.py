@@ -40,9 +40,22 @@ class StampingScheduler(PersistentScheduler):
             due = every.maybe_make_aware(entry.last_run_at) + every.run_every
         else:
             due = every.maybe_make_aware(every.now()) + every.remaining_estimate(entry.last_run_at)
-        # A fresh dict: the advanced entry shares the old options and must not carry this header.
-        entry.options = {**entry.options, "headers": {HEADER: iso(due.timestamp())}}
-        return super().apply_async(entry, producer, advance, **kwargs)
+        if advance:
+            self.reserve(entry)
+        # Send a copy: beat compares the entries it holds with its last snapshot on every
+        # tick and rebuilds its heap when one differs, so the held entry stays untouched.
+        stamped = self.Entry(
+            name=entry.name,
+            task=entry.task,
+            last_run_at=entry.last_run_at,
+            total_run_count=entry.total_run_count,
+            schedule=entry.schedule,
+            args=entry.args,
+            kwargs=entry.kwargs,
+            options={**entry.options, "headers": {HEADER: iso(due.timestamp())}},
+            app=self.app,
+        )
+        return super().apply_async(stamped, producer, False, **kwargs)
 
 
 def _interval_entry(interval: Interval, now: float, options: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bench.harness import procs
-from bench.harness.measure import Settings, environment, lag_metrics, wait_for
+from bench.harness.measure import Count, Settings, environment, lag_metrics, wait_for
 from bench.harness.report import Result
 from bench.harness.workloads import iso
 
@@ -43,10 +43,7 @@ def measure(mode: str, n: int, settings: Settings) -> Result:
             raise RuntimeError(f"pika ceiling {mode} failed:\n{procs.tail(log)}")
         own = json.loads(out.read_text())
 
-        def complete(records: list[Any]) -> bool:
-            return sum(1 for r in records if r.queue == queue) >= n
-
-        wait_for(consumer, complete, 30)
+        wait_for(consumer, Count(lambda r: r.queue == queue, n), 30)
     fires = [r for r in consumer.records if r.queue == queue]
     result.metrics.update(lag_metrics(fires))
     last = max((r.arrival for r in fires), default=None)
