@@ -15,6 +15,7 @@ measure.py, bench/peers/) says what it measures.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import tempfile
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=10, help="failover rounds")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds each")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    parser.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        help="also report the results of an earlier run's JSON (repeatable)",
+    )
     parser.add_argument("--pg", default=PG_ADMIN_URL, help="PostgreSQL admin URL")
     parser.add_argument("--amqp", default=AMQP_URL, help="RabbitMQ URL")
     return parser
@@ -77,7 +85,7 @@ class Suite:
             duration=min(args.duration, 5.0) if smoke else args.duration,
             warmup=1.0 if smoke else args.warmup,
             ready_timeout=90.0 if smoke else 900.0,
-            drain=10.0 if smoke else 60.0,
+            drain=10.0 if smoke else 20.0,
             burst_timeout=30.0 if smoke else 300.0,
             log=_log,
         )
@@ -176,14 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="beatd-bench-") as workdir:
         suite = Suite(args, Path(workdir))
         suite.run(workloads)
+    results = list(suite.results)
+    for path in args.include:
+        results += [Result(**r) for r in json.loads(path.read_text())["results"]]
     print()
-    print(table(suite.results))
-    verdicts = targets.check(suite.results)
+    print(table(results))
+    verdicts = targets.check(results)
     if verdicts:
         print("\nTargets (issue 6):")
         print("\n".join(f"  {line}" for line in verdicts))
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    write_json(args.json, suite.results, options, verdicts)
+    write_json(args.json, results, options, verdicts)
     print(f"\nwrote {args.json}")
     failed = [r for r in suite.results if r.skipped and r.skipped.startswith("error")]
     return 1 if failed else 0
