@@ -8,6 +8,7 @@ scenario's accounting as a JSON line.
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,32 @@ def cluster(pg_url: str, amqp_server: str, tmp_path: Path) -> Iterator[FaultClus
 def empty_cluster(pg_url: str, amqp_server: str, tmp_path: Path) -> Iterator[FaultCluster]:
     """A cluster whose database has no tables yet (nobody ran `beatd db upgrade`)."""
     c = FaultCluster(pg_url, amqp_server, tmp_path, migrate=False)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def restart_url(pg_server: str) -> Iterator[str]:
+    """Like pg_url, but its admin connections are not pooled: they outlive a server restart."""
+    import sqlalchemy as sa
+
+    name = f"beatd_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield pg_server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def restart_cluster(restart_url: str, amqp_server: str, tmp_path: Path) -> Iterator[FaultCluster]:
+    c = FaultCluster(restart_url, amqp_server, tmp_path)
     try:
         yield c
     finally:

@@ -364,7 +364,9 @@ def test_rabbitmq_stopped_and_restarted(cluster: FaultCluster) -> None:
     not (DISRUPT or os.environ.get("BEATD_FAULTS_PG_CLUSTER")),
     reason="restarts the shared PostgreSQL: set BEATD_FAULTS_DISRUPT=1 (or a private cluster)",
 )
-def test_postgres_server_restart(cluster: FaultCluster) -> None:
+def test_postgres_server_restart(restart_cluster: FaultCluster) -> None:
+    cluster = restart_cluster
+    crashes: list[float] = []
     cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s")
     recorder = Recorder(cluster.amqp_url, cluster.queue)
     with running(cluster, recorder):
@@ -378,18 +380,34 @@ def test_postgres_server_restart(cluster: FaultCluster) -> None:
         ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", version, name]
         try:
             subprocess.run([*ctl, "restart"], check=True, capture_output=True, timeout=120)
+            crashes.append(time.time())
+            wait_new_fires(cluster, 3, "fires after the restart", timeout=60)
+            # then down for longer than the lease: the leader self-fences, all retry
+            subprocess.run([*ctl, "stop"], check=True, capture_output=True, timeout=120)
+            crashes.append(time.time())
+            down = time.monotonic()
+            cluster.wait_for(
+                lambda: (
+                    time.monotonic() - down > 2 * LEASE
+                    and all(cluster.error_lines(b) for b in cluster.procs)
+                ),
+                60,
+                "every instance to notice the database is gone",
+                step=0.2,
+            )
         finally:
             subprocess.run([*ctl, "start"], capture_output=True, timeout=120)
-        wait_new_fires(cluster, 3, "fires after the restart", timeout=60)
+        wait_new_fires(cluster, 3, "fires after the database came back", timeout=60)
         assert len(cluster.live()) == 3, "an instance died"
         _stop_and_settle(cluster, recorder)
     books = account(
         cluster,
         recorder,
-        "PG server restart",
-        faults=1,
-        record_late=LEASE + 15,
-        deliver_late=LEASE + 20,
-        max_duplicates=5,
+        "PG restart + 2x lease down",
+        faults=2,
+        record_late=LEASE * 2 + 15,
+        deliver_late=LEASE * 2 + 20,
+        max_duplicates=20,
+        crashes=crashes,
     )
     assert not books.problems
