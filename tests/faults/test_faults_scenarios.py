@@ -151,6 +151,91 @@ def test_leader_sigstop_past_the_lease_is_fenced(cluster: FaultCluster) -> None:
     assert books.epochs == rounds + 1
 
 
+def _waiting(cluster: FaultCluster, query: str) -> int:
+    """Sessions of this database waiting on a lock in `query` (a fresh stats snapshot)."""
+    with cluster.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE :q"
+                ),
+                {"q": query},
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "fires",
+        pytest.param(
+            "outbox",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known: frozen mid-executemany (psycopg pipeline, no Sync sent yet) the "
+                "server never counts the session idle, so the stall lasts the whole freeze",
+            ),
+        ),
+    ],
+)
+def test_leader_frozen_inside_its_fenced_transaction_does_not_stall_the_cluster(
+    cluster: FaultCluster, table: str
+) -> None:
+    """The worst moment to freeze: inside the record transaction, holding the lease
+    row lock that every takeover waits for. Made deterministic by holding a table
+    lock until the leader's insert into it waits, stopping the leader, then letting
+    go: its session sits in the transaction, lock held, client frozen. The server
+    must end that session so a standby takes over within a bound, and the frozen
+    leader, resumed, must record nothing more."""
+    crashes: list[float] = []
+    cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s")
+    recorder = Recorder(cluster.amqp_url, cluster.queue)
+    with running(cluster, recorder):
+        for _ in range(2):
+            cluster.start()
+        leader = cluster.wait_for(cluster.leader, 30, "a leader")
+        wait_new_fires(cluster, 2, "the first fires", timeout=30)
+        old = cluster.lease()
+        assert old is not None
+        with cluster.engine.connect() as blocker:
+            tx = blocker.begin()
+            blocker.execute(sa.text(f"LOCK TABLE {table} IN EXCLUSIVE MODE"))
+            cluster.wait_for(
+                lambda: _waiting(cluster, f"INSERT INTO {table}%"),
+                10,
+                "the leader blocked inside its record transaction",
+            )
+            leader.signal(signal.SIGSTOP)
+            crashes.append(time.time())
+            tx.rollback()
+        try:
+            stalled = time.monotonic()
+            _failover(cluster, old.epoch, timeout=LEASE + 15)
+            took = time.monotonic() - stalled
+            print(f"takeover {took:.1f}s after the leader froze holding the lease row")
+            wait_new_fires(cluster, 3, "fires by the new leader")
+        finally:
+            leader.signal(signal.SIGCONT)
+        wait_new_fires(cluster, 3, "fires after the frozen leader resumed")
+        assert leader.proc.poll() is None, "the resumed leader died"
+        _stop_and_settle(cluster, recorder)
+    epochs = [epoch for _, epoch in cluster.epochs_by_decided()]
+    assert epochs == sorted(epochs), "a fenced leader recorded after its successor"
+    books = account(
+        cluster,
+        recorder,
+        f"frozen in txn ({table})",
+        faults=1,
+        record_late=LEASE + 15,
+        deliver_late=LEASE + 16,
+        max_duplicates=10,
+        crashes=crashes,
+    )
+    assert not books.problems
+    assert books.epochs == 2
+
+
 def test_postgres_connections_killed(cluster: FaultCluster) -> None:
     rounds = 15 if LONG else 5
     crashes: list[float] = []
