@@ -107,6 +107,19 @@ _PLAUSIBLE: dict[str, Any] = {
 }
 
 
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+_DEEP = st.integers(20, 3000).map(_nested)
+_PLAUSIBLE.update(
+    args=st.lists(_DEEP, max_size=1), kwargs=_DEEP.map(lambda v: {"deep": v}), headers=_DEEP
+)
+
+
 def _value_for(key: str) -> Any:
     plausible = _PLAUSIBLE.get(key)
     return _TOML_VALUES if plausible is None else st.one_of(plausible, _TOML_VALUES)
