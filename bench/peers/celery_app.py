@@ -38,8 +38,10 @@ class StampingScheduler(PersistentScheduler):
         every = entry.schedule
         if isinstance(every, schedule) and not isinstance(every, crontab):
             due = every.maybe_make_aware(entry.last_run_at) + every.run_every
-        else:
+        else:  # crontab: now + remaining, which reads the clock twice; its instants are whole
+            # minutes, so rounding to the second removes those microseconds exactly.
             due = every.maybe_make_aware(every.now()) + every.remaining_estimate(entry.last_run_at)
+            due = datetime.fromtimestamp(round(due.timestamp()), UTC)
         if advance:
             self.reserve(entry)
         # Send a copy: beat compares the entries it holds with its last snapshot on every
