@@ -112,6 +112,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
+        "loadavg_at_end": os.getloadavg(),
     }
 
 

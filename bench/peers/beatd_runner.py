@@ -41,11 +41,11 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def interval_table(i: Interval, queue: str, extra: str = "") -> str:
+def interval_table(i: Interval, queue: str) -> str:
     anchor = datetime.fromtimestamp(i.offset, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (
         f'[schedules.{i.name}]\nevery = "{i.period}s"\nanchor = "{anchor}"\n'
-        f'task = "{TASK}"\nqueue = {_toml_string(queue)}\n{extra}\n'
+        f'task = "{TASK}"\nqueue = {_toml_string(queue)}\n\n'
     )
 
 
