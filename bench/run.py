@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease", type=int, default=5, help="failover lease, seconds")
     parser.add_argument("--rounds", type=int, default=10, help="failover rounds")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds each")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy each scheduler over its steady window (stacks beside the JSON)",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
     parser.add_argument(
         "--include",
@@ -88,6 +93,7 @@ class Suite:
             drain=10.0 if smoke else 20.0,
             burst_timeout=30.0 if smoke else 300.0,
             log=_log,
+            profile_dir=args.json.parent if args.profile else None,
         )
         self.results: list[Result] = []
         self.systems = [s for s in args.systems.split(",") if s]
@@ -107,7 +113,8 @@ class Suite:
         except Exception as exc:
             traceback.print_exc()
             result = Result(system, workload, skipped=f"error: {str(exc).splitlines()[0][:120]}")
-        _log(f"{system} {workload}: {time.monotonic() - started:.0f}s {result.metrics or ''}")
+        figures = {k: v for k, v in result.metrics.items() if k != "profile"}
+        _log(f"{system} {workload}: {time.monotonic() - started:.0f}s {figures or ''}")
         self.results.append(result)
 
     def scheduler_workload(self, kind: str, n: int, peers_too: bool = True) -> None:
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"bench/run.py: unknown workload or system: {', '.join(unknown)}", file=sys.stderr)
         return 2
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="beatd-bench-") as workdir:
         suite = Suite(args, Path(workdir))
         suite.run(workloads)
@@ -189,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         results += [Result(**r) for r in json.loads(path.read_text())["results"]]
     print()
     print(table(results))
+    for r in results:
+        if isinstance(r.metrics.get("profile"), dict):
+            print(f"\nWhere {r.system} spent its {r.workload} window (share of samples):")
+            for frame, share in r.metrics["profile"]["inclusive"]:
+                print(f"  {share:6.1%}  {frame}")
     verdicts = targets.check(results)
     if verdicts:
         print("\nTargets (issue 6):")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.harness import procs
+from bench.harness import procs, profile
 from bench.harness.consumer import Consumer, Record
 from bench.harness.report import Result
 from bench.harness.services import backend_pids, fresh_database, fresh_queues
@@ -40,6 +40,7 @@ class Settings:
     drain: float  # after the window, wait at most this for late fires
     burst_timeout: float  # boundary to last burst fire, at most
     log: Callable[[str], None] = print
+    profile_dir: Path | None = None  # set: py-spy the scheduler over each steady window
 
 
 @dataclass(frozen=True)
@@ -183,12 +184,20 @@ def steady(system: System, n: int, settings: Settings) -> Result:
             t0 = time.time()
             cpu0 = procs.cpu_seconds(launched.pid) or 0.0
             pg0 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
+            stacks = None
+            if settings.profile_dir is not None:
+                stacks = settings.profile_dir / f"profile-{system.name}-steady-{n}.txt"
+                profiler = profile.start(launched.pid, settings.duration, stacks)
             procs.sleep_until(t0 + settings.duration)
             t1 = time.time()
             cpu1 = procs.cpu_seconds(launched.pid)
             pg1 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
             rss = procs.peak_rss_mb(launched.pid)
             expected = expected_between(intervals, t0, t1)
+            if stacks is not None:
+                profile.finish(profiler)
+                result.metrics["profile"] = profile.summary(stacks)
+                result.notes.append(f"profiled (py-spy, 100 Hz): {stacks.name}")
 
             def scheduled_in(r: Record) -> bool:
                 return r.queue == queue and r.scheduled is not None and t0 <= r.scheduled < t1
