@@ -90,6 +90,8 @@ def environment(settings: Settings) -> Iterator[tuple[str, str, str, Path, Consu
         consumer = Consumer(settings.amqp_url, [queue, probe_queue], Path(scratch), limit)
         with consumer:
             yield db_url, queue, probe_queue, Path(scratch), consumer
+        if consumer.died:
+            raise RuntimeError(f"the consumer lost the broker mid-run: {consumer.died}")
 
 
 def wait_for(
