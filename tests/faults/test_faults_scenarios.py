@@ -171,8 +171,10 @@ def _waiting(cluster: FaultCluster, query: str) -> int:
         "fires",
         pytest.param(
             "outbox",
+            # not strict: when the stop lands after psycopg sent the pipeline's Sync, the
+            # server does end the session and the scenario passes
             marks=pytest.mark.xfail(
-                strict=True,
+                strict=False,
                 reason="known: frozen mid-executemany (psycopg pipeline, no Sync sent yet) the "
                 "server never counts the session idle, so the stall lasts the whole freeze",
             ),
