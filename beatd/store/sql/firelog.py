@@ -54,7 +54,11 @@ def record(
         if d.fire_id in written and d.outcome is Outcome.PENDING and d.message is not None
     ]
     if messages:
-        conn.execute(eng.insert_ignore(dialect, outbox), messages)
+        # RETURNING makes SQLAlchemy send multi-row INSERTs rather than a psycopg
+        # pipelined executemany: a leader frozen mid-pipeline (no Sync sent) holds the
+        # lease row with its session never idle, out of idle_in_transaction's reach.
+        stmt = eng.insert_ignore(dialect, outbox).returning(outbox.c.fire_id)
+        conn.execute(stmt, messages).all()
     return len(written)
 
 
