@@ -60,6 +60,7 @@ class Consumer:
         self._offset = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self.died: str | None = None  # set when it stopped on its own (the broker went away)
+        self._stopped = False
 
     def start(self, timeout: float = 15.0) -> None:
         self.out.touch()
@@ -89,8 +90,9 @@ class Consumer:
         return fresh
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None and self.died is None:
+        if self._proc is not None and self._proc.poll() is not None and not self._stopped:
             self.died = self.log.read_text(errors="replace")[-500:] or "exited"
+        self._stopped = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
             try:
