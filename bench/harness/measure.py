@@ -195,6 +195,7 @@ def steady(system: System, n: int, settings: Settings) -> Result:
             cpu1 = procs.cpu_seconds(launched.pid)
             pg1 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
             rss = procs.peak_rss_mb(launched.pid)
+            rss_now = procs.peak_rss_mb(launched.pid, "VmRSS")  # the peak includes loading
             expected = expected_between(intervals, t0, t1)
             if stacks is not None:
                 profile.finish(profiler)
@@ -224,6 +225,7 @@ def steady(system: System, n: int, settings: Settings) -> Result:
             "cpu_s_per_min": None if cpu1 is None else (cpu1 - cpu0) / minutes,
             "pg_cpu_s_per_min": procs.cpu_delta(pg0, pg1) / minutes,
             "peak_rss_mb": rss,
+            "rss_at_end_mb": rss_now,
         }
     )
     kept = _kept_up(window, expected, t0, t1)

@@ -44,14 +44,14 @@ def cpu_delta(before: Mapping[int, float], after: Mapping[int, float]) -> float:
     return sum(value - before.get(pid, 0.0) for pid, value in after.items())
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """VmHWM (peak resident set) in MiB; None if the process is gone."""
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float | None:
+    """VmHWM (peak resident set; VmRSS: current) in MiB; None if the process is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return None
 
