@@ -18,7 +18,7 @@ class RetryPolicy:
     """Capped exponential backoff: initial, initial·multiplier, ... up to max (seconds)."""
 
     initial: float = 0.5
-    max: float = 30.0
+    max: float = 5.0  # a returning broker gets its backlog within seconds
     multiplier: float = 2.0
 
     def __post_init__(self) -> None:

@@ -46,18 +46,7 @@ class APScheduler3:
         return None
 
     def launch(self, plan: Plan, settings: Settings) -> Launched:
-        path = plan_file.write(
-            plan.workdir / "apscheduler-plan.json",
-            plan_file.PeerPlan(
-                settings.amqp_url,
-                plan.db_url,
-                plan.queue,
-                plan.probe_queue,
-                plan.intervals,
-                plan.burst,
-                plan.probe,
-            ),
-        )
+        path = plan_file.write_for(plan, settings, "apscheduler-plan.json")
         log = plan.workdir / "apscheduler.log"
         proc = procs.start([procs.python(), "-m", "bench.peers.apscheduler_runner", str(path)], log)
         return Launched(proc, log)

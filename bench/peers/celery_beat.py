@@ -18,18 +18,7 @@ class CeleryBeat:
         return None
 
     def launch(self, plan: Plan, settings: Settings) -> Launched:
-        path = plan_file.write(
-            plan.workdir / "celery-plan.json",
-            plan_file.PeerPlan(
-                settings.amqp_url,
-                plan.db_url,
-                plan.queue,
-                plan.probe_queue,
-                plan.intervals,
-                plan.burst,
-                plan.probe,
-            ),
-        )
+        path = plan_file.write_for(plan, settings, "celery-plan.json")
         log = plan.workdir / "celery-beat.log"
         argv = [procs.python(), "-m", "celery", "-A", "bench.peers.celery_app", "beat"]
         argv += ["--scheduler", "bench.peers.celery_app:StampingScheduler"]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.harness.workloads import PROBE, Burst, Interval
+
+if TYPE_CHECKING:
+    from bench.harness.measure import Plan, Settings
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,20 @@ def write(path: Path, plan: PeerPlan) -> Path:
     }
     path.write_text(json.dumps(document))
     return path
+
+
+def write_for(run: Plan, settings: Settings, filename: str) -> Path:
+    """The plan a peer process reads, written into the run's work directory."""
+    peer = PeerPlan(
+        settings.amqp_url,
+        run.db_url,
+        run.queue,
+        run.probe_queue,
+        run.intervals,
+        run.burst,
+        run.probe,
+    )
+    return write(run.workdir / filename, peer)
 
 
 def read(path: str | Path) -> PeerPlan:

@@ -25,11 +25,11 @@ from beatd.publish.stdout import StdoutPublisher
         (RetryPolicy(), 0, 0.0),
         (RetryPolicy(), 1, 0.5),
         (RetryPolicy(), 2, 1.0),
-        (RetryPolicy(), 7, 30.0),
+        (RetryPolicy(), 5, 5.0),
         (RetryPolicy(initial=1, max=10, multiplier=3), 3, 9.0),
         (RetryPolicy(initial=1, max=10, multiplier=3), 4, 10.0),
         (RetryPolicy(initial=2, max=2, multiplier=1), 50, 2.0),
-        (RetryPolicy(), 10_000, 30.0),
+        (RetryPolicy(), 10_000, 5.0),
     ],
     ids=["none", "first", "doubles", "capped", "x3", "x3-capped", "constant", "huge"],
 )
