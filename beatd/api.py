@@ -9,6 +9,7 @@ tables, else the config file alone, so `upcoming` works with no database.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -199,6 +200,9 @@ class Beat:
     # -- reads -----------------------------------------------------------
 
     def get(self, name: str) -> ScheduleInfo:
+        if self._uses_database():
+            s = self.store.get(name)
+            return ScheduleInfo(s.schedule, s.next_at, s.last_at, _state(s), s.note)
         for info in self.list():
             if info.name == name:
                 return info
@@ -269,9 +273,7 @@ class Beat:
 
 
 def _with_database(settings: Settings, url: str) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, database=url)
+    return dataclasses.replace(settings, database=url)
 
 
 def _to_toml_value(value: Any) -> Any:

@@ -8,8 +8,8 @@ scenario's accounting as a JSON line.
 from __future__ import annotations
 
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -39,20 +39,14 @@ def empty_cluster(pg_url: str, amqp_server: str, tmp_path: Path) -> Iterator[Fau
 
 
 @pytest.fixture
-def restart_url(pg_server: str) -> Iterator[str]:
+def restart_url(
+    pg_server: str, pg_database: Callable[..., AbstractContextManager[str]]
+) -> Iterator[str]:
     """Like pg_url, but its admin connections are not pooled: they outlive a server restart."""
     import sqlalchemy as sa
 
-    name = f"beatd_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield pg_server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database(pg_server, poolclass=sa.pool.NullPool) as url:
+        yield url
 
 
 @pytest.fixture

@@ -152,25 +152,25 @@ def next_publish_at(conn: Connection) -> datetime | None:
     return value
 
 
-def mark_sent(conn: Connection, fire_ids: Sequence[str], sent_at: datetime) -> None:
+def _settle(conn: Connection, fire_ids: Sequence[str], values: dict[str, object]) -> None:
+    """Close pending fires (never overwrite one already settled) and drop their outbox rows."""
     ids = list(dict.fromkeys(fire_ids))
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         conn.execute(
             sa.update(fires)
             .where(fires.c.fire_id.in_(chunk), fires.c.outcome == Outcome.PENDING.value)
-            .values(outcome=Outcome.SENT.value, sent_at=sent_at)
+            .values(**values)
         )
         conn.execute(sa.delete(outbox).where(outbox.c.fire_id.in_(chunk)))
 
 
+def mark_sent(conn: Connection, fire_ids: Sequence[str], sent_at: datetime) -> None:
+    _settle(conn, fire_ids, {"outcome": Outcome.SENT.value, "sent_at": sent_at})
+
+
 def mark_failed(conn: Connection, fire_id: str, reason: str, at: datetime) -> None:
-    conn.execute(
-        sa.update(fires)
-        .where(fires.c.fire_id == fire_id, fires.c.outcome == Outcome.PENDING.value)
-        .values(outcome=Outcome.FAILED.value, reason=reason, sent_at=at)
-    )
-    conn.execute(sa.delete(outbox).where(outbox.c.fire_id == fire_id))
+    _settle(conn, [fire_id], {"outcome": Outcome.FAILED.value, "reason": reason, "sent_at": at})
 
 
 def history(conn: Connection, schedule: str | None, limit: int) -> list[FireRecord]:
