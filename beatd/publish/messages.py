@@ -85,7 +85,7 @@ def build_message(
     scheduled_for = scheduled_for.astimezone(UTC)
     fid = fire_id(schedule.name, scheduled_for)
     expires_at = scheduled_for + schedule.expires if schedule.expires is not None else None
-    headers = _user_headers(schedule)
+    headers = _user_headers(schedule) if schedule.headers else {}
     if schedule.format is Format.CELERY:
         body = _celery_body(schedule)
         headers.update(_celery_headers(schedule, fid, expires_at, origin))
@@ -113,6 +113,10 @@ def build_message(
 def _celery_headers(
     schedule: Schedule, fid: str, expires_at: datetime | None, origin: str
 ) -> dict[str, Any]:
+    if schedule.args or schedule.kwargs:
+        argsrepr, kwargsrepr = _short_repr(tuple(schedule.args)), _short_repr(dict(schedule.kwargs))
+    else:
+        argsrepr, kwargsrepr = _NO_ARGS_REPR
     return {
         "lang": "py",
         "task": schedule.task,
@@ -126,8 +130,8 @@ def _celery_headers(
         "timelimit": [None, None],
         "root_id": fid,
         "parent_id": None,
-        "argsrepr": _short_repr(tuple(schedule.args)),
-        "kwargsrepr": _short_repr(dict(schedule.kwargs)),
+        "argsrepr": argsrepr,
+        "kwargsrepr": kwargsrepr,
         "origin": origin,
         "ignore_result": False,
         "replaced_task_nesting": 0,
@@ -137,9 +141,14 @@ def _celery_headers(
 
 
 def _celery_body(schedule: Schedule) -> bytes:
+    if not schedule.args and not schedule.kwargs:
+        return _NO_ARGS_BODY
+    return _celery_payload(schedule.name, schedule.args, schedule.kwargs)
+
+
+def _celery_payload(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
     embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-    payload = [list(schedule.args), dict(schedule.kwargs), embed]
-    return _dumps(schedule.name, payload, _kombu_default)
+    return _dumps(name, [list(args), dict(kwargs), embed], _kombu_default)
 
 
 def _json_body(schedule: Schedule, fid: str, scheduled_for: datetime) -> bytes:
@@ -209,6 +218,12 @@ def _header_value(name: str, where: str, value: object) -> object:
         f"{type(value).__name__} values cannot be sent as AMQP headers; "
         "use a string, an integer, a boolean, a list or a table",
     )
+
+
+# Most schedules have no args and no kwargs: their Celery body and reprs are
+# the same for every fire, so they are made once rather than per fire.
+_NO_ARGS_BODY = _celery_payload("", (), {})
+_NO_ARGS_REPR = (_short_repr(()), _short_repr({}))
 
 
 def expired_reason(message: Message) -> str:
