@@ -46,6 +46,7 @@ log = logging.getLogger("beatd.daemon")
 MAX_IDLE = 5.0  # seconds a loop waits at most, even with nothing to do
 CHANGE_POLL = 0.5  # seconds between change_count() polls
 DRAIN_TIMEOUT = 10.0  # seconds SIGTERM may spend publishing what is due
+BACKLOG_EVERY = 1.0  # seconds between outbox counts (metric and status)
 HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
 STORE_RETRY = RetryPolicy(initial=0.5, max=5.0)
 
@@ -113,9 +114,7 @@ class Daemon:
         self.ticker = Ticker(
             store, self.leader, build_message, self.metrics, on_pending=self._wake_relay
         )
-        self.relay = Relay(
-            store, publisher, self.time, self.metrics, leading=self.leader.is_leading
-        )
+        self.relay = Relay(store, publisher, self.time, self.metrics, term=self._term)
         self._stop = threading.Event()  # stop deciding
         self._release = threading.Event()  # relay drained: give the lease up
         self._control = threading.Event()  # main thread: a signal arrived
@@ -146,7 +145,12 @@ class Daemon:
         self.metrics.renew_failures.inc()
         self._outage.failed("lease", exc)
 
+    def _term(self) -> int | None:
+        lease = self.leader.lease
+        return None if lease is None else lease.epoch
+
     def _wake_relay(self) -> None:
+        self.relay.notify()
         self._relay_wake.set()
 
     def _wake_all(self) -> None:
@@ -286,16 +290,19 @@ class Daemon:
 
     def _relay_loop(self) -> None:
         deadline: float | None = None
+        counted = 0.0  # when the backlog was last counted (a COUNT is not free)
         while True:
             if self._stop.is_set() and deadline is None:
                 deadline = self.clock.monotonic() + DRAIN_TIMEOUT
             wait = 1.0
             try:
+                next_at = self.relay.run_once(self.time.now())
                 if self.leader.is_leading():
-                    next_at = self.relay.run_once(self.time.now())
                     wait = _seconds_until(next_at, self.time.now(), 1.0)
-                    self._backlog = self.store.backlog()
-                    self.metrics.backlog.set(self._backlog)
+                    if self.clock.monotonic() - counted >= BACKLOG_EVERY:
+                        counted = self.clock.monotonic()
+                        self._backlog = self.store.backlog()
+                        self.metrics.backlog.set(self._backlog)
                 self._outage.recovered("relay")
             except StoreError as exc:
                 wait = STORE_RETRY.delay(self._outage.failed("relay", exc))
@@ -305,6 +312,7 @@ class Daemon:
             self._update_status()
             soon = LOOKAHEAD.total_seconds() + 0.05  # fires recorded ahead are due this soon
             if deadline is not None and (wait > soon or self.clock.monotonic() > deadline):
+                self._settle_quietly()
                 return  # drained what is due (or out of time): the rest waits for the next leader
             self._relay_wake.wait(wait)
             self._relay_wake.clear()
@@ -332,6 +340,13 @@ class Daemon:
                 self._relay_wake.set()
 
     # -- helpers ---------------------------------------------------------------
+
+    def _settle_quietly(self) -> None:
+        """Mark confirmed fires sent before exiting; if the database is down they go again."""
+        try:
+            self.relay.settle()
+        except StoreError as exc:
+            log.warning(f"could not mark the last confirmed fires sent: {exc}")
 
     def _describe(self) -> str:
         lease = self.leader.lease

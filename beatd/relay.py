@@ -1,28 +1,37 @@
 """The outbox relay: recorded fires -> publisher -> marked sent after the confirm.
 
 Only the leader relays, so messages leave from one place in publish_at
-order. A fire is marked sent only after the broker confirmed it; returned
-(unroutable) and expired ones are marked failed; nacked ones stay in the
-outbox. When the broker fails the whole batch stays in the outbox and the
-relay backs off (publish.retry.RetryPolicy); the same fire ids go out again later, in order.
+order. The tick records fires up to half a second ahead; the relay reads
+them as soon as they are recorded (AHEAD) and holds them until their
+instant, so publishing costs no database round trip. A fire is marked sent
+only after the broker confirmed it, in batches at most SETTLE_AFTER late (a
+crash in between sends those again: at-least-once, same fire id). Returned
+(unroutable) and expired fires are marked failed; nacked ones stay in the
+outbox. When the broker fails, everything unconfirmed stays in the outbox
+and the relay backs off (publish.retry.RetryPolicy); the same fire ids go
+out again later, in order. A new term (lease epoch) reads the outbox afresh.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from beatd.clock import Clock
 from beatd.errors import BrokerError
 from beatd.metrics import Metrics
-from beatd.publish.base import Publisher, Status
+from beatd.publish.base import Message, Publisher, Result, Status
 from beatd.publish.retry import RetryPolicy
 from beatd.store.base import FireLog
 
 log = logging.getLogger("beatd.relay")
 
 BATCH = 500
+AHEAD = timedelta(milliseconds=600)  # read fires this far before their publish_at
+REREAD = timedelta(milliseconds=250)  # read again at least this often (triggers from elsewhere)
+SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
 
 
 class Relay:
@@ -35,14 +44,24 @@ class Relay:
         *,
         batch: int = BATCH,
         retry: RetryPolicy | None = None,
-        leading: Callable[[], bool] = lambda: True,
+        term: Callable[[], int | None] = lambda: 0,
     ) -> None:
+        """`term` is the lease epoch while leading, else None."""
         self.firelog, self.publisher, self.clock = log_, publisher, clock
         self.metrics = metrics or Metrics()
-        self.batch, self.leading = batch, leading
+        self.batch, self.term = batch, term
         self.retry = retry or RetryPolicy()
         self.failures = 0  # broker failures in a row
         self._retry_at: datetime | None = None
+        self._term: int | None = None
+        self._queue: deque[Message] = deque()  # read ahead, publish_at order, not yet sent
+        self._read_at: datetime | None = None  # None: read before publishing again
+        self._confirmed: list[str] = []  # confirmed, not marked sent yet
+        self._confirmed_at: datetime | None = None  # the oldest of those confirms
+
+    def notify(self) -> None:
+        """New fires were recorded: read the outbox before the next publish."""
+        self._read_at = None
 
     def run_once(self, now: datetime) -> datetime | None:
         """Publish everything due at `now`; returns when to run next (None: outbox empty).
@@ -52,39 +71,92 @@ class Relay:
         """
         if self._retry_at is not None and now < self._retry_at:
             return self._retry_at
-        while self.leading():
-            messages = self.firelog.pending(now, self.batch)
-            if not messages:
+        term = self.term()
+        if term != self._term:
+            self._term = term
+            self._forget()
+        if term is None:
+            self.settle()
+            return None
+        while True:
+            if self._read_at is None or not self._queue or now - self._read_at >= REREAD:
+                self._read(now)
+            due: list[Message] = []
+            while self._queue and self._queue[0].publish_at <= now and len(due) < self.batch:
+                due.append(self._queue.popleft())
+            if not due:
                 break
             try:
-                results = self.publisher.publish(messages, now)
+                results = self.publisher.publish(due, now)
             except BrokerError as exc:
                 return self._back_off(now, str(exc))
-            confirmed_at = self.clock.now()
-            by_id = {m.fire_id: m for m in messages}
-            sent = [r.fire_id for r in results if r.status is Status.CONFIRMED]
-            if sent:
-                self.firelog.mark_sent(sent, confirmed_at)
-                self.metrics.sent.inc(len(sent))
-                for fid in sent:
-                    lag = (confirmed_at - by_id[fid].scheduled_for).total_seconds()
-                    self.metrics.lag.observe(max(lag, 0.0))
-            for r in results:
-                if r.status in (Status.RETURNED, Status.EXPIRED):
-                    self.firelog.mark_failed(r.fire_id, r.reason or str(r.status), confirmed_at)
-                    self.metrics.failed.inc()
-                    log.warning(
-                        "fire not delivered",
-                        extra={"fire_id": r.fire_id, "status": str(r.status), "reason": r.reason},
-                    )
-            if any(r.status is Status.NACKED for r in results):
+            if not self._account(due, results):
                 return self._back_off(now, "the broker nacked messages")
             self._recovered()
-            if len(messages) < self.batch:
+            if len(due) < self.batch:
                 break
-        return self.firelog.next_publish_at()
+        return self._next(now)
+
+    def settle(self) -> None:
+        """Mark the confirmed fires sent (they leave the outbox)."""
+        if self._confirmed:
+            sent, self._confirmed = self._confirmed, []
+            self.firelog.mark_sent(sent, self._confirmed_at or self.clock.now())
+            self._confirmed_at = None
+
+    def _read(self, now: datetime) -> None:
+        self.settle()  # settled fires are out of the outbox, so the read sees only new ones
+        queued = {m.fire_id for m in self._queue}
+        read = self.firelog.pending(now + AHEAD, self.batch)
+        fresh = [m for m in read if m.fire_id not in queued]
+        if fresh:
+            merged = sorted((*self._queue, *fresh), key=lambda m: (m.publish_at, m.fire_id))
+            self._queue = deque(merged)
+        self._read_at = now
+
+    def _account(self, due: list[Message], results: list[Result]) -> bool:
+        """Book the broker's answers; False when it nacked some (they stay in the outbox)."""
+        confirmed_at = self.clock.now()
+        by_id = {m.fire_id: m for m in due}
+        nacked = False
+        for r in results:
+            if r.status is Status.CONFIRMED:
+                self._confirmed.append(r.fire_id)
+                lag = (confirmed_at - by_id[r.fire_id].scheduled_for).total_seconds()
+                self.metrics.lag.observe(max(lag, 0.0))
+            elif r.status is Status.NACKED:
+                nacked = True
+            else:
+                self.firelog.mark_failed(r.fire_id, r.reason or str(r.status), confirmed_at)
+                self.metrics.failed.inc()
+                log.warning(
+                    "fire not delivered",
+                    extra={"fire_id": r.fire_id, "status": str(r.status), "reason": r.reason},
+                )
+        self.metrics.sent.inc(sum(r.status is Status.CONFIRMED for r in results))
+        if self._confirmed_at is None and self._confirmed:
+            self._confirmed_at = confirmed_at
+        return not nacked
+
+    def _next(self, now: datetime) -> datetime | None:
+        """Settle when nothing is due within SETTLE_AFTER (or the oldest confirm is that old)."""
+        upcoming = self._queue[0].publish_at if self._queue else None
+        if self._confirmed_at is not None:
+            settle_by = self._confirmed_at + SETTLE_AFTER
+            if upcoming is None or upcoming > settle_by or now >= settle_by:
+                self.settle()
+            else:
+                return min(upcoming, settle_by)
+        return upcoming if upcoming is not None else self.firelog.next_publish_at()
+
+    def _forget(self) -> None:
+        """Drop what was read ahead: the outbox is read again (it still holds all of it)."""
+        self._queue.clear()
+        self._read_at = None
 
     def _back_off(self, now: datetime, why: str) -> datetime:
+        self._forget()
+        self.settle()
         self.failures += 1
         self.metrics.broker_errors.inc()
         delay = self.retry.delay(self.failures)

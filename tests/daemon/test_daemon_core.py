@@ -368,7 +368,7 @@ def test_broker_failure_keeps_the_backlog_and_sends_it_in_order_later(
 def test_relay_sends_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:
     recorded(store, clock, sched("a"), seconds=1)
     pub = Recording()
-    relay = Relay(store, pub, clock, leading=lambda: False)
+    relay = Relay(store, pub, clock, term=lambda: None)
     relay.run_once(clock.now())
     assert pub.calls == 0 and store.backlog() == 1
 

@@ -1,12 +1,21 @@
-"""The run history and the outbox: fenced, batched, one transaction per call."""
+"""The run history and the outbox: fenced, batched, one transaction per call.
+
+On PostgreSQL the batch statements take whole columns as arrays (`unnest`,
+`= ANY`): one short statement whatever the batch size, so neither
+SQLAlchemy nor psycopg re-renders and re-parses a statement per batch (a
+multi-row VALUES list cost more CPU than the database did). SQLite keeps
+the portable multi-row forms.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from beatd.model import FireRecord, Lease, Outcome
@@ -32,6 +41,8 @@ def record(
         return 0
     dialect = conn.dialect.name
     epoch = held.epoch if held is not None else None
+    if dialect == "postgresql":
+        return _record_pg(conn, kept, now, epoch)
     rows = [
         {
             "fire_id": d.fire_id,
@@ -62,21 +73,112 @@ def record(
     return len(written)
 
 
+# psycopg placeholders, `%(x)b`: arrays go in binary format (no per-element quoting).
+_PG_FIRES = (
+    "INSERT INTO fires (fire_id, schedule, scheduled_for, decided_at, outcome, reason, manual,"
+    " epoch) SELECT v.fire_id, v.schedule, v.scheduled_for, %(decided_at)s, v.outcome, v.reason,"
+    " v.manual, %(epoch)s FROM unnest(CAST(%(fire_id)b AS text[]), CAST(%(schedule)b AS text[]),"
+    " CAST(%(scheduled_for)b AS timestamptz[]), CAST(%(outcome)b AS text[]),"
+    " CAST(%(reason)b AS text[]), CAST(%(manual)b AS boolean[]))"
+    " AS v(fire_id, schedule, scheduled_for, outcome, reason, manual)"
+    " ON CONFLICT DO NOTHING RETURNING fire_id"
+)
+_OUTBOX_COLUMNS = (
+    ("fire_id", "text"),
+    ("publish_at", "timestamptz"),
+    ("schedule", "text"),
+    ("scheduled_for", "timestamptz"),
+    ("exchange", "text"),
+    ("routing_key", "text"),
+    ("body", "bytea"),
+    ("content_type", "text"),
+    ("content_encoding", "text"),
+    ("headers", "json"),
+    ("priority", "integer"),
+    ("expires_at", "timestamptz"),
+    ("queue", "text"),
+)
+_PG_OUTBOX = (
+    f"INSERT INTO outbox ({', '.join(name for name, _ in _OUTBOX_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(%({name})b AS {kind}[])" for name, kind in _OUTBOX_COLUMNS)
+    + ") ON CONFLICT DO NOTHING"
+)
+_PG_ADVANCE = (
+    "UPDATE schedules AS s SET next_at = v.next_at, last_at = v.last_at,"
+    " fires = s.fires + v.added FROM unnest(CAST(%(name)b AS text[]),"
+    " CAST(%(next_at)b AS timestamptz[]), CAST(%(last_at)b AS timestamptz[]),"
+    " CAST(%(added)b AS bigint[])) AS v(name, next_at, last_at, added) WHERE s.name = v.name"
+)
+
+
+def _record_pg(conn: Connection, kept: Sequence[Decision], now: datetime, epoch: int | None) -> int:
+    params: dict[str, Any] = {
+        "decided_at": now,
+        "epoch": epoch,
+        "fire_id": [d.fire_id for d in kept],
+        "schedule": [d.schedule for d in kept],
+        "scheduled_for": [d.scheduled_for for d in kept],
+        "outcome": [d.outcome.value for d in kept],
+        "reason": [d.reason for d in kept],
+        "manual": [d.manual for d in kept],
+    }
+    written = set(conn.exec_driver_sql(_PG_FIRES, params).scalars())
+    messages = [
+        d.message
+        for d in kept
+        if d.fire_id in written and d.outcome is Outcome.PENDING and d.message is not None
+    ]
+    if messages:
+        rows = [_outbox_row(m) for m in messages]
+        columns = {name: [row[name] for row in rows] for name, _ in _OUTBOX_COLUMNS}
+        columns["headers"] = [json.dumps(h, separators=(",", ":")) for h in columns["headers"]]
+        conn.exec_driver_sql(_PG_OUTBOX, columns)
+    return len(written)
+
+
+def _is_in(column: sa.ColumnElement[Any], values: Sequence[str], dialect: str) -> Any:
+    """column IN values: `= ANY(array)` on PostgreSQL (one statement for every length)."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.cast(list(values), postgresql.ARRAY(sa.Text())))
+    return column.in_(values)
+
+
+def _chunked(values: Sequence[str], dialect: str) -> list[Sequence[str]]:
+    """IN lists stay short on SQLite (its parameter limit); PostgreSQL takes one array."""
+    if dialect == "postgresql":
+        return [values]
+    return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
+
+
 def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
     """Apply version-checked advances; the names whose version moved."""
     if not advances:
         return set()
+    dialect = conn.dialect.name
     wanted = {a.name: a.version for a in advances}
     current: dict[str, int] = {}
     names = sorted(wanted)  # lock in name order, as reconciliation updates
-    for start in range(0, len(names), _CHUNK):
+    for chunk in _chunked(names, dialect):
         query = (
             sa.select(schedules.c.name, schedules.c.version)
-            .where(schedules.c.name.in_(names[start : start + _CHUNK]))
+            .where(_is_in(schedules.c.name, chunk, dialect))
+            .order_by(schedules.c.name)
             .with_for_update()
         )
-        current.update((name, int(version)) for name, version in conn.execute(query))
+        current.update((name, int(version)) for name, version in conn.execute(query).all())
     moved = {name for name, version in wanted.items() if current.get(name) != version}
+    ahead = [a for a in sorted(advances, key=lambda a: a.name) if a.name not in moved]
+    if ahead and dialect == "postgresql":
+        conn.exec_driver_sql(
+            _PG_ADVANCE,
+            {
+                "name": [a.name for a in ahead],
+                "next_at": [a.next_at for a in ahead],
+                "last_at": [a.last_at for a in ahead],
+                "added": [a.fires_added for a in ahead],
+            },
+        )
+        return moved
     params = [
         {
             "b_name": a.name,
@@ -84,8 +186,7 @@ def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
             "b_last": a.last_at,
             "b_added": a.fires_added,
         }
-        for a in sorted(advances, key=lambda a: a.name)
-        if a.name not in moved
+        for a in ahead
     ]
     if params:
         stmt = (
@@ -142,7 +243,7 @@ def pending(conn: Connection, now: datetime, limit: int) -> list[Message]:
             expires_at=row.expires_at,
             queue=row.queue,
         )
-        for row in conn.execute(query)
+        for row in conn.execute(query).all()
     ]
 
 
@@ -154,15 +255,16 @@ def next_publish_at(conn: Connection) -> datetime | None:
 
 def _settle(conn: Connection, fire_ids: Sequence[str], values: dict[str, object]) -> None:
     """Close pending fires (never overwrite one already settled) and drop their outbox rows."""
-    ids = list(dict.fromkeys(fire_ids))
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
+    dialect = conn.dialect.name
+    for chunk in _chunked(list(dict.fromkeys(fire_ids)), dialect):
         conn.execute(
             sa.update(fires)
-            .where(fires.c.fire_id.in_(chunk), fires.c.outcome == Outcome.PENDING.value)
+            .where(
+                _is_in(fires.c.fire_id, chunk, dialect), fires.c.outcome == Outcome.PENDING.value
+            )
             .values(**values)
         )
-        conn.execute(sa.delete(outbox).where(outbox.c.fire_id.in_(chunk)))
+        conn.execute(sa.delete(outbox).where(_is_in(outbox.c.fire_id, chunk, dialect)))
 
 
 def mark_sent(conn: Connection, fire_ids: Sequence[str], sent_at: datetime) -> None:
