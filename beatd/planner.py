@@ -46,7 +46,11 @@ DETAIL = 1000  # longest run of drops recorded one row per instant
 _TICK = timedelta(microseconds=1)
 
 Builder = Callable[[Schedule, datetime, datetime], Message]
-"""Builds the outbox message of a fire: (schedule, scheduled_for, publish_at)."""
+"""Builds the outbox message of a fire: (schedule, scheduled_for, publish_at).
+
+The message's fire_id is the fire's id (`ids.fire_id` of the name and
+scheduled_for); the decision reuses it rather than computing it again.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,9 @@ def plan(
     on_time_cut = now - on_time
     if since is not None:  # ...but never an instant from before the schedule was stored
         on_time_cut = min(on_time_cut, max(since, stored.created_at))
+    if first >= on_time_cut:  # the common case, all on time: no grace or misfire to weigh
+        out.drop_run(out.send_run(first, None, limit=cap), None, "catch-up cap")
+        return out.finish(stored, latest)
     in_grace: datetime | None = first
     if s.grace is not None:
         grace_cut = min(now - max(s.grace, on_time), on_time_cut)
@@ -125,6 +132,13 @@ class _Builder:
     def __init__(self, s: Schedule, until: datetime, build: Builder) -> None:
         self.s, self.until, self.build = s, until, build
         self.decisions: list[Decision] = []
+        self._next: tuple[datetime, datetime | None] | None = None
+
+    def next_after(self, at: datetime) -> datetime | None:
+        """timing.next_after, remembered for one instant: finish asks again for the last sent."""
+        if self._next is None or self._next[0] != at:
+            self._next = (at, timing.next_after(self.s, at))
+        return self._next[1]
 
     def send(self, at: datetime) -> None:
         publish_at = at + timing.jitter_offset(self.s.name, at, self.s.jitter)
@@ -134,7 +148,7 @@ class _Builder:
             self.drop(at, f"cannot build the message: {exc}")
             return
         self.decisions.append(
-            Decision(self.s.name, at, fire_id(self.s.name, at), Outcome.PENDING, None, message)
+            Decision(self.s.name, at, message.fire_id, Outcome.PENDING, None, message)
         )
 
     def drop(self, at: datetime, reason: str) -> None:
@@ -153,7 +167,7 @@ class _Builder:
                 return at
             self.send(at)
             sent += 1
-            at = timing.next_after(self.s, at)
+            at = self.next_after(at)
         return None
 
     def drop_run(self, start: datetime | None, end: datetime | None, reason: str) -> None:
@@ -165,7 +179,7 @@ class _Builder:
         at: datetime | None = start
         while at is not None and at <= stop and len(run) <= DETAIL:
             run.append(at)
-            at = timing.next_after(self.s, at)
+            at = self.next_after(at)
         if len(run) <= DETAIL:
             for instant in run:
                 self.drop(instant, reason)
@@ -178,7 +192,7 @@ class _Builder:
 
     def finish(self, stored: StoredSchedule, latest: datetime) -> Plan:
         """Apply max_fires and compute the advance."""
-        decisions, last, next_at = self.decisions, latest, timing.next_after(self.s, latest)
+        decisions, last, next_at = self.decisions, latest, self.next_after(latest)
         if self.s.max_fires is not None:
             room = self.s.max_fires - stored.fires
             sends = [i for i, d in enumerate(decisions) if d.outcome is Outcome.PENDING]

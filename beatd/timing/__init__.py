@@ -24,6 +24,7 @@ from beatd.timing.zones import (
     MIN_YEAR,
     ONE_SECOND,
     WallSource,
+    as_utc,
     from_naive_utc,
     local_wall,
     next_instant,
@@ -41,12 +42,16 @@ __all__ = [
 ]
 
 _TINY = timedelta(microseconds=1)
+_MS = timedelta(milliseconds=1)
+_NO_OFFSET = timedelta(0)
 _FIRST_WINDOW = timedelta(seconds=64)
 _EARLIEST = datetime(MIN_YEAR + 1, 1, 1)
 
 
 def next_after(schedule: Schedule, after: datetime) -> datetime | None:
     """The first fire instant strictly after `after`, within start/end; None if none."""
+    if isinstance(schedule.spec, Every):  # the planner's hot path: no naive round trip
+        return _every_after(schedule, schedule.spec, as_utc(after))
     found = _next(schedule, _floor_to_start(schedule, to_naive_utc(after)))
     return None if found is None else from_naive_utc(found)
 
@@ -72,25 +77,26 @@ def latest_at_or_before(
     and rrule look back in doubling windows, then bisect the window that holds
     a fire.
     """
-    hi, lo = to_naive_utc(instant), to_naive_utc(not_before)
+    hi, lo = as_utc(instant), as_utc(not_before)
     if schedule.start is not None:
-        lo = max(lo, to_naive_utc(schedule.start))
+        lo = max(lo, as_utc(schedule.start))
     if schedule.end is not None:
-        hi = min(hi, to_naive_utc(schedule.end))
+        hi = min(hi, as_utc(schedule.end))
     if lo > hi:
         return None
     spec = schedule.spec
     if isinstance(spec, Every):
-        anchor = to_naive_utc(spec.anchor)
+        anchor = as_utc(spec.anchor)
         try:
             last = anchor + (hi - anchor) // spec.period * spec.period
         except OverflowError:
             return None
-        return from_naive_utc(last) if last >= lo else None
+        return last if last >= lo else None
     if isinstance(spec, Once):
-        at = to_naive_utc(spec.at)
-        return from_naive_utc(at) if lo <= at <= hi else None
-    found = _latest_in(schedule, max(lo, _EARLIEST) - _TINY, hi)
+        at = as_utc(spec.at)
+        return at if lo <= at <= hi else None
+    left = max(lo.replace(tzinfo=None), _EARLIEST) - _TINY
+    found = _latest_in(schedule, left, hi.replace(tzinfo=None))
     return None if found is None else from_naive_utc(found)
 
 
@@ -112,9 +118,9 @@ def check_spec(spec: Spec, zone: ZoneInfo, name: str) -> None:
 
 def jitter_offset(name: str, instant: datetime, jitter: timedelta) -> timedelta:
     """A stable offset in [0, jitter), whole milliseconds, from (name, UTC instant)."""
-    span = jitter // timedelta(milliseconds=1)
-    if span <= 0:
-        return timedelta(0)
+    if jitter < _MS:  # no jitter (most schedules): skip the hash
+        return _NO_OFFSET
+    span = jitter // _MS
     key = f"{name}\x00{to_naive_utc(instant).isoformat()}".encode()
     digest = blake2b(key, digest_size=8, person=b"beatd-jitter").digest()
     return timedelta(milliseconds=int.from_bytes(digest, "big") % span)
@@ -143,6 +149,18 @@ def _describe_cron(expr: str) -> str:
         return str(get_description(text, options))
     except Exception:  # cron_descriptor raises assorted types for what it cannot word
         return expr
+
+
+def _every_after(schedule: Schedule, spec: Every, after: datetime) -> datetime | None:
+    """next_after for intervals, on aware UTC (the same arithmetic as _next on naive UTC)."""
+    if schedule.start is not None:
+        after = max(after, as_utc(schedule.start) - _TINY)
+    anchor = as_utc(spec.anchor)
+    try:
+        found = anchor + ((after - anchor) // spec.period + 1) * spec.period
+    except OverflowError:
+        return None
+    return None if schedule.end is not None and found > as_utc(schedule.end) else found
 
 
 # -- internals: naive UTC from here on ---------------------------------------

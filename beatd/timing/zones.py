@@ -189,6 +189,13 @@ def to_naive_utc(instant: datetime) -> datetime:
     return instant.astimezone(UTC).replace(tzinfo=None)
 
 
+def as_utc(instant: datetime) -> datetime:
+    """Aware -> aware UTC; ValueError for a naive datetime. Free when already UTC."""
+    if instant.tzinfo is UTC:
+        return instant
+    return from_naive_utc(to_naive_utc(instant))
+
+
 def from_naive_utc(instant: datetime) -> datetime:
     return instant.replace(tzinfo=UTC)
 
