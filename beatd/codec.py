@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -192,6 +193,12 @@ def format_instant(value: datetime) -> str:
 # -- per-key parsers: each returns the parsed value or raises ValueError ---------
 
 
+def _shared_text(value: object, *, empty: bool = False) -> str:
+    """A checked string, interned: a hundred thousand schedules share one task or queue name."""
+    text = _text(value, empty=empty)
+    return sys.intern(text) if type(text) is str else text
+
+
 def _text(value: object, *, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {_show(value)}")
@@ -341,13 +348,13 @@ _Parser = Callable[[Any], Any]
 
 def _option_parsers(zone: ZoneInfo) -> dict[str, _Parser]:
     return {
-        "task": _text,
+        "task": _shared_text,
         "args": lambda v: _json_payload(v, list),
         "kwargs": lambda v: _json_payload(v, dict),
         "headers": lambda v: _json_payload(v, dict),
-        "queue": _text,
-        "exchange": lambda v: _text(v, empty=True),
-        "routing_key": lambda v: _text(v, empty=True),
+        "queue": _shared_text,
+        "exchange": lambda v: _shared_text(v, empty=True),
+        "routing_key": lambda v: _shared_text(v, empty=True),
         "format": lambda v: _choice(v, Format),
         "misfire": lambda v: _choice(v, Misfire),
         "start": lambda v: parse_instant(v, zone),
@@ -409,7 +416,23 @@ def schedule_from_table(
         lines = problems.lines or [f"schedule {name!r}: invalid"]
         raise ConfigError(lines[0], problems=lines)
     options.setdefault("format", defaults.format)
-    return Schedule(name=name, spec=spec, timezone=zone, source=source, **options)
+    options.setdefault("kwargs", _NO_OPTIONS)
+    options.setdefault("headers", _NO_OPTIONS)
+    return Schedule(name=name, spec=_shared_spec(spec), timezone=zone, source=source, **options)
+
+
+_NO_OPTIONS: Mapping[str, Any] = {}
+"""The kwargs and headers of every schedule that sets none: one empty dict, never mutated
+(a schedule is frozen; readers copy), instead of two per schedule."""
+
+
+@lru_cache(maxsize=4096)
+def _shared_spec(spec: Spec) -> Spec:
+    """One object per distinct spec: schedules with the same timing share it.
+
+    Parsed specs hold only UTC instants, so equal specs are interchangeable.
+    """
+    return spec
 
 
 # -- back to a table --------------------------------------------------------------

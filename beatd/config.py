@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -258,12 +258,83 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load_settings(path: str | Path | None, env: Mapping[str, str] = os.environ) -> Settings:
     """Read, validate and return the settings; ConfigError lists every problem."""
     found, explicit = resolve_path(path, env)
-    document: dict[str, Any] = {}
-    if found is not None:
-        if explicit and not found.exists():
-            raise ConfigError(f"{found}: config file not found")
-        document = read_toml(found)
-    return settings_from_document(document, env, path=found)
+    if found is None:
+        return settings_from_document({}, env, path=None)
+    if explicit and not found.exists():
+        raise ConfigError(f"{found}: config file not found")
+    try:
+        return _stream_settings(found, env)
+    except (_NotStreamable, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError, OSError):
+        pass  # the whole-document parse below decides, and words any error as always
+    return settings_from_document(read_toml(found), env, path=found)
+
+
+# -- reading a large file in parts -----------------------------------------------------
+#
+# tomllib holds the whole document plus per-table bookkeeping while it parses:
+# several times the file's schedules in memory at once. A file that is a head
+# ([beatd] and anything else) followed only by `[schedules.NAME]` tables is
+# parsed instead a batch of tables at a time, each batch converted and dropped
+# before the next is read. The result is the same document: every statement
+# after the head lies in one schedule's table, and a batch boundary inside a
+# multi-line value leaves the batch before it unterminated (a parse error).
+# Anything else (a `[` line that is not such a header, a schedule table the
+# head or an earlier batch already touched, any error) falls back to parsing
+# the whole file, which then reports errors exactly as before.
+
+_BATCH = 1000  # schedule tables per tomllib call
+_KEY = rb"""(?:[A-Za-z0-9_-]+|"[^"\\\r\n]*"|'[^'\r\n]*')"""
+_SCHEDULE_HEADER = re.compile(rb"\[schedules\." + _KEY + rb"\][ \t]*(?:#[^\r\n]*)?\r?\n?")
+_SUBTABLE_HEADER = re.compile(rb"\[\[?schedules\." + _KEY + rb"\.")
+
+
+class _NotStreamable(Exception):
+    """The file needs the whole-document parse."""
+
+
+def _parts(handle: BinaryIO) -> Iterator[dict[str, Any]]:
+    """The head (all before the first `[schedules.NAME]` line), then batches of tables."""
+    lines: list[bytes] = []
+    headers = 0
+    in_schedules = False
+    for line in handle:
+        if line[:1] == b"[" and _SCHEDULE_HEADER.fullmatch(line):
+            if not in_schedules or headers >= _BATCH:
+                yield tomllib.loads(b"".join(lines).decode())
+                lines, headers, in_schedules = [], 0, True
+            headers += 1
+        elif in_schedules and line.lstrip(b" \t")[:1] == b"[" and not _SUBTABLE_HEADER.match(line):
+            raise _NotStreamable
+        lines.append(line)
+    yield tomllib.loads(b"".join(lines).decode())
+
+
+def _stream_settings(path: Path, env: Mapping[str, str]) -> Settings:
+    """Settings from the file read in parts; _NotStreamable when it must be read whole."""
+    with path.open("rb") as handle:
+        parts = _parts(handle)
+        head = next(parts)
+        batch = next(parts, None)
+        if batch is None:  # no [schedules.NAME] header: the head is the whole document
+            return settings_from_document(head, env, path=path)
+        if "schedules" in head:
+            raise _NotStreamable
+        problems: list[str] = []
+        values = _settings_values(head, env, problems)
+        defaults = Defaults(timezone=values["timezone"], format=values["format"])
+        del head
+        names: set[str] = set()
+        schedules: list[Schedule] = []
+        while batch is not None:
+            tables = batch.pop("schedules", None)
+            if batch or not isinstance(tables, dict) or not names.isdisjoint(tables):
+                raise _NotStreamable
+            names.update(tables)
+            _decode(tables, defaults, problems, schedules)
+            batch = next(parts, None)
+    if problems:
+        raise ConfigError(problems[0], problems=problems)
+    return Settings(path=path, schedules=tuple(schedules), defaults=defaults, **values)
 
 
 def settings_from_document(
@@ -271,18 +342,25 @@ def settings_from_document(
 ) -> Settings:
     """Settings from an already parsed TOML document (and the environment)."""
     problems: list[str] = []
+    values = _settings_values(document, env, problems)
+    defaults = Defaults(timezone=values["timezone"], format=values["format"])
+    schedules = _schedules(document.get("schedules"), defaults, problems)
+    if problems:
+        raise ConfigError(problems[0], problems=problems)
+    return Settings(path=path, schedules=schedules, defaults=defaults, **values)
+
+
+def _settings_values(
+    document: Mapping[str, Any], env: Mapping[str, str], problems: list[str]
+) -> dict[str, Any]:
+    """Unknown top-level tables, then the [beatd] values (problems appended in that order)."""
     for key in document:
         if key not in TABLES:
             hint = did_you_mean(key, TABLES)
             problems.append(
                 f"[{show_key(key)}]: unknown table{hint} (expected [beatd] and [schedules.NAME])"
             )
-    values = _beatd_section(document.get("beatd"), env, problems)
-    defaults = Defaults(timezone=values["timezone"], format=values["format"])
-    schedules = _schedules(document.get("schedules"), defaults, problems)
-    if problems:
-        raise ConfigError(problems[0], problems=problems)
-    return Settings(path=path, schedules=schedules, defaults=defaults, **values)
+    return _beatd_section(document.get("beatd"), env, problems)
 
 
 def _schedules(raw: object, defaults: Defaults, problems: list[str]) -> tuple[Schedule, ...]:
@@ -291,10 +369,16 @@ def _schedules(raw: object, defaults: Defaults, problems: list[str]) -> tuple[Sc
     if not isinstance(raw, Mapping):
         problems.append("[schedules]: expected tables such as [schedules.nightly]")
         return ()
-    schedules = []
-    for name, table in raw.items():
+    schedules: list[Schedule] = []
+    _decode(raw, defaults, problems, schedules)
+    return tuple(schedules)
+
+
+def _decode(
+    tables: Mapping[str, Any], defaults: Defaults, problems: list[str], into: list[Schedule]
+) -> None:
+    for name, table in tables.items():
         try:
-            schedules.append(schedule_from_table(name, table, defaults, Source.FILE))
+            into.append(schedule_from_table(name, table, defaults, Source.FILE))
         except ConfigError as exc:
             problems.extend(exc.problems)
-    return tuple(schedules)

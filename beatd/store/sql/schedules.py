@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,6 +35,7 @@ _READ_DEFAULTS = codec.Defaults(timezone=UTC_ZONE, format=Format.CELERY)
 _TIMING_KEYS = ("cron", "every", "anchor", "rrule", "at", "timezone", "start", "end", "enabled")
 _SPEC_KEYS = ("cron", "every", "rrule", "at")
 _CHUNK = 500
+_T = TypeVar("_T")
 
 
 class Row(NamedTuple):
@@ -117,7 +118,7 @@ def due(conn: Connection, now: datetime, limit: int) -> list[StoredSchedule]:
         .order_by(schedules.c.next_at, schedules.c.name)
         .limit(limit)
     )
-    return [_stored(row) for row in conn.execute(query)]
+    return [_stored(row) for row in conn.execute(query).all()]
 
 
 def due_query(now: datetime, limit: int) -> sa.Select[Any]:
@@ -215,72 +216,94 @@ def set_paused(
 def load_file(
     conn: Connection, listed: Sequence[Schedule], next_at: NextAt, now: datetime
 ) -> ReconcileResult:
+    """Make the file's schedules the stored file schedules, in this one transaction.
+
+    Works through the schedules _CHUNK at a time in name order (rows are
+    locked in name order everywhere, record() too, so no deadlock): only one
+    chunk's rows, columns and parameters are in memory at once, not the file's.
+    """
     check_unique(listed)
     lock_definitions(conn)
-    query = sa.select(schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing)
-    existing = {row.name: Row(row.source, row.digest, row.timing) for row in conn.execute(query)}
-    inserts: list[dict[str, Any]] = []
-    keep_timing: list[dict[str, Any]] = []
-    new_timing: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for item in listed:
-        schedule = dataclasses.replace(item, source=Source.FILE)
-        seen.add(schedule.name)
-        columns = definition_columns(schedule)
-        prev = existing.get(schedule.name)
-        if prev is None:
-            inserts.append(
-                dict(
-                    columns,
-                    name=schedule.name,
-                    next_at=next_at(schedule),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        elif prev.source != Source.FILE.value:
+    file_names = {item.name for item in listed}
+    by_api: set[str] = set()
+    removed: list[str] = []
+    query = sa.select(schedules.c.name, schedules.c.source).execution_options(yield_per=_CHUNK)
+    for name, source in conn.execute(query):
+        if source != Source.FILE.value:
+            by_api.add(name)
+        elif name not in file_names:
+            removed.append(name)
+    del file_names
+    for item in listed:  # in file order, before anything is written
+        if item.name in by_api:
             raise Conflict(
-                f"schedule {schedule.name!r} is in the config file but was added through "
+                f"schedule {item.name!r} is in the config file but was added through "
                 "the API; remove one of them"
             )
-        elif prev.digest != columns["digest"]:
-            params = {f"b_{key}": value for key, value in columns.items()}
-            params["b_name"] = schedule.name
-            if prev.timing == columns["timing"]:
-                keep_timing.append(params)
-            else:
-                new_timing.append(dict(params, b_next_at=next_at(schedule)))
-    removed = sorted(
-        name
-        for name, row in existing.items()
-        if row.source == Source.FILE.value and name not in seen
-    )
-    # Rows are locked in name order everywhere (record() too), so no deadlock.
-    keep_timing.sort(key=lambda p: str(p["b_name"]))
-    new_timing.sort(key=lambda p: str(p["b_name"]))
-    if inserts:
-        conn.execute(sa.insert(schedules), inserts)
-    _update(conn, keep_timing, now, with_next=False)
-    _update(conn, new_timing, now, with_next=True)
-    for chunk in _chunks(removed):
+    added: list[str] = []
+    changed: list[str] = []
+    for chunk in _chunks(sorted(listed, key=lambda item: item.name)):
+        added_, changed_ = _load_chunk(conn, chunk, next_at, now)
+        added.extend(added_)
+        changed.extend(changed_)
+    removed.sort()
+    for names in _chunks(removed):
         conn.execute(
             sa.delete(schedules).where(
-                schedules.c.name.in_(chunk), schedules.c.source == Source.FILE.value
+                schedules.c.name.in_(names), schedules.c.source == Source.FILE.value
             )
         )
     result = ReconcileResult(
-        added=tuple(sorted(row["name"] for row in inserts)),
-        changed=tuple(sorted(p["b_name"] for p in (*keep_timing, *new_timing))),
-        removed=tuple(removed),
+        added=tuple(sorted(added)), changed=tuple(sorted(changed)), removed=tuple(removed)
     )
     if result.added or result.changed or result.removed:
         bump(conn)
     return result
 
 
-def _update(
-    conn: Connection, params: list[dict[str, Any]], now: datetime, *, with_next: bool
-) -> None:
+def _load_chunk(
+    conn: Connection, chunk: Sequence[Schedule], next_at: NextAt, now: datetime
+) -> tuple[list[str], list[str]]:
+    """Insert the new and update the changed schedules of one chunk; their names."""
+    query = sa.select(
+        schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing
+    ).where(schedules.c.name.in_([item.name for item in chunk]))
+    existing = {row.name: Row(row.source, row.digest, row.timing) for row in conn.execute(query)}
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for item in chunk:
+        schedule = (
+            item if item.source is Source.FILE else dataclasses.replace(item, source=Source.FILE)
+        )
+        columns = definition_columns(schedule)
+        prev = existing.get(schedule.name)
+        if prev is None:
+            columns.update(
+                name=schedule.name, next_at=next_at(schedule), created_at=now, updated_at=now
+            )
+            inserts.append(columns)
+        elif prev.digest != columns["digest"]:
+            retime = prev.timing != columns["timing"]
+            params = {f"b_{key}": value for key, value in columns.items()}
+            params.update(
+                b_name=schedule.name,
+                b_retime=retime,
+                b_next_at=next_at(schedule) if retime else None,
+                b_updated_at=now,
+            )
+            updates.append(params)
+    if inserts:
+        conn.execute(sa.insert(schedules), inserts)
+    _update(conn, updates)
+    return [row["name"] for row in inserts], [params["b_name"] for params in updates]
+
+
+def _update(conn: Connection, params: list[dict[str, Any]]) -> None:
+    """Changed definitions, in one statement so rows are locked in the params' (name) order.
+
+    `next_at` is recomputed only where the timing changed (`b_retime`); other
+    changes keep the run state.
+    """
     if not params:
         return
     values: dict[str, Any] = {
@@ -289,12 +312,17 @@ def _update(
     }
     values["version"] = schedules.c.version + 1
     values["updated_at"] = sa.bindparam("b_updated_at", type_=schedules.c.updated_at.type)
-    if with_next:
-        values["next_at"] = sa.bindparam("b_next_at", type_=schedules.c.next_at.type)
+    values["next_at"] = sa.case(
+        (
+            sa.bindparam("b_retime", type_=sa.Boolean()),
+            sa.bindparam("b_next_at", type_=schedules.c.next_at.type),
+        ),
+        else_=schedules.c.next_at,
+    )
     stmt = sa.update(schedules).where(schedules.c.name == sa.bindparam("b_name")).values(values)
-    conn.execute(stmt, [dict(p, b_updated_at=now) for p in params])
+    conn.execute(stmt, params)
 
 
-def _chunks(names: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(names), _CHUNK):
-        yield names[start : start + _CHUNK]
+def _chunks(items: Sequence[_T]) -> Iterable[Sequence[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
