@@ -195,7 +195,7 @@ class Beat:
             )
             for at in instants
         ]
-        return self.store.record(None, decisions, [])
+        return len(self.store.record(None, decisions, []))
 
     # -- reads -----------------------------------------------------------
 

@@ -33,7 +33,7 @@ from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
 from beatd.model import Schedule
-from beatd.publish.base import Publisher
+from beatd.publish.base import Message, Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay
@@ -112,7 +112,7 @@ class Daemon:
             on_failure=self._lease_failed,
         )
         self.ticker = Ticker(
-            store, self.leader, build_message, self.metrics, on_pending=self._wake_relay
+            store, self.leader, build_message, self.metrics, on_recorded=self._recorded
         )
         self.relay = Relay(store, publisher, self.time, self.metrics, term=self._term)
         self._stop = threading.Event()  # stop deciding
@@ -149,8 +149,8 @@ class Daemon:
         lease = self.leader.lease
         return None if lease is None else lease.epoch
 
-    def _wake_relay(self) -> None:
-        self.relay.notify()
+    def _recorded(self, epoch: int, messages: list[Message]) -> None:
+        self.relay.offer(epoch, messages)
         self._relay_wake.set()
 
     def _wake_all(self) -> None:

@@ -1,22 +1,25 @@
 """The outbox relay: recorded fires -> publisher -> marked sent after the confirm.
 
 Only the leader relays, so messages leave from one place in publish_at
-order. The tick records fires up to half a second ahead; the relay reads
-them as soon as they are recorded (AHEAD) and holds them until their
-instant, so publishing costs no database round trip. A fire is marked sent
-only after the broker confirmed it, in batches at most SETTLE_AFTER late (a
-crash in between sends those again: at-least-once, same fire id). Returned
-(unroutable) and expired fires are marked failed; nacked ones stay in the
-outbox. When the broker fails, everything unconfirmed stays in the outbox
-and the relay backs off (publish.retry.RetryPolicy); the same fire ids go
-out again later, in order. A new term (lease epoch) reads the outbox afresh.
+order. The tick records fires up to half a second ahead and hands the relay
+what it wrote (`offer`); the relay holds them until their instant, so
+publishing costs no database read. The outbox stays the truth: a new term
+(lease epoch) and a broker failure read it afresh, and a read of what is
+already due every REREAD picks up fires recorded elsewhere (trigger,
+backfill). A fire is marked sent only after the broker confirmed it, in
+batches at most SETTLE_AFTER late (a crash in between sends those again:
+at-least-once, same fire id). Returned (unroutable) and expired fires are
+marked failed; nacked ones stay in the outbox. When the broker fails,
+everything unconfirmed stays in the outbox and the relay backs off
+(publish.retry.RetryPolicy); the same fire ids go out again later, in order.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from beatd.clock import Clock
@@ -29,9 +32,10 @@ from beatd.store.base import FireLog
 log = logging.getLogger("beatd.relay")
 
 BATCH = 500
-AHEAD = timedelta(milliseconds=600)  # read fires this far before their publish_at
-REREAD = timedelta(milliseconds=250)  # read again at least this often (triggers from elsewhere)
+AHEAD = timedelta(milliseconds=600)  # a fresh read takes fires due this soon
+REREAD = timedelta(milliseconds=250)  # read what is due at least this often
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
+RECENT = 4 * BATCH  # ids of fires sent lately: an offer that lost a race to a read is not resent
 
 
 class Relay:
@@ -54,14 +58,18 @@ class Relay:
         self.failures = 0  # broker failures in a row
         self._retry_at: datetime | None = None
         self._term: int | None = None
-        self._queue: deque[Message] = deque()  # read ahead, publish_at order, not yet sent
-        self._read_at: datetime | None = None  # None: read before publishing again
+        self._offers: deque[tuple[int, list[Message]]] = deque()  # from the tick's thread
+        self._heap: list[tuple[datetime, str, Message]] = []  # held until publish_at
+        self._held: set[str] = set()
+        self._read_at: datetime | None = None  # None: read the whole window next
+        self._more = False  # the last read filled a batch: read again before sleeping
+        self._recent: dict[str, None] = {}  # at least the last RECENT ids sent, oldest first
         self._confirmed: list[str] = []  # confirmed, not marked sent yet
         self._confirmed_at: datetime | None = None  # the oldest of those confirms
 
-    def notify(self) -> None:
-        """New fires were recorded: read the outbox before the next publish."""
-        self._read_at = None
+    def offer(self, epoch: int, messages: list[Message]) -> None:
+        """Fires the tick just recorded under `epoch`; safe from another thread."""
+        self._offers.append((epoch, messages))
 
     def run_once(self, now: datetime) -> datetime | None:
         """Publish everything due at `now`; returns when to run next (None: outbox empty).
@@ -75,15 +83,17 @@ class Relay:
         if term != self._term:
             self._term = term
             self._forget()
+        self._take_offers()
         if term is None:
             self.settle()
             return None
         while True:
-            if self._read_at is None or not self._queue or now - self._read_at >= REREAD:
+            if self._read_at is None or self._more or now - self._read_at >= REREAD:
                 self._read(now)
             due: list[Message] = []
-            while self._queue and self._queue[0].publish_at <= now and len(due) < self.batch:
-                due.append(self._queue.popleft())
+            while self._heap and self._heap[0][0] <= now and len(due) < self.batch:
+                due.append(heapq.heappop(self._heap)[2])
+            self._held.difference_update(m.fire_id for m in due)
             if not due:
                 break
             try:
@@ -93,7 +103,7 @@ class Relay:
             if not self._account(due, results):
                 return self._back_off(now, "the broker nacked messages")
             self._recovered()
-            if len(due) < self.batch:
+            if len(due) < self.batch and not self._more:
                 break
         return self._next(now)
 
@@ -104,14 +114,28 @@ class Relay:
             self.firelog.mark_sent(sent, self._confirmed_at or self.clock.now())
             self._confirmed_at = None
 
+    def _take_offers(self) -> None:
+        while self._offers:
+            epoch, messages = self._offers.popleft()
+            if epoch == self._term:  # an older term's fires are read from the outbox
+                self._hold(messages)
+
+    def _hold(self, messages: Iterable[Message]) -> int:
+        """Hold messages not held yet; returns how many were new."""
+        new = 0
+        for m in messages:
+            if m.fire_id not in self._held and m.fire_id not in self._recent:
+                self._held.add(m.fire_id)
+                heapq.heappush(self._heap, (m.publish_at, m.fire_id, m))
+                new += 1
+        return new
+
     def _read(self, now: datetime) -> None:
-        self.settle()  # settled fires are out of the outbox, so the read sees only new ones
-        queued = {m.fire_id for m in self._queue}
-        read = self.firelog.pending(now + AHEAD, self.batch)
-        fresh = [m for m in read if m.fire_id not in queued]
-        if fresh:
-            merged = sorted((*self._queue, *fresh), key=lambda m: (m.publish_at, m.fire_id))
-            self._queue = deque(merged)
+        """The whole window after a reset, else only what is due (fires recorded elsewhere)."""
+        self.settle()  # settled fires are out of the outbox: the read sees only unsent ones
+        horizon = now + AHEAD if self._read_at is None else now
+        read = self.firelog.pending(horizon, self.batch)
+        self._more = self._hold(read) > 0 and len(read) == self.batch
         self._read_at = now
 
     def _account(self, due: list[Message], results: list[Result]) -> bool:
@@ -120,6 +144,7 @@ class Relay:
         by_id = {m.fire_id: m for m in due}
         nacked = False
         for r in results:
+            self._recent[r.fire_id] = None
             if r.status is Status.CONFIRMED:
                 self._confirmed.append(r.fire_id)
                 lag = (confirmed_at - by_id[r.fire_id].scheduled_for).total_seconds()
@@ -133,6 +158,8 @@ class Relay:
                     "fire not delivered",
                     extra={"fire_id": r.fire_id, "status": str(r.status), "reason": r.reason},
                 )
+        if len(self._recent) > 2 * RECENT:
+            self._recent = dict.fromkeys(list(self._recent)[-RECENT:])
         self.metrics.sent.inc(sum(r.status is Status.CONFIRMED for r in results))
         if self._confirmed_at is None and self._confirmed:
             self._confirmed_at = confirmed_at
@@ -140,7 +167,7 @@ class Relay:
 
     def _next(self, now: datetime) -> datetime | None:
         """Settle when nothing is due within SETTLE_AFTER (or the oldest confirm is that old)."""
-        upcoming = self._queue[0].publish_at if self._queue else None
+        upcoming = self._heap[0][0] if self._heap else None
         if self._confirmed_at is not None:
             settle_by = self._confirmed_at + SETTLE_AFTER
             if upcoming is None or upcoming > settle_by or now >= settle_by:
@@ -150,8 +177,9 @@ class Relay:
         return upcoming if upcoming is not None else self.firelog.next_publish_at()
 
     def _forget(self) -> None:
-        """Drop what was read ahead: the outbox is read again (it still holds all of it)."""
-        self._queue.clear()
+        """Drop what is held: the outbox still has all of it, and is read afresh."""
+        self._heap.clear()
+        self._held.clear()
         self._read_at = None
 
     def _back_off(self, now: datetime, why: str) -> datetime:

@@ -19,6 +19,7 @@ from beatd.errors import Fenced
 from beatd.metrics import Metrics
 from beatd.model import Lease, Outcome
 from beatd.planner import Builder, plan
+from beatd.publish.base import Message
 from beatd.store.base import Advance, Decision, FireLog, ScheduleStore
 
 log = logging.getLogger("beatd.tick")
@@ -50,13 +51,13 @@ class Ticker:
         metrics: Metrics | None = None,
         *,
         batch: int = BATCH,
-        on_pending: Callable[[], None] = lambda: None,
+        on_recorded: Callable[[int, list[Message]], None] = lambda epoch, messages: None,
         lookahead: timedelta = LOOKAHEAD,
     ) -> None:
         self.store, self.leader, self.build = store, leader, build
         self.metrics = metrics or Metrics()
         self.batch, self.lookahead = batch, lookahead
-        self.on_pending = on_pending  # wakes the relay
+        self.on_recorded = on_recorded  # hands the relay what was written (epoch, messages)
         self._term: tuple[int, datetime] | None = None  # (epoch, when it began deciding)
 
     def tick(self, now: datetime) -> datetime | None:
@@ -87,11 +88,16 @@ class Ticker:
             if not advances:
                 break
             try:
-                self.store.record(lease, decisions, advances)
+                written = set(self.store.record(lease, decisions, advances))
             except Fenced:
                 self.leader.step_down()
                 return None
             self._count(decisions)
+            messages = [
+                d.message for d in decisions if d.message is not None and d.fire_id in written
+            ]
+            if messages:
+                self.on_recorded(lease.epoch, messages)
             if len(due) < self.batch:
                 break
         else:
@@ -113,5 +119,3 @@ class Ticker:
                 "missed instants dropped",
                 extra={"dropped": len(decisions) - sends, "schedules": names[:20]},
             )
-        if sends:
-            self.on_pending()

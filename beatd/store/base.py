@@ -125,7 +125,7 @@ class ScheduleStore(Protocol):
 class FireLog(Protocol):
     def record(
         self, lease: Lease | None, decisions: Sequence[Decision], advances: Sequence[Advance]
-    ) -> int:
+    ) -> list[str]:
         """Record decisions, their outbox messages and advances in one transaction.
 
         With a lease, the transaction first checks (and locks) that the lease
@@ -133,7 +133,7 @@ class FireLog(Protocol):
         database clock; otherwise it raises Fenced and writes nothing. A
         decision whose (schedule, scheduled_for) exists already is skipped;
         an advance whose version no longer matches is skipped together with
-        its schedule's decisions. Returns the number of fires written.
+        its schedule's decisions. Returns the ids of the fires written.
         Without a lease (trigger, backfill) only the uniqueness rule guards.
         """
         ...

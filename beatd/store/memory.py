@@ -192,7 +192,7 @@ class MemoryStore:
 
     def record(
         self, lease: Lease | None, decisions: Sequence[Decision], advances: Sequence[Advance]
-    ) -> int:
+    ) -> list[str]:
         with self._lock:
             now = self.clock.now()
             if lease is not None:
@@ -207,7 +207,7 @@ class MemoryStore:
                     row = self._rows[a.name]
                     row.next_at, row.last_at = a.next_at, a.last_at
                     row.fires += a.fires_added
-            written = 0
+            written: list[str] = []
             for d in decisions:
                 key = (d.schedule, d.scheduled_for)
                 if d.schedule in moved or key in self._instants or d.fire_id in self._fires:
@@ -225,7 +225,7 @@ class MemoryStore:
                 )
                 if d.outcome is Outcome.PENDING and d.message is not None:
                     self._outbox[d.fire_id] = d.message
-                written += 1
+                written.append(d.fire_id)
             return written
 
     def _check(self, lease: Lease, now: datetime) -> None:

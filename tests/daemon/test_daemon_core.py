@@ -17,7 +17,8 @@ from beatd.model import Every, Lease, Misfire, Outcome, Schedule
 from beatd.publish.base import Message, Result, Status
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
-from beatd.relay import Relay
+from beatd.relay import REREAD, SETTLE_AFTER, Relay
+from beatd.store.base import Decision
 from beatd.store.memory import MemoryStore
 from beatd.tick import Ticker
 
@@ -268,12 +269,14 @@ def test_tick_works_through_batches(store: MemoryStore, clock: FakeClock) -> Non
     load(store, clock, *(sched(f"s{i:03}", 60) for i in range(450)))
     woken: list[int] = []
     leader = leading(store, clock)
-    ticker = Ticker(store, leader, build_message, batch=100, on_pending=lambda: woken.append(1))
+    ticker = Ticker(
+        store, leader, build_message, batch=100, on_recorded=lambda _, m: woken.append(len(m))
+    )
     clock.advance(60)
     leader.step()
     ticker.tick(clock.now())
     assert store.backlog() == 450
-    assert len(woken) == 5
+    assert woken == [100, 100, 100, 100, 50]
 
 
 # -- relay --------------------------------------------------------------------
@@ -383,4 +386,108 @@ def test_relay_waits_for_a_jittered_publish(store: MemoryStore, clock: FakeClock
         assert pub.calls == 0
         clock.set(message.publish_at)
     assert relay.run_once(clock.now()) is None
+    assert [m.fire_id for m in pub.sent] == [message.fire_id]
+
+
+class Blind:
+    """The memory store's fire log with an outbox read that finds nothing."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def pending(self, now: datetime, limit: int) -> list[Message]:
+        return []
+
+
+def ticking(store: MemoryStore, clock: FakeClock, relay: Relay) -> tuple[Leader, Ticker]:
+    leader = leading(store, clock)
+    relay.term = lambda: leader.lease.epoch if leader.lease else None
+    return leader, Ticker(store, leader, build_message, on_recorded=relay.offer)
+
+
+def test_the_relay_publishes_what_the_tick_hands_it_without_reading_it_back(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    load(store, clock, *(sched(f"s{i}", 10) for i in range(3)))
+    pub = Recording()
+    relay = Relay(Blind(store), pub, clock)  # type: ignore[arg-type]
+    leader, ticker = ticking(store, clock, relay)
+    clock.advance(9.6)
+    leader.step()
+    ticker.tick(clock.now())  # records T0+10s ahead and hands it over
+    assert relay.run_once(clock.now()) == T0 + timedelta(seconds=10)
+    assert pub.sent == []
+    clock.set(T0 + timedelta(seconds=10))
+    relay.run_once(clock.now())
+    assert sorted(m.schedule for m in pub.sent) == ["s0", "s1", "s2"]
+    assert store.backlog() == 0  # nothing more due: marked sent at once
+
+
+def record_at(
+    store: MemoryStore, schedule: Schedule, at: datetime, publish_at: datetime
+) -> Message:
+    """Record one pending fire the way a trigger does (no lease); returns its message."""
+    message = build_message(schedule, at, publish_at)
+    decision = Decision(schedule.name, at, message.fire_id, Outcome.PENDING, None, message)
+    store.record(None, [decision], [])
+    return message
+
+
+def test_confirmed_fires_are_marked_sent_together_at_most_settle_after_late(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    at = T0 + timedelta(seconds=10)
+    record_at(store, sched("a"), at, at)
+    record_at(store, sched("b"), at, at + SETTLE_AFTER / 2)
+    pub = Recording()
+    relay = Relay(store, pub, clock)
+    clock.set(at)
+    # "a" is confirmed; "b" is due before the mark would be late, so the mark waits for it
+    assert relay.run_once(clock.now()) == at + SETTLE_AFTER / 2
+    assert [m.schedule for m in pub.sent] == ["a"] and store.backlog() == 2
+    clock.set(at + SETTLE_AFTER / 2)
+    assert relay.run_once(clock.now()) is None
+    assert [m.schedule for m in pub.sent] == ["a", "b"] and store.backlog() == 0
+    assert {f.outcome for f in store.history(None, 10)} == {Outcome.SENT}
+
+
+def test_a_fire_recorded_elsewhere_is_read_within_reread(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    pub = Recording()
+    relay = Relay(store, pub, clock)
+    assert relay.run_once(clock.now()) is None
+    record_at(store, sched("t"), clock.now(), clock.now())  # `beatd trigger` in another process
+    clock.advance(REREAD.total_seconds())
+    relay.run_once(clock.now())
+    assert [m.schedule for m in pub.sent] == ["t"]
+
+
+def test_an_offer_is_not_resent_after_a_read_sent_it(store: MemoryStore, clock: FakeClock) -> None:
+    message = record_at(store, sched("a"), T0, T0)
+    pub = Recording()
+    relay = Relay(store, pub, clock)
+    relay.run_once(clock.now())  # the read won the race to the tick's hand-over
+    relay.offer(0, [message])
+    clock.advance(0.1)
+    relay.run_once(clock.now())
+    assert [m.fire_id for m in pub.sent] == [message.fire_id]
+
+
+def test_an_offer_from_an_earlier_term_is_left_to_the_outbox(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    term = [1]
+    pub = Recording()
+    relay = Relay(store, pub, clock, term=lambda: term[0])
+    relay.run_once(clock.now())
+    message = record_at(store, sched("a"), T0 + timedelta(seconds=5), T0 + timedelta(seconds=5))
+    term[0] = 2
+    relay.offer(1, [message])
+    assert relay.run_once(clock.now()) == message.publish_at  # known from the new term's read
+    clock.set(message.publish_at)
+    relay.run_once(clock.now())
     assert [m.fire_id for m in pub.sent] == [message.fire_id]

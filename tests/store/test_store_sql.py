@@ -189,7 +189,7 @@ def test_a_takeover_waits_for_the_fenced_transaction(sql_store: SqlStore) -> Non
     thread.start()
     decision = Decision("a", T0, fire_id("a", T0), Outcome.DROPPED, reason="test")
     with eng.transaction(sql_store.engine, sql_store.url, write=True) as conn:
-        assert firelog.record(conn, old, [decision], []) == 1
+        assert firelog.record(conn, old, [decision], []) == [decision.fire_id]
         checked.set()
         time.sleep(0.8)  # the lease expires meanwhile; the takeover must wait
         assert taken == []

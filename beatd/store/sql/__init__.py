@@ -138,7 +138,7 @@ class SqlStore:
 
     def record(
         self, lease_: Lease | None, decisions: Sequence[Decision], advances: Sequence[Advance]
-    ) -> int:
+    ) -> list[str]:
         with self._write() as conn:
             return firelog.record(conn, lease_, decisions, advances)
 

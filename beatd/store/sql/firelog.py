@@ -33,12 +33,12 @@ def record(
     held: Lease | None,
     decisions: Sequence[Decision],
     advances: Sequence[Advance],
-) -> int:
+) -> list[str]:
     now = leases.check(conn, held) if held is not None else eng.db_now(conn)
     skipped = _advance(conn, advances)
     kept = [d for d in decisions if d.schedule not in skipped]
     if not kept:
-        return 0
+        return []
     dialect = conn.dialect.name
     epoch = held.epoch if held is not None else None
     if dialect == "postgresql":
@@ -58,11 +58,12 @@ def record(
         for d in kept
     ]
     stmt = eng.insert_ignore(dialect, fires).returning(fires.c.fire_id)
-    written = set(conn.execute(stmt, rows).scalars())
+    written = list(conn.execute(stmt, rows).scalars())
+    new = set(written)
     messages = [
         _outbox_row(d.message)
         for d in kept
-        if d.fire_id in written and d.outcome is Outcome.PENDING and d.message is not None
+        if d.fire_id in new and d.outcome is Outcome.PENDING and d.message is not None
     ]
     if messages:
         # RETURNING makes SQLAlchemy send multi-row INSERTs rather than a psycopg
@@ -70,7 +71,7 @@ def record(
         # lease row with its session never idle, out of idle_in_transaction's reach.
         stmt = eng.insert_ignore(dialect, outbox).returning(outbox.c.fire_id)
         conn.execute(stmt, messages).all()
-    return len(written)
+    return written
 
 
 # psycopg placeholders, `%(x)b`: arrays go in binary format (no per-element quoting).
@@ -111,7 +112,9 @@ _PG_ADVANCE = (
 )
 
 
-def _record_pg(conn: Connection, kept: Sequence[Decision], now: datetime, epoch: int | None) -> int:
+def _record_pg(
+    conn: Connection, kept: Sequence[Decision], now: datetime, epoch: int | None
+) -> list[str]:
     params: dict[str, Any] = {
         "decided_at": now,
         "epoch": epoch,
@@ -122,18 +125,19 @@ def _record_pg(conn: Connection, kept: Sequence[Decision], now: datetime, epoch:
         "reason": [d.reason for d in kept],
         "manual": [d.manual for d in kept],
     }
-    written = set(conn.exec_driver_sql(_PG_FIRES, params).scalars())
+    written = list(conn.exec_driver_sql(_PG_FIRES, params).scalars())
+    new = set(written)
     messages = [
         d.message
         for d in kept
-        if d.fire_id in written and d.outcome is Outcome.PENDING and d.message is not None
+        if d.fire_id in new and d.outcome is Outcome.PENDING and d.message is not None
     ]
     if messages:
         rows = [_outbox_row(m) for m in messages]
         columns = {name: [row[name] for row in rows] for name, _ in _OUTBOX_COLUMNS}
         columns["headers"] = [json.dumps(h, separators=(",", ":")) for h in columns["headers"]]
         conn.exec_driver_sql(_PG_OUTBOX, columns)
-    return len(written)
+    return written
 
 
 def _is_in(column: sa.ColumnElement[Any], values: Sequence[str], dialect: str) -> Any:
