@@ -60,6 +60,7 @@ OPTIONS = (
     "priority",
 )
 KEYS = KINDS + OPTIONS
+_KEY_SET = frozenset(KEYS)
 MAX_NAME = 200
 MAX_PAYLOAD = 64 * 1024  # bytes of serialised JSON for args, kwargs and headers each
 MAX_DEPTH = 32  # nesting levels of args, kwargs and headers
@@ -161,6 +162,18 @@ def localize(naive: datetime, zone: ZoneInfo) -> datetime:
 
 def parse_instant(value: object, zone: ZoneInfo) -> datetime:
     """An ISO-8601 instant (or a TOML/Python datetime) as aware UTC; naive = in `zone`."""
+    if type(value) is str:
+        return _instant_from_text(value, zone)
+    return _parse_instant(value, zone)
+
+
+@lru_cache(maxsize=1024)
+def _instant_from_text(text: str, zone: ZoneInfo) -> datetime:
+    """Cached: the anchors of a large file repeat (and the result is immutable)."""
+    return _parse_instant(text, zone)
+
+
+def _parse_instant(value: object, zone: ZoneInfo) -> datetime:
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -210,6 +223,18 @@ def _text(value: object, *, empty: bool = False) -> str:
 
 
 def _duration(value: object, *, zero_ok: bool) -> timedelta:
+    if type(value) is str:
+        return _duration_from_text(value, zero_ok)
+    return _check_duration(value, zero_ok)
+
+
+@lru_cache(maxsize=1024)
+def _duration_from_text(text: str, zero_ok: bool) -> timedelta:
+    """Cached: the periods of a large file repeat (and the result is immutable)."""
+    return _check_duration(text, zero_ok)
+
+
+def _check_duration(value: object, zero_ok: bool) -> timedelta:
     delta = parse_duration(value)
     if delta < timedelta(0) or (not zero_ok and delta == timedelta(0)):
         bound = "0s or more" if zero_ok else "more than 0s"
@@ -346,7 +371,9 @@ def _anchor(
 _Parser = Callable[[Any], Any]
 
 
-def _option_parsers(zone: ZoneInfo) -> dict[str, _Parser]:
+@lru_cache(maxsize=64)
+def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
+    """The parser of each option (cached per zone: built once, not once per schedule)."""
     return {
         "task": _shared_text,
         "args": lambda v: _json_payload(v, list),
@@ -397,7 +424,7 @@ def schedule_from_table(
         problems.add("", f"expected a table of options, got {_show(table)}")
         raise ConfigError(problems.lines[0], problems=problems.lines)
     for key in table:
-        if key not in KEYS:
+        if key not in _KEY_SET:
             problems.add(show_key(key), f"unknown key{did_you_mean(str(key), KEYS)}")
 
     zone = defaults.timezone
