@@ -195,6 +195,23 @@ def test_due_ordering_limit_and_next_due_at(store: Store) -> None:
     assert [s.schedule.name for s in store.all()] == ["a", "b", "c", "d", "done", "late"]
 
 
+def test_due_reads_each_definition_as_it_is_now(store: Store) -> None:
+    """The leader asks for due schedules over and over: a change must show at once."""
+    store.put(sched("a", task="t.one"), at(1), replace=False)
+    assert [(s.schedule.task, s.version) for s in store.due(at(10), 10)] == [("t.one", 1)]
+    store.delete("a")
+    assert store.due(at(10), 10) == []
+    store.put(sched("a", task="t.two"), at(1), replace=False)  # same name, version 1 again
+    assert [(s.schedule.task, s.version) for s in store.due(at(10), 10)] == [("t.two", 1)]
+    store.put(sched("a", task="t.three"), at(1), replace=True)
+    assert [s.schedule.task for s in store.due(at(10), 10)] == ["t.three"]
+    store.load_file([sched("f", task="t.file")], next_at_fixed(at(2)))
+    assert [(s.schedule.name, s.schedule.source) for s in store.due(at(10), 10)] == [
+        ("a", Source.API),
+        ("f", Source.FILE),
+    ]
+
+
 # -- fire log ------------------------------------------------------------------
 
 

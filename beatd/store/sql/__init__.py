@@ -34,6 +34,7 @@ class SqlStore:
         self._listener: Any = None
         self._listener_lock = threading.Lock()
         self._closed = threading.Event()
+        self._decoded: schedules.Decoded = {}  # the due query's definition cache
         if check_schema:
             from beatd import migrate
 
@@ -83,7 +84,7 @@ class SqlStore:
 
     def due(self, now: datetime, limit: int) -> list[StoredSchedule]:
         with self._read() as conn:
-            return schedules.due(conn, now, limit)
+            return schedules.due(conn, now, limit, self._decoded)
 
     def next_due_at(self) -> datetime | None:
         with self._read() as conn:

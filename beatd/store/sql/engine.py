@@ -10,7 +10,7 @@ reads-then-writes (fencing checks, reconciliation) atomic across processes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +95,25 @@ def insert_ignore(dialect: str, table: sa.Table) -> Any:
     from sqlalchemy.dialects import sqlite
 
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+IN_CHUNK = 500  # values per IN (...) list on SQLite (its bound-parameter limit)
+
+
+def in_list(column: sa.ColumnElement[Any], values: Sequence[str], dialect: str) -> Any:
+    """column IN values; `= ANY(array)` on PostgreSQL, one statement for every length."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return column == sa.any_(sa.cast(list(values), postgresql.ARRAY(sa.Text())))
+    return column.in_(values)
+
+
+def chunks(values: Sequence[str], dialect: str) -> list[Sequence[str]]:
+    """`values` cut for `in_list`: IN_CHUNK at a time on SQLite, all at once on PostgreSQL."""
+    if dialect == "postgresql":
+        return [values]
+    return [values[start : start + IN_CHUNK] for start in range(0, len(values), IN_CHUNK)]
 
 
 def db_now(conn: Connection) -> datetime:

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from beatd.model import FireRecord, Lease, Outcome
@@ -24,8 +23,6 @@ from beatd.store.base import Advance, Decision
 from beatd.store.sql import engine as eng
 from beatd.store.sql import lease as leases
 from beatd.store.sql.tables import fires, outbox, schedules
-
-_CHUNK = 500  # names per IN (...) list
 
 
 def record(
@@ -140,20 +137,6 @@ def _record_pg(
     return written
 
 
-def _is_in(column: sa.ColumnElement[Any], values: Sequence[str], dialect: str) -> Any:
-    """column IN values: `= ANY(array)` on PostgreSQL (one statement for every length)."""
-    if dialect == "postgresql":
-        return column == sa.any_(sa.cast(list(values), postgresql.ARRAY(sa.Text())))
-    return column.in_(values)
-
-
-def _chunked(values: Sequence[str], dialect: str) -> list[Sequence[str]]:
-    """IN lists stay short on SQLite (its parameter limit); PostgreSQL takes one array."""
-    if dialect == "postgresql":
-        return [values]
-    return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
-
-
 def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
     """Apply version-checked advances; the names whose version moved."""
     if not advances:
@@ -162,10 +145,10 @@ def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
     wanted = {a.name: a.version for a in advances}
     current: dict[str, int] = {}
     names = sorted(wanted)  # lock in name order, as reconciliation updates
-    for chunk in _chunked(names, dialect):
+    for chunk in eng.chunks(names, dialect):
         query = (
             sa.select(schedules.c.name, schedules.c.version)
-            .where(_is_in(schedules.c.name, chunk, dialect))
+            .where(eng.in_list(schedules.c.name, chunk, dialect))
             .order_by(schedules.c.name)
             .with_for_update()
         )
@@ -260,15 +243,16 @@ def next_publish_at(conn: Connection) -> datetime | None:
 def _settle(conn: Connection, fire_ids: Sequence[str], values: dict[str, object]) -> None:
     """Close pending fires (never overwrite one already settled) and drop their outbox rows."""
     dialect = conn.dialect.name
-    for chunk in _chunked(list(dict.fromkeys(fire_ids)), dialect):
+    for chunk in eng.chunks(list(dict.fromkeys(fire_ids)), dialect):
         conn.execute(
             sa.update(fires)
             .where(
-                _is_in(fires.c.fire_id, chunk, dialect), fires.c.outcome == Outcome.PENDING.value
+                eng.in_list(fires.c.fire_id, chunk, dialect),
+                fires.c.outcome == Outcome.PENDING.value,
             )
             .values(**values)
         )
-        conn.execute(sa.delete(outbox).where(_is_in(outbox.c.fire_id, chunk, dialect)))
+        conn.execute(sa.delete(outbox).where(eng.in_list(outbox.c.fire_id, chunk, dialect)))
 
 
 def mark_sent(conn: Connection, fire_ids: Sequence[str], sent_at: datetime) -> None:

@@ -88,6 +88,10 @@ def _stored(row: Any) -> StoredSchedule:
     schedule = codec.schedule_from_table(
         row.name, row.definition, _READ_DEFAULTS, Source(row.source)
     )
+    return _with_run_state(schedule, row)
+
+
+def _with_run_state(schedule: Schedule, row: Any) -> StoredSchedule:
     return StoredSchedule(
         schedule=schedule,
         next_at=row.next_at,
@@ -111,14 +115,45 @@ def all_(conn: Connection) -> list[StoredSchedule]:
     return [_stored(row) for row in conn.execute(sa.select(schedules).order_by(schedules.c.name))]
 
 
-def due(conn: Connection, now: datetime, limit: int) -> list[StoredSchedule]:
-    query = (
-        sa.select(schedules)
-        .where(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
-        .order_by(schedules.c.next_at, schedules.c.name)
-        .limit(limit)
-    )
-    return [_stored(row) for row in conn.execute(query).all()]
+Decoded = dict[str, tuple[str, str, Schedule]]
+"""Definitions already decoded: name -> (digest, source, schedule)."""
+
+_RUN_STATE = [column for column in schedules.c if column.name != "definition"]
+MAX_DECODED = 200_000  # past this many names (churn), the cache starts over
+
+
+def due(
+    conn: Connection, now: datetime, limit: int, decoded: Decoded | None = None
+) -> list[StoredSchedule]:
+    """Due schedules, earliest first; `decoded` spares re-reading unchanged definitions.
+
+    The leader reads the same schedules over and over: with the cache, a
+    due row is its run state plus a digest, and only new or changed
+    definitions are read and decoded (a second query, by name).
+    """
+    order = (schedules.c.next_at, schedules.c.name)
+    due_now = sa.and_(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
+    if decoded is None:
+        query = sa.select(schedules).where(due_now).order_by(*order).limit(limit)
+        return [_stored(row) for row in conn.execute(query).all()]
+    rows = conn.execute(sa.select(*_RUN_STATE).where(due_now).order_by(*order).limit(limit)).all()
+    stale = [
+        row.name for row in rows if decoded.get(row.name, ("",))[:2] != (row.digest, row.source)
+    ]
+    if stale:
+        if len(decoded) + len(stale) > MAX_DECODED:
+            decoded.clear()
+        dialect = conn.dialect.name
+        for chunk in eng.chunks(stale, dialect):
+            query = sa.select(
+                schedules.c.name, schedules.c.digest, schedules.c.source, schedules.c.definition
+            )
+            for row in conn.execute(query.where(eng.in_list(schedules.c.name, chunk, dialect))):
+                schedule = codec.schedule_from_table(
+                    row.name, row.definition, _READ_DEFAULTS, Source(row.source)
+                )
+                decoded[row.name] = (row.digest, row.source, schedule)
+    return [_with_run_state(decoded[row.name][2], row) for row in rows if row.name in decoded]
 
 
 def due_query(now: datetime, limit: int) -> sa.Select[Any]:
