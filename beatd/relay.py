@@ -103,6 +103,8 @@ class Relay:
             if not self._account(due, results):
                 return self._back_off(now, "the broker nacked messages")
             self._recovered()
+            if len(self._confirmed) >= self.batch:
+                self.settle()  # a long catch-up marks as it goes
             if len(due) < self.batch and not self._more:
                 break
         return self._next(now)

@@ -25,6 +25,7 @@ from beatd.store.base import Advance, Decision, FireLog, ScheduleStore
 log = logging.getLogger("beatd.tick")
 
 BATCH = 200  # schedules per transaction
+FIRES_PER_COMMIT = 2000  # ...and about this many fires: a catch-up commits (and sends) as it goes
 MAX_ROUNDS = 50  # batches per tick before yielding to the loop (lease, signals)
 LOOKAHEAD = timedelta(milliseconds=500)  # record fires this far ahead of their instant
 
@@ -51,12 +52,13 @@ class Ticker:
         metrics: Metrics | None = None,
         *,
         batch: int = BATCH,
+        fires_per_commit: int = FIRES_PER_COMMIT,
         on_recorded: Callable[[int, list[Message]], None] = lambda epoch, messages: None,
         lookahead: timedelta = LOOKAHEAD,
     ) -> None:
         self.store, self.leader, self.build = store, leader, build
         self.metrics = metrics or Metrics()
-        self.batch, self.lookahead = batch, lookahead
+        self.batch, self.lookahead, self.fires_per_commit = batch, lookahead, fires_per_commit
         self.on_recorded = on_recorded  # hands the relay what was written (epoch, messages)
         self._term: tuple[int, datetime] | None = None  # (epoch, when it began deciding)
 
@@ -80,11 +82,15 @@ class Ticker:
             due = self.store.due(horizon, self.batch)
             decisions: list[Decision] = []
             advances: list[Advance] = []
+            taken = 0
             for stored in due:
+                taken += 1
                 planned = plan(stored, now, self.build, since=self._term[1], horizon=horizon)
                 decisions.extend(planned.decisions)
                 if planned.advance is not None:
                     advances.append(planned.advance)
+                if len(decisions) >= self.fires_per_commit:
+                    break  # the rest stay due for the next round
             if not advances:
                 break
             try:
@@ -98,7 +104,7 @@ class Ticker:
             ]
             if messages:
                 self.on_recorded(lease.epoch, messages)
-            if len(due) < self.batch:
+            if taken == len(due) < self.batch:
                 break
         else:
             return now  # more is due: go on after the loop's other duties

@@ -279,6 +279,23 @@ def test_tick_works_through_batches(store: MemoryStore, clock: FakeClock) -> Non
     assert woken == [100, 100, 100, 100, 50]
 
 
+def test_a_long_catch_up_commits_as_it_goes(store: MemoryStore, clock: FakeClock) -> None:
+    load(store, clock, *(sched(f"s{i}", misfire=Misfire.ALL) for i in range(3)))
+    recorded: list[int] = []
+    clock.advance(50)  # down for 50 s: 50 missed instants each
+    leader = leading(store, clock)
+    ticker = Ticker(
+        store,
+        leader,
+        build_message,
+        fires_per_commit=60,
+        on_recorded=lambda _, m: recorded.append(len(m)),
+    )
+    ticker.tick(clock.now())
+    assert recorded == [100, 50]  # two schedules reach 60, the third comes next
+    assert store.backlog() == 150
+
+
 # -- relay --------------------------------------------------------------------
 
 
