@@ -82,11 +82,11 @@ def plan(
     s, first = stored.schedule, stored.next_at
     if first is None or first > until:
         return Plan((), None)
-    latest = timing.latest_at_or_before(s, until, first)
+    out = _Builder(s, until, build)
+    latest = out.latest(first)
     if not s.enabled or latest is None:
         next_at = timing.next_after(s, until)
         return Plan((), Advance(s.name, stored.version, next_at, stored.last_at, 0))
-    out = _Builder(s, until, build)
     # Region boundaries, each the first instant at or after a cut-off.
     on_time_cut = now - on_time
     if since is not None:  # ...but never an instant from before the schedule was stored
@@ -139,6 +139,20 @@ class _Builder:
         if self._next is None or self._next[0] != at:
             self._next = (at, timing.next_after(self.s, at))
         return self._next[1]
+
+    def latest(self, first: datetime) -> datetime | None:
+        """The latest instant in [first, until], or None.
+
+        Mostly `first` is the only one (one instant due): two next_after calls
+        tell, and the send and the advance reuse the first of them, where
+        latest_at_or_before would search (a cron schedule evaluates more).
+        """
+        after = self.next_after(first)
+        if after is None or after > self.until:
+            found = timing.next_after(self.s, first - _TICK)
+            if found == first:
+                return found
+        return timing.latest_at_or_before(self.s, self.until, first)
 
     def send(self, at: datetime) -> None:
         publish_at = at + timing.jitter_offset(self.s.name, at, self.s.jitter)

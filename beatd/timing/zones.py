@@ -30,6 +30,8 @@ ONE_SECOND = timedelta(seconds=1)
 _SAMPLE = timedelta(hours=6)
 MIN_YEAR = 1  # instants are handled from year MIN_YEAR + 1 on ...
 MAX_YEAR = 9998  # ... up to MAX_YEAR: room for offsets and one-year windows at both ends
+_SEGMENTS_END = datetime(MAX_YEAR, 1, 1)  # `segments` stops here
+UTC_KEYS = frozenset({"UTC", "Etc/UTC"})  # zones that are UTC itself, all year, every year
 
 
 class WallSource(Protocol):
@@ -164,8 +166,12 @@ def next_instant(source: WallSource, zone: ZoneInfo, after: datetime) -> datetim
     if after.year > MAX_YEAR:
         return None
     after = max(after, datetime(MIN_YEAR + 1, 1, 1))
+    first = after.replace(microsecond=0) + ONE_SECOND
+    if zone.key in UTC_KEYS:  # wall time is UTC: no offsets to walk, no DST rule to apply
+        found = source.next_wall(first)
+        return found if found is not None and found < _SEGMENTS_END else None
     fixed = not source.frequent
-    lo: datetime | None = after.replace(microsecond=0) + ONE_SECOND
+    lo: datetime | None = first
     for seg in segments(zone, after):
         lo_wall = (lo if lo is not None else seg.start) + seg.offset
         lo = None
