@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -255,19 +256,24 @@ def load_file(
 
     Works through the schedules _CHUNK at a time in name order (rows are
     locked in name order everywhere, record() too, so no deadlock): only one
-    chunk's rows, columns and parameters are in memory at once, not the file's.
+    chunk's columns and parameters are in memory at once, not the whole file's.
     """
     check_unique(listed)
     lock_definitions(conn)
     file_names = {item.name for item in listed}
     by_api: set[str] = set()
     removed: list[str] = []
-    query = sa.select(schedules.c.name, schedules.c.source).execution_options(yield_per=_CHUNK)
-    for name, source in conn.execute(query):
-        if source != Source.FILE.value:
-            by_api.add(name)
-        elif name not in file_names:
-            removed.append(name)
+    existing: dict[str, Row] = {}  # the listed ones; the timing texts are few, so shared
+    query = sa.select(
+        schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing
+    ).execution_options(yield_per=_CHUNK)
+    for row in conn.execute(query):
+        if row.source != Source.FILE.value:
+            by_api.add(row.name)
+        elif row.name not in file_names:
+            removed.append(row.name)
+        else:
+            existing[row.name] = Row(Source.FILE.value, row.digest, sys.intern(row.timing))
     del file_names
     for item in listed:  # in file order, before anything is written
         if item.name in by_api:
@@ -278,7 +284,7 @@ def load_file(
     added: list[str] = []
     changed: list[str] = []
     for chunk in _chunks(sorted(listed, key=lambda item: item.name)):
-        added_, changed_ = _load_chunk(conn, chunk, next_at, now)
+        added_, changed_ = _load_chunk(conn, chunk, existing, next_at, now)
         added.extend(added_)
         changed.extend(changed_)
     removed.sort()
@@ -297,13 +303,16 @@ def load_file(
 
 
 def _load_chunk(
-    conn: Connection, chunk: Sequence[Schedule], next_at: NextAt, now: datetime
+    conn: Connection,
+    chunk: Sequence[Schedule],
+    existing: dict[str, Row],
+    next_at: NextAt,
+    now: datetime,
 ) -> tuple[list[str], list[str]]:
-    """Insert the new and update the changed schedules of one chunk; their names."""
-    query = sa.select(
-        schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing
-    ).where(schedules.c.name.in_([item.name for item in chunk]))
-    existing = {row.name: Row(row.source, row.digest, row.timing) for row in conn.execute(query)}
+    """Insert the new and update the changed schedules of one chunk; their names.
+
+    Takes the chunk's rows out of `existing`, so it shrinks as the load goes.
+    """
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for item in chunk:
@@ -311,7 +320,7 @@ def _load_chunk(
             item if item.source is Source.FILE else dataclasses.replace(item, source=Source.FILE)
         )
         columns = definition_columns(schedule)
-        prev = existing.get(schedule.name)
+        prev = existing.pop(schedule.name, None)
         if prev is None:
             columns.update(
                 name=schedule.name, next_at=next_at(schedule), created_at=now, updated_at=now
