@@ -336,6 +336,7 @@ class Daemon:
                 continue
             if count != seen:
                 seen = count
+                self.relay.recheck()
                 self._tick_wake.set()
                 self._relay_wake.set()
 

@@ -28,11 +28,13 @@ from beatd.metrics import Metrics
 from beatd.publish.base import Message, Publisher, Result, Status
 from beatd.publish.retry import RetryPolicy
 from beatd.store.base import FireLog
+from beatd.tick import LOOKAHEAD
 
 log = logging.getLogger("beatd.relay")
 
 BATCH = 500
-AHEAD = timedelta(milliseconds=600)  # a fresh read takes fires due this soon
+AHEAD = LOOKAHEAD + timedelta(milliseconds=100)  # a fresh read takes all recorded ahead
+WINDOW = 50_000  # at most this many of them
 REREAD = timedelta(milliseconds=250)  # read what is due at least this often
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
 RECENT = 4 * BATCH  # ids of fires sent lately: an offer that lost a race to a read is not resent
@@ -62,6 +64,7 @@ class Relay:
         self._heap: list[tuple[datetime, str, Message]] = []  # held until publish_at
         self._held: set[str] = set()
         self._read_at: datetime | None = None  # None: read the whole window next
+        self._recheck = False  # a change may have withdrawn fires held here
         self._more = False  # the last read filled a batch: read again before sleeping
         self._recent: dict[str, None] = {}  # at least the last RECENT ids sent, oldest first
         self._confirmed: list[str] = []  # confirmed, not marked sent yet
@@ -71,6 +74,10 @@ class Relay:
         """Fires the tick just recorded under `epoch`; safe from another thread."""
         self._offers.append((epoch, messages))
 
+    def recheck(self) -> None:
+        """Schedules changed: drop held fires the change withdrew; safe from another thread."""
+        self._recheck = True
+
     def run_once(self, now: datetime) -> datetime | None:
         """Publish everything due at `now`; returns when to run next (None: outbox empty).
 
@@ -79,12 +86,7 @@ class Relay:
         """
         if self._retry_at is not None and now < self._retry_at:
             return self._retry_at
-        term = self.term()
-        if term != self._term:
-            self._term = term
-            self._forget()
-        self._take_offers()
-        if term is None:
+        if not self._catch_up_with_the_term():
             self.settle()
             return None
         while True:
@@ -108,6 +110,18 @@ class Relay:
             if len(due) < self.batch and not self._more:
                 break
         return self._next(now)
+
+    def _catch_up_with_the_term(self) -> bool:
+        """Apply term changes, offers and withdrawals; False when not leading."""
+        term = self.term()
+        if term != self._term:
+            self._term = term
+            self._forget()
+        self._take_offers()
+        if term is not None and self._recheck:
+            self._recheck = False
+            self._drop_withdrawn()
+        return term is not None
 
     def settle(self) -> None:
         """Mark the confirmed fires sent (they leave the outbox)."""
@@ -135,10 +149,20 @@ class Relay:
     def _read(self, now: datetime) -> None:
         """The whole window after a reset, else only what is due (fires recorded elsewhere)."""
         self.settle()  # settled fires are out of the outbox: the read sees only unsent ones
-        horizon = now + AHEAD if self._read_at is None else now
-        read = self.firelog.pending(horizon, self.batch)
-        self._more = self._hold(read) > 0 and len(read) == self.batch
+        whole = self._read_at is None
+        limit = WINDOW if whole else self.batch
+        read = self.firelog.pending(now + AHEAD if whole else now, limit)
+        self._more = self._hold(read) > 0 and len(read) == limit
         self._read_at = now
+
+    def _drop_withdrawn(self) -> None:
+        if not self._held:
+            return
+        kept = self.firelog.still_pending(list(self._held))
+        if len(kept) < len(self._held):
+            self._heap = [entry for entry in self._heap if entry[1] in kept]
+            heapq.heapify(self._heap)
+            self._held = kept
 
     def _account(self, due: list[Message], results: list[Result]) -> bool:
         """Book the broker's answers; False when it nacked some (they stay in the outbox)."""

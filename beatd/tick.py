@@ -27,7 +27,7 @@ log = logging.getLogger("beatd.tick")
 BATCH = 200  # schedules per transaction
 FIRES_PER_COMMIT = 2000  # ...and about this many fires: a catch-up commits (and sends) as it goes
 MAX_ROUNDS = 50  # batches per tick before yielding to the loop (lease, signals)
-LOOKAHEAD = timedelta(milliseconds=500)  # record fires this far ahead of their instant
+LOOKAHEAD = timedelta(seconds=1)  # record fires this far ahead (a change withdraws them)
 
 
 class TickStore(ScheduleStore, FireLog, Protocol):

@@ -67,6 +67,15 @@ class ReconcileResult:
 
 
 class ScheduleStore(Protocol):
+    """Schedules and their run state.
+
+    Every change (load_file, put, delete, pausing) also withdraws the
+    schedule's fires recorded ahead whose instant is still to come: their
+    fire and outbox rows go, and a schedule whose timing did not change is
+    decided again from the earliest of them, so the change applies to every
+    fire not due yet.
+    """
+
     def load_file(self, schedules: Sequence[Schedule], next_at: NextAt) -> ReconcileResult:
         """Make the file-owned schedules exactly `schedules`.
 
@@ -136,6 +145,10 @@ class FireLog(Protocol):
         its schedule's decisions. Returns the ids of the fires written.
         Without a lease (trigger, backfill) only the uniqueness rule guards.
         """
+        ...
+
+    def still_pending(self, fire_ids: Sequence[str]) -> set[str]:
+        """The ids among `fire_ids` still in the outbox (a change may have withdrawn some)."""
         ...
 
     def pending(self, now: datetime, limit: int) -> list[Message]:

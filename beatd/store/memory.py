@@ -95,10 +95,7 @@ class MemoryStore:
                     self._rows[schedule.name] = _Row(schedule, next_at(schedule), created_at=now)
                     added.append(schedule.name)
                 elif row.schedule != schedule:
-                    if _timing(row.schedule) != _timing(schedule):
-                        row.next_at = next_at(schedule)
-                    row.schedule = schedule
-                    row.version += 1
+                    self._redefine(row, schedule, next_at(schedule), now)
                     changed.append(schedule.name)
             names = {s.name for s in listed}
             removed = sorted(
@@ -107,6 +104,7 @@ class MemoryStore:
                 if row.schedule.source is Source.FILE and name not in names
             )
             for name in removed:
+                self._withdraw(name, now)
                 del self._rows[name]
             if added or changed or removed:
                 self._bump()
@@ -125,10 +123,7 @@ class MemoryStore:
             if row is None:
                 self._rows[schedule.name] = _Row(schedule, next_at, created_at=self.clock.now())
             else:
-                if _timing(row.schedule) != _timing(schedule):
-                    row.next_at = next_at
-                row.schedule = schedule
-                row.version += 1
+                self._redefine(row, schedule, next_at, self.clock.now())
             self._bump()
 
     def delete(self, name: str) -> None:
@@ -136,6 +131,7 @@ class MemoryStore:
             row = self._get(name)
             if row.schedule.source is Source.FILE:
                 raise _owned_by_file(name)
+            self._withdraw(name, self.clock.now())
             del self._rows[name]
             self._bump()
 
@@ -146,10 +142,32 @@ class MemoryStore:
             row = self._get(name)
             if row.paused and not paused:
                 row.next_at = next_at
+            if paused:
+                self._withdraw(name, self.clock.now())
             row.paused = paused
             row.note = note if paused else None
             row.version += 1
             self._bump()
+
+    def _redefine(
+        self, row: _Row, schedule: Schedule, next_at: datetime | None, now: datetime
+    ) -> None:
+        earliest = self._withdraw(schedule.name, now)
+        if _timing(row.schedule) != _timing(schedule):
+            row.next_at = next_at
+        elif earliest is not None:  # decide those instants again, as now defined
+            row.next_at = earliest
+        row.schedule = schedule
+        row.version += 1
+
+    def _withdraw(self, name: str, now: datetime) -> datetime | None:
+        """Take back `name`'s fires recorded ahead and not due yet; the earliest instant."""
+        gone = [m for m in self._outbox.values() if m.schedule == name and m.scheduled_for > now]
+        for m in gone:
+            del self._outbox[m.fire_id]
+            del self._fires[m.fire_id]
+            self._instants.discard((m.schedule, m.scheduled_for))
+        return min((m.scheduled_for for m in gone), default=None)
 
     def _get(self, name: str) -> _Row:
         row = self._rows.get(name)
@@ -238,6 +256,10 @@ class MemoryStore:
         if held.expires_at <= now:
             late = (now - held.expires_at).total_seconds()
             raise Fenced(f"lease lost: epoch {held.epoch} expired {late:.3f}s ago (database clock)")
+
+    def still_pending(self, fire_ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            return {fid for fid in fire_ids if fid in self._outbox}
 
     def pending(self, now: datetime, limit: int) -> list[Message]:
         with self._lock:

@@ -289,6 +289,7 @@ def test_a_long_catch_up_commits_as_it_goes(store: MemoryStore, clock: FakeClock
         leader,
         build_message,
         fires_per_commit=60,
+        lookahead=timedelta(0),
         on_recorded=lambda _, m: recorded.append(len(m)),
     )
     ticker.tick(clock.now())
@@ -331,7 +332,7 @@ class Recording:
 def recorded(store: MemoryStore, clock: FakeClock, *schedules: Schedule, seconds: int) -> None:
     load(store, clock, *schedules)
     leader = leading(store, clock)
-    ticker = Ticker(store, leader, build_message)
+    ticker = Ticker(store, leader, build_message, lookahead=timedelta(0))
     for _ in range(seconds):
         clock.advance(1)
         leader.step()
@@ -508,3 +509,19 @@ def test_an_offer_from_an_earlier_term_is_left_to_the_outbox(
     clock.set(message.publish_at)
     relay.run_once(clock.now())
     assert [m.fire_id for m in pub.sent] == [message.fire_id]
+
+
+def test_a_paused_schedule_s_held_fire_is_not_sent(store: MemoryStore, clock: FakeClock) -> None:
+    load(store, clock, sched("a", 10), sched("b", 10))
+    pub = Recording()
+    relay = Relay(store, pub, clock)
+    leader, ticker = ticking(store, clock, relay)
+    clock.advance(9.5)
+    leader.step()
+    ticker.tick(clock.now())  # both fires of T0+10s recorded ahead and held by the relay
+    relay.run_once(clock.now())
+    store.set_paused("a", True, None, None)
+    relay.recheck()  # the daemon's watcher saw the change
+    clock.set(T0 + timedelta(seconds=10))
+    relay.run_once(clock.now())
+    assert [m.schedule for m in pub.sent] == ["b"]

@@ -212,6 +212,38 @@ def test_due_reads_each_definition_as_it_is_now(store: Store) -> None:
     ]
 
 
+def ahead(minutes: float) -> datetime:
+    """An instant still to come, for fires recorded ahead of it."""
+    return datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=60 + minutes)
+
+
+def test_a_change_withdraws_fires_recorded_ahead(backend: Backend) -> None:
+    """Pause, replace, delete and a reload apply to fires recorded but not due yet."""
+    store = backend.store
+    for name in ("paused", "replaced", "retimed", "deleted"):
+        store.put(sched(name), ahead(0), replace=False)
+    store.load_file([sched("filed"), sched("dropped")], next_at_fixed(ahead(0)))
+    past = pending("paused", at(-1))  # due already, still unsent (broker down)
+    everyone = ["paused", "replaced", "retimed", "deleted", "filed", "dropped"]
+    store.record(None, [past] + [pending(n, ahead(m)) for n in everyone for m in (0, 1)], [])
+
+    store.set_paused("paused", True, None, None)
+    store.put(sched("replaced", task="app.tasks.new"), ahead(5), replace=True)
+    store.put(sched("retimed", every=120), ahead(2), replace=True)
+    store.delete("deleted")
+    store.load_file([sched("filed", task="app.tasks.new")], next_at_fixed(ahead(5)))
+
+    assert [m.fire_id for m in store.pending(ahead(10), 100)] == [past.fire_id]
+    assert store.still_pending([past.fire_id, fire_id("paused", ahead(0))]) == {past.fire_id}
+    assert [f.scheduled_for for f in store.history("paused", 10)] == [at(-1)]
+    # same timing: decided again from the first withdrawn instant, as now defined
+    assert store.get("replaced").next_at == ahead(0)
+    assert store.get("filed").next_at == ahead(0)
+    # new timing: starts afresh; nothing left of the old instants
+    assert store.get("retimed").next_at == ahead(2)
+    assert store.history("retimed", 10) == []
+
+
 # -- fire log ------------------------------------------------------------------
 
 

@@ -66,7 +66,7 @@ class SqlStore:
 
     def delete(self, name: str) -> None:
         with self._write() as conn:
-            schedules.delete(conn, name)
+            schedules.delete(conn, name, eng.db_now(conn))
 
     def set_paused(
         self, name: str, paused: bool, note: str | None, next_at: datetime | None
@@ -142,6 +142,10 @@ class SqlStore:
     ) -> list[str]:
         with self._write() as conn:
             return firelog.record(conn, lease_, decisions, advances)
+
+    def still_pending(self, fire_ids: Sequence[str]) -> set[str]:
+        with self._read() as conn:
+            return firelog.still_pending(conn, fire_ids)
 
     def pending(self, now: datetime, limit: int) -> list[Message]:
         with self._read() as conn:

@@ -189,6 +189,39 @@ def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
     return moved
 
 
+def withdraw(conn: Connection, names: Sequence[str], now: datetime) -> dict[str, datetime]:
+    """Take back the fires of `names` recorded ahead and not due yet: a change applies to them.
+
+    Their fire and outbox rows go (nothing of them was sent). Returns each
+    name's earliest withdrawn instant, where a schedule whose timing did not
+    change is decided again from.
+    """
+    dialect = conn.dialect.name
+    earliest: dict[str, datetime] = {}
+    ids: list[str] = []
+    for chunk in eng.chunks(names, dialect):
+        query = sa.select(outbox.c.fire_id, outbox.c.schedule, outbox.c.scheduled_for).where(
+            eng.in_list(outbox.c.schedule, chunk, dialect), outbox.c.scheduled_for > now
+        )
+        for fid, name, at in conn.execute(query).all():
+            ids.append(fid)
+            earliest[name] = min(at, earliest.get(name, at))
+    for chunk in eng.chunks(ids, dialect):
+        pending_ = fires.c.outcome == Outcome.PENDING.value
+        conn.execute(sa.delete(fires).where(eng.in_list(fires.c.fire_id, chunk, dialect), pending_))
+        conn.execute(sa.delete(outbox).where(eng.in_list(outbox.c.fire_id, chunk, dialect)))
+    return earliest
+
+
+def still_pending(conn: Connection, fire_ids: Sequence[str]) -> set[str]:
+    dialect = conn.dialect.name
+    found: set[str] = set()
+    for chunk in eng.chunks(fire_ids, dialect):
+        query = sa.select(outbox.c.fire_id).where(eng.in_list(outbox.c.fire_id, chunk, dialect))
+        found.update(conn.execute(query).scalars().all())
+    return found
+
+
 def _outbox_row(message: Message) -> dict[str, Any]:
     return {
         "fire_id": message.fire_id,

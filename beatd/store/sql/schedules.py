@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -25,6 +24,7 @@ from beatd.model import UTC_ZONE, Format, Schedule, Source
 from beatd.store import check_unique
 from beatd.store.base import NextAt, ReconcileResult, StoredSchedule
 from beatd.store.sql import engine as eng
+from beatd.store.sql import firelog
 from beatd.store.sql.tables import changes, schedules
 
 CHANNEL = "beatd_changes"
@@ -206,13 +206,16 @@ def put(
         )
     else:
         values: dict[str, Any] = dict(columns, updated_at=now, version=schedules.c.version + 1)
+        withdrawn = firelog.withdraw(conn, [schedule.name], now)
         if existing.timing != columns["timing"]:
             values["next_at"] = next_at
+        elif schedule.name in withdrawn:  # decide those instants again, as now defined
+            values["next_at"] = withdrawn[schedule.name]
         conn.execute(sa.update(schedules).where(schedules.c.name == schedule.name).values(values))
     bump(conn)
 
 
-def delete(conn: Connection, name: str) -> None:
+def delete(conn: Connection, name: str, now: datetime) -> None:
     lock_definitions(conn)
     query = sa.select(schedules.c.source).where(schedules.c.name == name)
     source = conn.execute(query).scalar_one_or_none()
@@ -220,6 +223,7 @@ def delete(conn: Connection, name: str) -> None:
         raise NotFound(f"no schedule named {name!r}")
     if source == Source.FILE.value:
         raise _owned_by_file(name)
+    firelog.withdraw(conn, [name], now)
     conn.execute(sa.delete(schedules).where(schedules.c.name == name))
     bump(conn)
 
@@ -245,6 +249,8 @@ def set_paused(
     }
     if was and not paused:
         values["next_at"] = next_at
+    if paused:
+        firelog.withdraw(conn, [name], now)
     conn.execute(sa.update(schedules).where(schedules.c.name == name).values(values))
     bump(conn)
 
@@ -263,17 +269,12 @@ def load_file(
     file_names = {item.name for item in listed}
     by_api: set[str] = set()
     removed: list[str] = []
-    existing: dict[str, Row] = {}  # the listed ones; the timing texts are few, so shared
-    query = sa.select(
-        schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing
-    ).execution_options(yield_per=_CHUNK)
-    for row in conn.execute(query):
-        if row.source != Source.FILE.value:
-            by_api.add(row.name)
-        elif row.name not in file_names:
-            removed.append(row.name)
-        else:
-            existing[row.name] = Row(Source.FILE.value, row.digest, sys.intern(row.timing))
+    query = sa.select(schedules.c.name, schedules.c.source).execution_options(yield_per=_CHUNK)
+    for name, source in conn.execute(query):
+        if source != Source.FILE.value:
+            by_api.add(name)
+        elif name not in file_names:
+            removed.append(name)
     del file_names
     for item in listed:  # in file order, before anything is written
         if item.name in by_api:
@@ -284,11 +285,12 @@ def load_file(
     added: list[str] = []
     changed: list[str] = []
     for chunk in _chunks(sorted(listed, key=lambda item: item.name)):
-        added_, changed_ = _load_chunk(conn, chunk, existing, next_at, now)
+        added_, changed_ = _load_chunk(conn, chunk, next_at, now)
         added.extend(added_)
         changed.extend(changed_)
     removed.sort()
     for names in _chunks(removed):
+        firelog.withdraw(conn, names, now)
         conn.execute(
             sa.delete(schedules).where(
                 schedules.c.name.in_(names), schedules.c.source == Source.FILE.value
@@ -303,16 +305,14 @@ def load_file(
 
 
 def _load_chunk(
-    conn: Connection,
-    chunk: Sequence[Schedule],
-    existing: dict[str, Row],
-    next_at: NextAt,
-    now: datetime,
+    conn: Connection, chunk: Sequence[Schedule], next_at: NextAt, now: datetime
 ) -> tuple[list[str], list[str]]:
-    """Insert the new and update the changed schedules of one chunk; their names.
-
-    Takes the chunk's rows out of `existing`, so it shrinks as the load goes.
-    """
+    """Insert the new and update the changed schedules of one chunk; their names."""
+    names = [item.name for item in chunk]
+    query = sa.select(
+        schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing
+    ).where(eng.in_list(schedules.c.name, names, conn.dialect.name))
+    existing = {row.name: Row(row.source, row.digest, row.timing) for row in conn.execute(query)}
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for item in chunk:
@@ -320,7 +320,7 @@ def _load_chunk(
             item if item.source is Source.FILE else dataclasses.replace(item, source=Source.FILE)
         )
         columns = definition_columns(schedule)
-        prev = existing.pop(schedule.name, None)
+        prev = existing.get(schedule.name)
         if prev is None:
             columns.update(
                 name=schedule.name, next_at=next_at(schedule), created_at=now, updated_at=now
@@ -338,6 +338,10 @@ def _load_chunk(
             updates.append(params)
     if inserts:
         conn.execute(sa.insert(schedules), inserts)
+    withdrawn = firelog.withdraw(conn, [params["b_name"] for params in updates], now)
+    for params in updates:
+        if not params["b_retime"] and params["b_name"] in withdrawn:
+            params.update(b_retime=True, b_next_at=withdrawn[params["b_name"]])  # decide again
     _update(conn, updates)
     return [row["name"] for row in inserts], [params["b_name"] for params in updates]
 
