@@ -72,3 +72,13 @@ def test_an_on_time_instant_of_a_disabled_schedule_is_not_decided() -> None:
     p = plan(stored(schedule, first), first + 3 * MS, build_message)
     assert p.decisions == ()
     assert p.advance is not None and p.advance.next_at == first + timedelta(seconds=17)
+
+
+def test_a_next_at_off_the_grid_with_no_instant_due_decides_nothing() -> None:
+    schedule = Schedule("job", Every(timedelta(seconds=17)), "app.tasks.job")
+    first = next_after(schedule, T0)
+    assert first is not None
+    off_grid = first + 5 * MS  # e.g. stored under an older definition
+    p = plan(stored(schedule, off_grid), off_grid + 3 * MS, build_message)
+    assert p.decisions == ()
+    assert p.advance is not None and p.advance.next_at == first + timedelta(seconds=17)
