@@ -36,6 +36,7 @@ _READ_DEFAULTS = codec.Defaults(timezone=UTC_ZONE, format=Format.CELERY)
 _TIMING_KEYS = ("cron", "every", "anchor", "rrule", "at", "timezone", "start", "end", "enabled")
 _SPEC_KEYS = ("cron", "every", "rrule", "at")
 _CHUNK = 500
+_LOAD_CHUNK = 2000  # schedules per step of load_file: bounded memory, few round trips
 _T = TypeVar("_T")
 
 
@@ -260,7 +261,7 @@ def load_file(
 ) -> ReconcileResult:
     """Make the file's schedules the stored file schedules, in this one transaction.
 
-    Works through the schedules _CHUNK at a time in name order (rows are
+    Works through the schedules _LOAD_CHUNK at a time in name order (rows are
     locked in name order everywhere, record() too, so no deadlock): only one
     chunk's columns and parameters are in memory at once, not the whole file's.
     """
@@ -284,7 +285,9 @@ def load_file(
             )
     added: list[str] = []
     changed: list[str] = []
-    for chunk in _chunks(sorted(listed, key=lambda item: item.name)):
+    in_order = sorted(listed, key=lambda item: item.name)
+    for start in range(0, len(in_order), _LOAD_CHUNK):
+        chunk = in_order[start : start + _LOAD_CHUNK]
         added_, changed_ = _load_chunk(conn, chunk, next_at, now)
         added.extend(added_)
         changed.extend(changed_)
@@ -304,35 +307,41 @@ def load_file(
     return result
 
 
+def _from_file(schedule: Schedule) -> Schedule:
+    """The schedule as the file owns it (only made when a next instant is asked for)."""
+    if schedule.source is Source.FILE:
+        return schedule
+    return dataclasses.replace(schedule, source=Source.FILE)
+
+
 def _load_chunk(
     conn: Connection, chunk: Sequence[Schedule], next_at: NextAt, now: datetime
 ) -> tuple[list[str], list[str]]:
     """Insert the new and update the changed schedules of one chunk; their names."""
-    names = [item.name for item in chunk]
-    query = sa.select(
-        schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing
-    ).where(eng.in_list(schedules.c.name, names, conn.dialect.name))
-    existing = {row.name: Row(row.source, row.digest, row.timing) for row in conn.execute(query)}
+    query = sa.select(schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing)
+    existing: dict[str, Row] = {}
+    dialect = conn.dialect.name
+    for names in eng.chunks([item.name for item in chunk], dialect):
+        for row in conn.execute(query.where(eng.in_list(schedules.c.name, names, dialect))):
+            existing[row.name] = Row(row.source, row.digest, row.timing)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for item in chunk:
-        schedule = (
-            item if item.source is Source.FILE else dataclasses.replace(item, source=Source.FILE)
-        )
-        columns = definition_columns(schedule)
-        prev = existing.get(schedule.name)
+        columns = definition_columns(item)  # the source aside, the same for a file schedule
+        columns["source"] = Source.FILE.value
+        prev = existing.get(item.name)
         if prev is None:
             columns.update(
-                name=schedule.name, next_at=next_at(schedule), created_at=now, updated_at=now
+                name=item.name, next_at=next_at(_from_file(item)), created_at=now, updated_at=now
             )
             inserts.append(columns)
         elif prev.digest != columns["digest"]:
             retime = prev.timing != columns["timing"]
             params = {f"b_{key}": value for key, value in columns.items()}
             params.update(
-                b_name=schedule.name,
+                b_name=item.name,
                 b_retime=retime,
-                b_next_at=next_at(schedule) if retime else None,
+                b_next_at=next_at(_from_file(item)) if retime else None,
                 b_updated_at=now,
             )
             updates.append(params)
