@@ -24,9 +24,9 @@ from beatd.store.base import Advance, Decision, FireLog, ScheduleStore
 
 log = logging.getLogger("beatd.tick")
 
-BATCH = 200  # schedules per transaction
+BATCH = 500  # schedules per transaction
 FIRES_PER_COMMIT = 2000  # ...and about this many fires: a catch-up commits (and sends) as it goes
-MAX_ROUNDS = 50  # batches per tick before yielding to the loop (lease, signals)
+MAX_ROUNDS = 40  # batches per tick before yielding to the loop (lease, signals)
 LOOKAHEAD = timedelta(seconds=1)  # record fires this far ahead (a change withdraws them)
 
 

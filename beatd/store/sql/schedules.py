@@ -120,7 +120,13 @@ def all_(conn: Connection) -> list[StoredSchedule]:
 Decoded = dict[str, tuple[str, str, Schedule]]
 """Definitions already decoded: name -> (digest, source, schedule)."""
 
-_RUN_STATE = [column for column in schedules.c if column.name != "definition"]
+_RUN_STATE = [
+    schedules.c[name]
+    for name in (
+        "name", "source", "digest", "next_at", "last_at", "fires", "paused", "pause_note",
+        "version", "created_at",
+    )
+]  # fmt: skip
 MAX_DECODED = 200_000  # past this many names (churn), the cache starts over
 
 
