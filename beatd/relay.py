@@ -90,12 +90,10 @@ class Relay:
             self.settle()
             return None
         while True:
-            if self._read_at is None or self._more or now - self._read_at >= REREAD:
+            due = self._pop_due(now)  # what is held goes first: no database on its path
+            if not due and (self._read_at is None or self._more or now - self._read_at >= REREAD):
                 self._read(now)
-            due: list[Message] = []
-            while self._heap and self._heap[0][0] <= now and len(due) < self.batch:
-                due.append(heapq.heappop(self._heap)[2])
-            self._held.difference_update(m.fire_id for m in due)
+                due = self._pop_due(now)
             if not due:
                 break
             try:
@@ -122,6 +120,13 @@ class Relay:
             self._recheck = False
             self._drop_withdrawn()
         return term is not None
+
+    def _pop_due(self, now: datetime) -> list[Message]:
+        due: list[Message] = []
+        while self._heap and self._heap[0][0] <= now and len(due) < self.batch:
+            due.append(heapq.heappop(self._heap)[2])
+        self._held.difference_update(m.fire_id for m in due)
+        return due
 
     def settle(self) -> None:
         """Mark the confirmed fires sent (they leave the outbox)."""
