@@ -19,6 +19,7 @@ standby takes over at once, and return 0.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -163,6 +164,8 @@ class Daemon:
         """Run until request_stop(); returns the exit code (0)."""
         self.time.sync(force=True)
         self.load_schedules(self.settings)
+        gc.collect()
+        gc.freeze()  # what loading left lives for the run: keep it out of every full collection
         self._start()
         self.notifier.ready(self._describe())
         log.info("started", extra={"holder": self.leader.holder})
