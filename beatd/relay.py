@@ -1,9 +1,9 @@
 """The outbox relay: recorded fires -> publisher -> marked sent after the confirm.
 
 Only the leader relays, so messages leave from one place in publish_at
-order. The tick records fires up to half a second ahead and hands the relay
+order. The tick records fires up to a second ahead and hands the relay
 what it wrote (`offer`); the relay holds them until their instant, so
-publishing costs no database read. The outbox stays the truth: a new term
+publishing costs no database round trip. The outbox stays the truth: a new term
 (lease epoch) and a broker failure read it afresh, and a read of what is
 already due every REREAD picks up fires recorded elsewhere (trigger,
 backfill). A fire is marked sent only after the broker confirmed it, in
@@ -175,8 +175,8 @@ class Relay:
         by_id = {m.fire_id: m for m in due}
         nacked = False
         for r in results:
-            self._recent[r.fire_id] = None
             if r.status is Status.CONFIRMED:
+                self._recent[r.fire_id] = None
                 self._confirmed.append(r.fire_id)
                 lag = (confirmed_at - by_id[r.fire_id].scheduled_for).total_seconds()
                 self.metrics.lag.observe(max(lag, 0.0))

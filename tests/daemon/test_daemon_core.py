@@ -360,6 +360,11 @@ def test_nacked_stays_returned_fails(store: MemoryStore, clock: FakeClock) -> No
     assert [m.fire_id for m in store.pending(clock.now(), 10)] == [ids["a"]]
     outcomes = {f.schedule: (f.outcome, f.reason) for f in store.history(None, 10)}
     assert outcomes == {"a": (Outcome.PENDING, None), "b": (Outcome.FAILED, "no route")}
+    pub.answers = {}  # the broker takes it this time
+    clock.advance(2)
+    assert relay.run_once(clock.now()) is None
+    assert [m.fire_id for m in pub.sent] == [ids["a"]]
+    assert store.backlog() == 0
 
 
 def test_broker_failure_keeps_the_backlog_and_sends_it_in_order_later(
