@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.harness.report import Result
+from bench.harness.workloads import lag_floor, steady
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ def check(results: Sequence[Result]) -> list[str]:
         if mine is None:
             continue
         lines.append(_line(target, mine, target.limit(index)))
+    lines += _floors(index)
     for r in results:
         if r.system == "beatd" and not r.skipped and r.workload.startswith("failover-"):
             limit = r.metrics["lease_s"] + 1
@@ -88,3 +90,28 @@ def _line(target: Target, mine: Result, limit: float | None) -> str:
     if met:
         return f"{head}: met ({value:.3g} vs {limit:.3g})"
     return f"{head}: MISSED ({value:.3g} vs {limit:.3g}, x{value / limit:.2f})"
+
+
+def _floors(index: dict[str, Result]) -> list[str]:
+    """What the same run's batched-confirm ceiling allows the steady lag to be, at best."""
+    ceiling = next(
+        (
+            r.metrics.get("publisher_per_s")
+            for key, r in index.items()
+            if key.startswith("pika-batched/")
+        ),
+        None,
+    )
+    if not ceiling:
+        return []
+    lines = []
+    for key in sorted(index):
+        system, _, workload = key.partition("/")
+        if system == "beatd" and workload.startswith("steady-"):
+            plan = steady(int(workload.removeprefix("steady-")))
+            p50, p99 = (lag_floor(plan, ceiling, p) * 1000 for p in (50, 99))
+            lines.append(
+                f"{workload}: lag floor at this run's batched-confirm ceiling ({ceiling:,.0f}/s): "
+                f"p50 {p50:.0f} ms / p99 {p99:.0f} ms (fires sharing an instant leave one by one)"
+            )
+    return lines

@@ -74,6 +74,20 @@ def expected_between(schedules: list[Interval], start: float, end: float) -> int
     return sum(s.count_between(start, end) for s in schedules)
 
 
+def lag_floor(schedules: list[Interval], rate: float, p: float, seconds: int = 3600) -> float:
+    """Seconds of lag at percentile `p` that no publisher at `rate` msgs/s can beat.
+
+    Instants are whole seconds, so every fire due in one second shares one
+    instant; at `rate` the k-th of them leaves (k / rate) s after it.
+    """
+    per_second = [0] * seconds
+    for s in schedules:
+        for t in range(s.offset % s.period, seconds, s.period):
+            per_second[t] += 1
+    lags = sorted(k / rate for count in per_second for k in range(1, count + 1))
+    return lags[min(len(lags) - 1, int(p / 100 * len(lags)))]
+
+
 def iso(t: float) -> str:
     """An epoch instant as ISO-8601 UTC with Z, the form of the `beatd-scheduled-for` header."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
