@@ -37,7 +37,7 @@ AHEAD = LOOKAHEAD + timedelta(milliseconds=100)  # a fresh read takes all record
 WINDOW = 50_000  # at most this many of them
 REREAD = timedelta(milliseconds=250)  # read what is due at least this often
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
-RECENT = 4 * BATCH  # ids of fires sent lately: an offer that lost a race to a read is not resent
+RECENT = 20 * BATCH  # ids sent lately: an offer that lost a race to a read is not resent
 
 
 class Relay:
@@ -90,6 +90,7 @@ class Relay:
             self.settle()
             return None
         while True:
+            self._take_offers()  # before any read: an offered fire is never read (and sent) twice
             due = self._pop_due(now)  # what is held goes first: no database on its path
             if not due and (self._read_at is None or self._more or now - self._read_at >= REREAD):
                 self._read(now)

@@ -530,3 +530,17 @@ def test_a_paused_schedule_s_held_fire_is_not_sent(store: MemoryStore, clock: Fa
     clock.set(T0 + timedelta(seconds=10))
     relay.run_once(clock.now())
     assert [m.schedule for m in pub.sent] == ["b"]
+
+
+def test_a_burst_read_before_its_offers_arrive_is_sent_once(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """The relay may read fires the tick committed before their hand-over reaches it."""
+    messages = [record_at(store, sched(f"s{i:04}"), T0, T0) for i in range(5000)]
+    pub = Recording()
+    relay = Relay(store, pub, clock)
+    relay.run_once(clock.now())  # reads and sends all 5,000
+    relay.offer(0, messages)  # the tick's hand-over, late
+    clock.advance(0.1)
+    relay.run_once(clock.now())
+    assert len(pub.sent) == 5000 == len({m.fire_id for m in pub.sent})
