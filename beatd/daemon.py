@@ -297,11 +297,13 @@ class Daemon:
         while True:
             if self._stop.is_set() and deadline is None:
                 deadline = self.clock.monotonic() + DRAIN_TIMEOUT
-            wait = 1.0
+            wait, due_in = 1.0, None  # due_in: seconds until the next fire to publish
             try:
                 next_at = self.relay.run_once(self.time.now())
                 if self.leader.is_leading():
                     wait = _seconds_until(next_at, self.time.now(), 1.0)
+                    if next_at is not None:
+                        due_in = (next_at - self.time.now()).total_seconds()
                     if self.clock.monotonic() - counted >= BACKLOG_EVERY:
                         counted = self.clock.monotonic()
                         self._backlog = self.store.backlog()
@@ -314,7 +316,8 @@ class Daemon:
                 wait = 1.0
             self._update_status()
             soon = LOOKAHEAD.total_seconds() + 0.05  # fires recorded ahead are due this soon
-            if deadline is not None and (wait > soon or self.clock.monotonic() > deadline):
+            drained = due_in is None or due_in > soon
+            if deadline is not None and (drained or self.clock.monotonic() > deadline):
                 self._settle_quietly()
                 return  # drained what is due (or out of time): the rest waits for the next leader
             self._relay_wake.wait(wait)

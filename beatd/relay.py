@@ -91,8 +91,10 @@ class Relay:
             return None
         while True:
             self._take_offers()  # before any read: an offered fire is never read (and sent) twice
-            due = self._pop_due(now)  # what is held goes first: no database on its path
-            if not due and (self._read_at is None or self._more or now - self._read_at >= REREAD):
+            if self._read_at is None or self._more:
+                self._read(now)  # after a reset the outbox goes first: fires leave in order
+            due = self._pop_due(now)  # else what is held goes first: no database on its path
+            if not due and now - (self._read_at or now) >= REREAD:
                 self._read(now)
                 due = self._pop_due(now)
             if not due:
