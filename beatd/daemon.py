@@ -117,6 +117,7 @@ class Daemon:
         )
         self.relay = Relay(store, publisher, self.time, self.metrics, term=self._term)
         self._stop = threading.Event()  # stop deciding
+        self._decided = threading.Event()  # the tick loop has stopped: nothing more to record
         self._release = threading.Event()  # relay drained: give the lease up
         self._control = threading.Event()  # main thread: a signal arrived
         self._tick_wake, self._relay_wake, self._lease_wake = (threading.Event() for _ in "abc")
@@ -282,6 +283,7 @@ class Daemon:
                 wait = min(wait, self.notifier.watchdog_interval / 2)
             self._tick_wake.wait(wait)
             self._tick_wake.clear()
+        self._decided.set()
 
     def _beat(self) -> None:
         """The tick loop is alive: note it, and ping the watchdog unless the loop is failing."""
@@ -295,7 +297,7 @@ class Daemon:
         deadline: float | None = None
         counted = 0.0  # when the backlog was last counted (a COUNT is not free)
         while True:
-            if self._stop.is_set() and deadline is None:
+            if self._decided.is_set() and deadline is None:  # the last fires recorded are in
                 deadline = self.clock.monotonic() + DRAIN_TIMEOUT
             wait, due_in = 1.0, None  # due_in: seconds until the next fire to publish
             try:
