@@ -8,6 +8,7 @@ run it at once against an empty database.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, Engine
 
-from beatd.errors import SchemaError
+from beatd.errors import SchemaError, StoreError
 from beatd.store.sql import engine as eng
 from beatd.store.sql.tables import TABLE_NAMES
 
@@ -65,8 +66,28 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
+SQLITE_LOCKED_RETRIES = 5  # SQLite can refuse a racing first connection at once ("locked")
+
+
 def upgrade(url: str) -> tuple[str | None, str]:
-    """Migrate the database to head; returns (revision before, revision after)."""
+    """Migrate the database to head; returns (revision before, revision after).
+
+    Several instances may start at once on one new SQLite file; switching it
+    to WAL can fail immediately with "database is locked" instead of
+    waiting, so that one error is retried (the upgrade is one transaction).
+    """
+    for attempt in range(SQLITE_LOCKED_RETRIES):
+        try:
+            return _upgrade(url)
+        except StoreError as error:
+            locked = "database is locked" in str(error) and url.startswith("sqlite")
+            if not locked or attempt == SQLITE_LOCKED_RETRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _upgrade(url: str) -> tuple[str | None, str]:
     parsed = eng.parse_url(url)
     engine = eng.make_engine(parsed)
     config = _config()
