@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from beatd import timing
@@ -160,20 +160,24 @@ def localize(naive: datetime, zone: ZoneInfo) -> datetime:
     return found.replace(tzinfo=UTC)
 
 
+_O = TypeVar("_O")
+_R = TypeVar("_R")
+
+
+def _cached_for_text(parse: Callable[[object, _O], _R]) -> Callable[[object, _O], _R]:
+    """`parse`, cached when the value is text: the anchors and periods of a large file
+    repeat, and what they parse to is immutable (other values are parsed each time)."""
+    cached = lru_cache(maxsize=1024)(parse)
+
+    def call(value: object, option: _O) -> _R:
+        return cached(value, option) if type(value) is str else parse(value, option)
+
+    return call
+
+
+@_cached_for_text
 def parse_instant(value: object, zone: ZoneInfo) -> datetime:
     """An ISO-8601 instant (or a TOML/Python datetime) as aware UTC; naive = in `zone`."""
-    if type(value) is str:
-        return _instant_from_text(value, zone)
-    return _parse_instant(value, zone)
-
-
-@lru_cache(maxsize=1024)
-def _instant_from_text(text: str, zone: ZoneInfo) -> datetime:
-    """Cached: the anchors of a large file repeat (and the result is immutable)."""
-    return _parse_instant(text, zone)
-
-
-def _parse_instant(value: object, zone: ZoneInfo) -> datetime:
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -223,17 +227,10 @@ def _text(value: object, *, empty: bool = False) -> str:
 
 
 def _duration(value: object, *, zero_ok: bool) -> timedelta:
-    if type(value) is str:
-        return _duration_from_text(value, zero_ok)
     return _check_duration(value, zero_ok)
 
 
-@lru_cache(maxsize=1024)
-def _duration_from_text(text: str, zero_ok: bool) -> timedelta:
-    """Cached: the periods of a large file repeat (and the result is immutable)."""
-    return _check_duration(text, zero_ok)
-
-
+@_cached_for_text
 def _check_duration(value: object, zero_ok: bool) -> timedelta:
     delta = parse_duration(value)
     if delta < timedelta(0) or (not zero_ok and delta == timedelta(0)):
