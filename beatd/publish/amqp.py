@@ -68,6 +68,7 @@ from beatd.publish.retry import Backoff, RetryPolicy
 log = logging.getLogger(__name__)
 
 _CHUNK = 256  # messages written per ioloop turn, so acks are read while we write
+_FRAME_OVERHEAD = pika.spec.FRAME_HEADER_SIZE + pika.spec.FRAME_END_SIZE
 _ENCODE_ERRORS = (
     pika.exceptions.UnsupportedAMQPFieldException,
     pika.exceptions.ShortStringTooLong,
@@ -320,6 +321,7 @@ class _Link:
         self._low = 1  # no unsettled tag is below this
         self._pending: dict[int, tuple[_Batch, int]] = {}
         self._known: set[tuple[str, str]] = set()
+        self._methods: dict[tuple[int, str, str], bytes] = {}  # marshalled Basic.Publish
         self._checks: list[tuple[str, str]] = []
         self._check: tuple[str, str] | None = None
         self._declaring = False
@@ -516,7 +518,10 @@ class _Link:
     def _io_write(self, batch: _Batch, start: int) -> None:
         if batch.done.is_set():
             return
+        if not self._confirm_ch.is_open:
+            raise pika.exceptions.ChannelWrongStateError("publish channel is not open")
         end = min(start + _CHUNK, len(batch.messages))
+        frames: list[bytes] = []
         for i in range(start, end):
             props = batch.properties[i]
             if batch.results[i] is not None or props is None:
@@ -527,21 +532,44 @@ class _Link:
                 batch.settle(i, Result(message.fire_id, Status.RETURNED, missing))
                 continue
             try:
-                self._confirm_ch.basic_publish(
-                    message.exchange, message.routing_key, message.body, props, mandatory=True
-                )
-            except _ENCODE_ERRORS as exc:  # pika marshals before it writes: nothing was sent
+                frames += self._io_frames(message, props)
+            except _ENCODE_ERRORS as exc:  # marshalled before anything is written
                 reason = f"cannot encode message: {_describe(exc)}"
                 batch.settle(i, Result(message.fire_id, Status.RETURNED, reason))
                 continue
             self._tag += 1
             self._pending[self._tag] = (batch, i)
             batch.by_id.setdefault(message.fire_id, []).append(i)
+        if frames:
+            # basic_publish hands every frame (three per message) to its own
+            # send(): a third of this thread's time in a 10,000-fire burst.
+            # pika has no public call for frames marshalled here with its own
+            # classes, so the chunk goes out through the one it uses itself.
+            self._conn._output_marshaled_frames([b"".join(frames)])
         if end < len(batch.messages):
             self._conn.ioloop.call_later(0, self._cb(self._io_write, batch, end))
             return
         batch.written = True
         self._io_maybe_finish(batch)
+
+    def _io_frames(self, message: Message, props: pika.BasicProperties) -> list[bytes]:
+        """The frames basic_publish would write: method (cached per route), header, body."""
+        channel = self._confirm_ch.channel_number
+        route = (channel, message.exchange, message.routing_key)
+        method = self._methods.get(route)
+        if method is None:
+            publish = pika.spec.Basic.Publish(
+                exchange=message.exchange, routing_key=message.routing_key, mandatory=True
+            )
+            method = self._methods[route] = pika.frame.Method(channel, publish).marshal()
+        body = message.body
+        frames = [method, pika.frame.Header(channel, len(body), props).marshal()]
+        size = self._conn.params.frame_max - _FRAME_OVERHEAD
+        frames += (
+            pika.frame.Body(channel, body[at : at + size]).marshal()
+            for at in range(0, len(body), size)
+        )
+        return frames
 
     def _io_on_return(self, method: Any, props: Any) -> None:
         batch = self._batch

@@ -297,6 +297,25 @@ def test_messages_with_unique_ids_never_mix_up_results(
     assert [r.fire_id for r in results] == [m.fire_id for m in messages]
 
 
+def test_bodies_larger_than_a_frame_arrive_whole_and_in_order(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    # Frames are marshalled by beatd and written a chunk at a time: a body
+    # over frame_max (128 KiB by default) spans several body frames.
+    big = make_schedule("big", queue=queue_name, kwargs={"blob": "x" * 300_000})
+    small = make_schedule("small", queue=queue_name)
+    messages = [
+        build_message(small, NOW, NOW),
+        build_message(big, NOW, NOW),
+        build_message(small, NOW + timedelta(seconds=1), NOW),
+    ]
+    results = amqp_publisher.publish(messages, NOW)
+    assert [r.status for r in results] == [Status.CONFIRMED] * 3
+    got = consume(amqp_channel, queue_name, 3)
+    assert [g.fire_id for g in got] == [m.fire_id for m in messages]
+    assert got[1].body[1] == {"blob": "x" * 300_000}  # Celery's body: [args, kwargs, embed]
+
+
 def test_names_the_broker_refuses_fail_alone(
     amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
 ) -> None:
