@@ -32,12 +32,12 @@ from beatd.tick import LOOKAHEAD
 
 log = logging.getLogger("beatd.relay")
 
-BATCH = 500
+BATCH = 2000  # fires per publish call: an instant shared by many schedules goes out at once
 AHEAD = LOOKAHEAD + timedelta(milliseconds=100)  # a fresh read takes all recorded ahead
 WINDOW = 50_000  # at most this many of them
 REREAD = timedelta(milliseconds=250)  # read what is due at least this often
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
-RECENT = 20 * BATCH  # ids sent lately: an offer that lost a race to a read is not resent
+RECENT = 10_000  # ids sent lately: an offer that lost a race to a read is not resent
 
 
 class Relay:

@@ -27,7 +27,7 @@ log = logging.getLogger("beatd.tick")
 BATCH = 500  # schedules per transaction
 FIRES_PER_COMMIT = 2000  # ...and about this many fires: a catch-up commits (and sends) as it goes
 MAX_ROUNDS = 40  # batches per tick before yielding to the loop (lease, signals)
-LOOKAHEAD = timedelta(seconds=1)  # record fires this far ahead (a change withdraws them)
+LOOKAHEAD = timedelta(seconds=2)  # record fires this far ahead (a change withdraws them)
 
 
 class TickStore(ScheduleStore, FireLog, Protocol):
@@ -111,9 +111,12 @@ class Ticker:
         next_due = self.store.next_due_at()
         if next_due is None:
             return None
-        # Busy, tick at most every lookahead/2: each fire is still recorded at
-        # least lookahead/2 ahead, in a few transactions a second, not one per fire.
-        return max(next_due - self.lookahead, now + self.lookahead / 2)
+        # Wake 3/4 of the lookahead before the next instant, not a whole one:
+        # instants cluster on whole seconds, and a tick exactly lookahead
+        # before one would run just as the relay publishes the instants it
+        # recorded last time. Busy, tick at most every lookahead/2: each fire is
+        # still recorded at least lookahead/2 ahead, in one transaction per batch.
+        return max(next_due - self.lookahead * 3 / 4, now + self.lookahead / 2)
 
     def _count(self, decisions: list[Decision]) -> None:
         sends = sum(d.outcome is Outcome.PENDING for d in decisions)

@@ -229,8 +229,9 @@ def test_tick_records_ahead_and_the_relay_publishes_at_the_instant(
     ticker = Ticker(store, leader, build_message, lookahead=timedelta(milliseconds=500))
     clock.advance(9.6)
     leader.step()
-    # at T0+9.6s the fire of T0+10s is recorded; the next tick is due at T0+19.5s
-    assert ticker.tick(clock.now()) == T0 + timedelta(seconds=19.5)
+    # at T0+9.6s the fire of T0+10s is recorded; the next tick is due 3/4 of
+    # the lookahead before T0+20s, off the instants the relay publishes at
+    assert ticker.tick(clock.now()) == T0 + timedelta(seconds=19.625)
     (fire,) = store.history("a", 10)
     assert fire.scheduled_for == T0 + timedelta(seconds=10) and fire.outcome is Outcome.PENDING
     pub = Recording()
