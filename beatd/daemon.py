@@ -165,8 +165,10 @@ class Daemon:
         """Run until request_stop(); returns the exit code (0)."""
         self.time.sync(force=True)
         self.load_schedules(self.settings)
-        gc.collect()
-        gc.freeze()  # what loading left lives for the run: keep it out of every full collection
+        # What loading left lives for the run: keep it out of every full collection.
+        # No gc.collect() first: it would free next to nothing (0 objects with 100,000
+        # stored schedules, 30 after a 10,000-schedule file) for 40 ms before the first fire.
+        gc.freeze()
         self._start()
         self.notifier.ready(self._describe())
         log.info("started", extra={"holder": self.leader.holder})
@@ -256,6 +258,8 @@ class Daemon:
             self.metrics.is_leader.set(1 if leading else 0)
             if leading != was_leading:
                 was_leading = leading
+                if leading:  # connect while the first tick decides, not once its batch is ready
+                    threading.Thread(target=self.publisher.check, daemon=True).start()
                 self._wake_all()
                 self._update_status()
             self._lease_wake.wait(wait)

@@ -51,17 +51,23 @@ def _secrets(settings: Settings) -> list[str]:
     return [_password(settings.database), _password(settings.broker)]
 
 
-def _create_tables_if_empty(url: str) -> None:
-    """An empty database gets beatd's tables (an older schema still needs `db upgrade`).
+def _open_or_create(url: str) -> Store:
+    """Open the store; an empty database first gets beatd's tables.
 
-    Safe when several instances start at once: the upgrade takes a lock.
+    An older schema still needs `db upgrade`. The tables are looked for only
+    when opening fails, so a normal start connects once, not twice. Safe
+    when several instances start at once: the upgrade takes a lock.
     """
-    if url.startswith(MEMORY) or has_tables(url):
-        return
+    try:
+        return open_store(url)
+    except SchemaError:
+        if url.startswith(MEMORY) or has_tables(url):
+            raise
     from beatd import migrate
 
     _before, after = migrate.upgrade(url)
     log.info("created beatd's tables", extra={"database": redact_url(url), "revision": after})
+    return open_store(url)
 
 
 def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
@@ -69,8 +75,7 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
     failures = 0
     while not stop.is_set():
         try:
-            _create_tables_if_empty(settings.database)
-            return open_store(settings.database)
+            return _open_or_create(settings.database)
         except SchemaError:
             raise
         except StoreError as exc:

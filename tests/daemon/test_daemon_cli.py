@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from beatd.cli.main import main
 
@@ -92,3 +93,38 @@ def test_the_readme_command_runs_the_example_on_a_fresh_sqlite_file(tmp_path: Pa
     assert message["schedule"] in {"heartbeat", "ten-second-probe", "queue-depth"}
     assert (tmp_path / "beatd.db").exists()
     assert "created beatd's tables" in err.read_text()
+
+
+def test_run_opens_the_store_without_importing_alembic(tmp_path: Path) -> None:
+    """Alembic (with Mako and Pygments) is a third of the imports: only `db upgrade` needs it."""
+    from beatd import migrate
+
+    url = f"sqlite:///{tmp_path}/beatd.db"
+    migrate.upgrade(url)
+    code = (
+        "import sys\n"
+        "from beatd.cli.main import build_parser\n"
+        "from beatd.cli.daemon_cmds import _open_or_create\n"
+        "build_parser()\n"
+        f"_open_or_create({url!r}).close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_run_creates_the_tables_only_in_an_empty_database(tmp_path: Path) -> None:
+    from beatd.cli.daemon_cmds import _open_or_create
+    from beatd.errors import SchemaError
+
+    url = f"sqlite:///{tmp_path}/beatd.db"
+    _open_or_create(url).close()  # no file yet: the tables are created
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM alembic_version"))  # beatd's tables, no revision
+    engine.dispose()
+    with pytest.raises(SchemaError, match="no revision; run: beatd db upgrade"):
+        _open_or_create(url)

@@ -189,6 +189,34 @@ def test_a_standby_does_not_publish() -> None:
     assert store.current() == other
 
 
+class Connecting(StdoutPublisher):
+    """Notes when the daemon asks for a broker connection (check)."""
+
+    def __init__(self) -> None:
+        super().__init__(io.StringIO())
+        self.connected = threading.Event()
+
+    def check(self) -> str | None:
+        self.connected.set()
+        return super().check()
+
+
+def test_the_broker_connection_opens_on_taking_the_lease_not_in_standby() -> None:
+    store = MemoryStore()
+    other = store.acquire("someone-else", timedelta(seconds=30))
+    assert other is not None
+    publisher = Connecting()
+    settings = Settings(database="memory://", lease=timedelta(seconds=3))
+    running = Running(Daemon(settings, store, publisher))
+    try:
+        time.sleep(0.7)  # a standby asks for the lease every 0.5 s
+        assert not publisher.connected.is_set()
+        store.release(other)
+        assert publisher.connected.wait(5), "no connection once leading"
+    finally:
+        assert running.stop() == 0
+
+
 class FlakyStore:
     """Wraps a store; every call raises StoreError while `down` is set."""
 

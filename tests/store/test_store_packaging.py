@@ -25,3 +25,13 @@ def test_every_package_is_listed_for_setuptools() -> None:
 def test_migrations_are_found_without_alembic_ini() -> None:
     assert migrate.head() == "0001"
     assert not (ROOT / "alembic.ini").exists()
+
+
+def test_revisions_list_every_migration_script_oldest_first() -> None:
+    """The schema check trusts migrate.REVISIONS instead of reading the scripts."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrate._config())
+    found = tuple(script.revision for script in scripts.walk_revisions())[::-1]
+    assert migrate.REVISIONS == found
+    assert migrate.head() == scripts.get_current_head()

@@ -62,6 +62,16 @@ def test_open_refuses_a_newer_schema(db_url: str) -> None:
         migrate.upgrade(db_url)
 
 
+def test_open_refuses_several_revisions(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES ('0000')"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match="several schema revisions"):
+        open_store(db_url)
+
+
 def test_migrated_schema_equals_the_models(db_url: str) -> None:
     migrate.upgrade(db_url)
     engine = make_engine(db_url)
