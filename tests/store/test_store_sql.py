@@ -18,7 +18,7 @@ from store_helpers import close_checked, open_sql, sched
 from beatd import migrate
 from beatd.errors import ConfigError, SchemaError, StoreError
 from beatd.ids import fire_id
-from beatd.model import Every, Outcome, Schedule
+from beatd.model import Every, Outcome, Schedule, Source
 from beatd.store import has_tables, open_store
 from beatd.store.base import Decision
 from beatd.store.sql import SqlStore, firelog, schedules
@@ -135,6 +135,16 @@ def test_instants_come_back_aware_utc(sql_store: SqlStore) -> None:
     sql_store.put(sched("a"), berlin, replace=False)
     got = sql_store.get("a").next_at
     assert got == T0 and got is not None and got.tzinfo is UTC
+
+
+def test_due_sees_a_source_change_with_the_same_definition(sql_store: SqlStore) -> None:
+    """The definition cache keys on digest and source: handing a file schedule to the API
+    (same digest, as the benchmark's bulk load does) must show in the next due read."""
+    sql_store.load_file([sched("f")], lambda s: T0)
+    assert [s.schedule.source for s in sql_store.due(T0, 10)] == [Source.FILE]
+    with sql_store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE schedules SET source = 'api'"))
+    assert [s.schedule.source for s in sql_store.due(T0, 10)] == [Source.API]
 
 
 def test_wait_for_change_listens(sql_store: SqlStore) -> None:

@@ -117,8 +117,17 @@ def all_(conn: Connection) -> list[StoredSchedule]:
     return [_stored(row) for row in conn.execute(sa.select(schedules).order_by(schedules.c.name))]
 
 
-Decoded = dict[str, tuple[str, str, Schedule]]
-"""Definitions already decoded: name -> (digest, source, schedule)."""
+Decoded = dict[str, tuple[int, Schedule]]
+"""Definitions already decoded: name -> (digest, schedule), for every schedule the leader runs.
+
+The digest is kept as an int (64 bytes, not 113 as hex text) and the source
+is read off the schedule: with 100,000 schedules each byte per entry is 0.1 MB.
+"""
+
+
+def _digest(hexdigest: str) -> int:
+    return int(hexdigest, 16)
+
 
 _RUN_STATE = [
     schedules.c[name]
@@ -145,9 +154,7 @@ def due(
         query = sa.select(schedules).where(due_now).order_by(*order).limit(limit)
         return [_stored(row) for row in conn.execute(query).all()]
     rows = conn.execute(sa.select(*_RUN_STATE).where(due_now).order_by(*order).limit(limit)).all()
-    stale = [
-        row.name for row in rows if decoded.get(row.name, ("",))[:2] != (row.digest, row.source)
-    ]
+    stale = [row.name for row in rows if not _fresh(decoded.get(row.name), row)]
     if stale:
         if len(decoded) + len(stale) > MAX_DECODED:
             decoded.clear()
@@ -160,8 +167,13 @@ def due(
                 schedule = codec.schedule_from_table(
                     row.name, row.definition, _READ_DEFAULTS, Source(row.source)
                 )
-                decoded[row.name] = (row.digest, row.source, schedule)
-    return [_with_run_state(decoded[row.name][2], row) for row in rows if row.name in decoded]
+                decoded[row.name] = (_digest(row.digest), schedule)
+    return [_with_run_state(decoded[row.name][1], row) for row in rows if row.name in decoded]
+
+
+def _fresh(entry: tuple[int, Schedule] | None, row: Any) -> bool:
+    """Whether a cached decoding still is the row's definition (same digest and source)."""
+    return entry is not None and entry[1].source == row.source and entry[0] == _digest(row.digest)
 
 
 def due_query(now: datetime, limit: int) -> sa.Select[Any]:
