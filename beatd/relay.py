@@ -143,6 +143,7 @@ class Relay:
             epoch, messages = self._offers.popleft()
             if epoch == self._term:  # an older term's fires are read from the outbox
                 self._hold(messages)
+                self.publisher.prepare(messages)  # encoded now, written at their instant
 
     def _hold(self, messages: Iterable[Message]) -> int:
         """Hold messages not held yet; returns how many were new."""

@@ -44,6 +44,7 @@ Errors (all pika exceptions become BrokerError in ``_mapped``)
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import struct
@@ -69,6 +70,9 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 256  # messages written per ioloop turn, so acks are read while we write
 _FRAME_OVERHEAD = pika.spec.FRAME_HEADER_SIZE + pika.spec.FRAME_END_SIZE
+_PREPARED_CHANNEL = 1  # the confirm channel: the first one opened on every connection
+_PREPARED_BODY = pika.spec.FRAME_MIN_SIZE - _FRAME_OVERHEAD  # fits any negotiated frame_max
+_PREPARED_MAX = 100_000  # frames kept for fires not published yet (withdrawn ones age out)
 _ENCODE_ERRORS = (
     pika.exceptions.UnsupportedAMQPFieldException,
     pika.exceptions.ShortStringTooLong,
@@ -111,6 +115,25 @@ class AmqpPublisher:
         self._backoff = Backoff(retry or RetryPolicy())
         self._lock = threading.Lock()  # one batch at a time
         self._link: _Link | None = None
+        self._prepared: dict[str, bytes] = {}  # fire id -> its frames, marshalled ahead
+
+    def prepare(self, messages: Sequence[Message]) -> None:
+        """Marshal ahead the frames of fires to be published at their instant.
+
+        Their ``timestamp`` is then their publish instant; messages with a
+        TTL are left to publish(), which counts it from the real moment.
+        """
+        prepared = self._prepared
+        for message in messages:
+            if message.expires_at is None:
+                props = _properties(message, message.publish_at, None)
+                with contextlib.suppress(*_ENCODE_ERRORS):  # publish() reports it
+                    prepared[message.fire_id] = _frames(
+                        _PREPARED_CHANNEL, message, props, _PREPARED_BODY
+                    )
+        if len(prepared) > _PREPARED_MAX:
+            for fire_id in list(prepared)[: _PREPARED_MAX // 2]:
+                del prepared[fire_id]
 
     def publish(self, messages: Sequence[Message], now: datetime) -> list[Result]:
         """See Publisher.publish; raises BrokerError, never a pika exception."""
@@ -121,6 +144,7 @@ class AmqpPublisher:
                 batch.settle(i, Result(message.fire_id, Status.EXPIRED, expired_reason(message)))
             else:
                 batch.properties[i] = _properties(message, now, ttl)
+                batch.frames[i] = self._prepared.pop(message.fire_id, None)
         if batch.remaining == 0:
             return batch.final()
         with self._lock, self._mapped("publish"):
@@ -227,6 +251,27 @@ def _properties(message: Message, now: datetime, ttl: int | None) -> pika.BasicP
     )
 
 
+def _frames(channel: int, message: Message, props: pika.BasicProperties, body_max: int) -> bytes:
+    """The frames basic_publish would write (method, header, body), as one buffer."""
+    body = message.body
+    frames = [
+        _publish_method(channel, message.exchange, message.routing_key),
+        pika.frame.Header(channel, len(body), props).marshal(),
+    ]
+    frames += (
+        pika.frame.Body(channel, body[at : at + body_max]).marshal()
+        for at in range(0, len(body), body_max)
+    )
+    return b"".join(frames)
+
+
+@functools.lru_cache(maxsize=1024)
+def _publish_method(channel: int, exchange: str, routing_key: str) -> bytes:
+    method = pika.spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
+    marshalled: bytes = pika.frame.Method(channel, method).marshal()
+    return marshalled
+
+
 def _describe(exc: BaseException) -> str:
     """One line for a pika exception; pika's own str() is often empty or a tuple."""
     if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
@@ -265,6 +310,7 @@ class _Batch:
 
     messages: Sequence[Message]
     properties: list[pika.BasicProperties | None] = field(default_factory=list)
+    frames: list[bytes | None] = field(default_factory=list)  # prepared on channel 1
     results: list[Result | None] = field(default_factory=list)
     remaining: int = 0
     progress: int = 0  # checks done + messages settled; the timeout watches it
@@ -277,6 +323,7 @@ class _Batch:
 
     def __post_init__(self) -> None:
         self.properties = [None] * len(self.messages)
+        self.frames = [None] * len(self.messages)
         self.results = [None] * len(self.messages)
         self.remaining = len(self.messages)
 
@@ -321,7 +368,6 @@ class _Link:
         self._low = 1  # no unsettled tag is below this
         self._pending: dict[int, tuple[_Batch, int]] = {}
         self._known: set[tuple[str, str]] = set()
-        self._methods: dict[tuple[int, str, str], bytes] = {}  # marshalled Basic.Publish
         self._checks: list[tuple[str, str]] = []
         self._check: tuple[str, str] | None = None
         self._declaring = False
@@ -521,6 +567,8 @@ class _Link:
         if not self._confirm_ch.is_open:
             raise pika.exceptions.ChannelWrongStateError("publish channel is not open")
         end = min(start + _CHUNK, len(batch.messages))
+        channel = self._confirm_ch.channel_number
+        body_max = self._conn.params.frame_max - _FRAME_OVERHEAD
         frames: list[bytes] = []
         for i in range(start, end):
             props = batch.properties[i]
@@ -531,12 +579,15 @@ class _Link:
             if missing is not None:
                 batch.settle(i, Result(message.fire_id, Status.RETURNED, missing))
                 continue
+            marshalled = batch.frames[i] if channel == _PREPARED_CHANNEL else None
             try:
-                frames += self._io_frames(message, props)
+                if marshalled is None:
+                    marshalled = _frames(channel, message, props, body_max)
             except _ENCODE_ERRORS as exc:  # marshalled before anything is written
                 reason = f"cannot encode message: {_describe(exc)}"
                 batch.settle(i, Result(message.fire_id, Status.RETURNED, reason))
                 continue
+            frames.append(marshalled)
             self._tag += 1
             self._pending[self._tag] = (batch, i)
             batch.by_id.setdefault(message.fire_id, []).append(i)
@@ -551,25 +602,6 @@ class _Link:
             return
         batch.written = True
         self._io_maybe_finish(batch)
-
-    def _io_frames(self, message: Message, props: pika.BasicProperties) -> list[bytes]:
-        """The frames basic_publish would write: method (cached per route), header, body."""
-        channel = self._confirm_ch.channel_number
-        route = (channel, message.exchange, message.routing_key)
-        method = self._methods.get(route)
-        if method is None:
-            publish = pika.spec.Basic.Publish(
-                exchange=message.exchange, routing_key=message.routing_key, mandatory=True
-            )
-            method = self._methods[route] = pika.frame.Method(channel, publish).marshal()
-        body = message.body
-        frames = [method, pika.frame.Header(channel, len(body), props).marshal()]
-        size = self._conn.params.frame_max - _FRAME_OVERHEAD
-        frames += (
-            pika.frame.Body(channel, body[at : at + size]).marshal()
-            for at in range(0, len(body), size)
-        )
-        return frames
 
     def _io_on_return(self, method: Any, props: Any) -> None:
         batch = self._batch

@@ -52,6 +52,9 @@ class StdoutPublisher:
                 raise BrokerError(f"stdout publisher cannot write: {exc}") from None
         return results
 
+    def prepare(self, messages: Sequence[Message]) -> None:
+        pass  # a line of JSON costs nothing worth doing ahead
+
     def check(self) -> str | None:
         return "stdout is closed" if self.stream.closed else None
 

@@ -323,6 +323,9 @@ class Recording:
             results.append(Result(m.fire_id, status, "no route" if status != "confirmed" else None))
         return results
 
+    def prepare(self, messages: Sequence[Message]) -> None:
+        pass
+
     def check(self) -> str | None:
         return None
 

@@ -53,6 +53,52 @@ def test_properties_are_persistent_identified_and_carry_the_ttl(
     assert got.headers["retries"] == 0
 
 
+def test_a_prepared_message_arrives_as_an_unprepared_one_would(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    # The relay prepares fires when the tick hands them over, a second or two
+    # ahead; only the timestamp differs: their publish instant, not the call's.
+    plain = build_message(make_schedule("plain", queue=queue_name, priority=3), NOW, NOW)
+    prepared = dataclasses.replace(plain, fire_id=f"{plain.fire_id}-p")
+    with_ttl = build_message(
+        make_schedule("ttl", queue=queue_name, expires=timedelta(minutes=2)), NOW, NOW
+    )
+    amqp_publisher.prepare([prepared, with_ttl])
+    later = NOW + timedelta(seconds=1, milliseconds=5)
+
+    results = amqp_publisher.publish([plain, prepared, with_ttl], later)
+    assert [r.status for r in results] == [Status.CONFIRMED] * 3
+    a, b, c = consume(amqp_channel, queue_name, 3)
+    assert (a.fire_id, b.fire_id) == (plain.fire_id, prepared.fire_id)
+    assert b.body == a.body and b.routing_key == a.routing_key and b.headers == a.headers
+    for key in ("content_type", "content_encoding", "delivery_mode", "priority"):
+        assert getattr(b.properties, key) == getattr(a.properties, key)
+    assert b.properties.correlation_id == prepared.fire_id
+    assert a.properties.timestamp == int(later.timestamp())
+    assert b.properties.timestamp == int(prepared.publish_at.timestamp())
+    assert c.properties.expiration == "118995"  # a TTL is counted when it is published
+
+
+def test_a_message_prepared_before_a_reconnect_is_still_sent(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    schedule = make_schedule(queue=queue_name)
+    first, second = (build_message(schedule, NOW + timedelta(seconds=i), NOW) for i in range(2))
+    assert amqp_publisher.publish([first], NOW)[0].status is Status.CONFIRMED
+    amqp_publisher.prepare([second])
+    assert rabbitmqctl_close(amqp_publisher.name) == 1
+    deadline = time.monotonic() + 10
+    while amqp_publisher._link is not None and amqp_publisher._link.alive:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    assert amqp_publisher.publish([second], NOW)[0].status is Status.CONFIRMED
+    assert [m.fire_id for m in consume(amqp_channel, queue_name, 2)] == [
+        first.fire_id,
+        second.fire_id,
+    ]
+
+
 def test_declares_a_missing_queue_durable(
     amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
 ) -> None:
