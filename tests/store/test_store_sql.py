@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -145,6 +146,21 @@ def test_due_sees_a_source_change_with_the_same_definition(sql_store: SqlStore) 
     with sql_store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE schedules SET source = 'api'"))
     assert [s.schedule.source for s in sql_store.due(T0, 10)] == [Source.API]
+
+
+def test_load_file_hands_the_due_cache_the_file_schedules(sql_store: SqlStore) -> None:
+    """The leader shares the file's schedule objects instead of decoding a copy of each;
+    a definition changed afterwards is still read as it is now."""
+    mine = dataclasses.replace(sched("f"), source=Source.FILE)
+    decoded: schedules.Decoded = {}
+    with sql_store.engine.begin() as conn:
+        schedules.load_file(conn, [mine], lambda s: T0, T0, decoded)
+        assert [s.schedule for s in schedules.due(conn, T0, 10, decoded)] == [mine]
+        assert schedules.due(conn, T0, 10, decoded)[0].schedule is mine
+    sql_store.load_file([sched("f", task="t.changed")], lambda s: T0)
+    with sql_store.engine.begin() as conn:
+        (got,) = schedules.due(conn, T0, 10, decoded)
+    assert (got.schedule.task, got.schedule.source) == ("t.changed", Source.FILE)
 
 
 def test_wait_for_change_listens(sql_store: SqlStore) -> None:
