@@ -258,9 +258,13 @@ class Daemon:
             self.metrics.is_leader.set(1 if leading else 0)
             if leading != was_leading:
                 was_leading = leading
-                if leading:  # connect while the first tick decides, not once its batch is ready
+                if leading:  # not this loop: a renew now would only slow the first tick down
+                    self._tick_wake.set()
+                    self._relay_wake.set()
+                    # Connect while the first tick decides, not once its batch is ready.
                     threading.Thread(target=self.publisher.check, daemon=True).start()
-                self._wake_all()
+                else:
+                    self._wake_all()
                 self._update_status()
             self._lease_wake.wait(wait)
             self._lease_wake.clear()
