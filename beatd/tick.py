@@ -28,6 +28,8 @@ BATCH = 500  # schedules per transaction
 FIRES_PER_COMMIT = 2000  # ...and about this many fires: a catch-up commits (and sends) as it goes
 MAX_ROUNDS = 40  # batches per tick before yielding to the loop (lease, signals)
 LOOKAHEAD = timedelta(seconds=2)  # record fires this far ahead (a change withdraws them)
+RECORD_COST = timedelta(microseconds=300)  # a fire's due read, plan and write, on a slow machine
+CROWD_CAP = 30_000  # fires one head start is sized for (100 x RECORD_COST = 9 s)
 
 
 class TickStore(ScheduleStore, FireLog, Protocol):
@@ -55,15 +57,20 @@ class Ticker:
         fires_per_commit: int = FIRES_PER_COMMIT,
         on_recorded: Callable[[int, list[Message]], None] = lambda epoch, messages: None,
         lookahead: timedelta = LOOKAHEAD,
+        record_cost: timedelta = RECORD_COST,
     ) -> None:
         self.store, self.leader, self.build = store, leader, build
         self.metrics = metrics or Metrics()
         self.batch, self.lookahead, self.fires_per_commit = batch, lookahead, fires_per_commit
+        self.record_cost = record_cost
         self.on_recorded = on_recorded  # hands the relay what was written (epoch, messages)
         self._term: tuple[int, datetime] | None = None  # (epoch, when it began deciding)
+        self._crowded: datetime | None = None  # a crowded instant the tick woke early for
 
     def tick(self, now: datetime) -> datetime | None:
-        """Record everything due by `now` + lookahead; returns when to tick next (None: idle).
+        """Record everything due by `now` + lookahead (or a crowded instant it woke early for).
+
+        Returns when to tick next (None: idle).
 
         Recording ahead takes the database write off the critical path: the
         relay publishes each fire at its instant. Ticks are spaced at least
@@ -72,7 +79,8 @@ class Ticker:
         StoreError when the database fails (nothing of the failed batch is
         written).
         """
-        horizon = now + self.lookahead
+        # Woke early for a crowded instant: record all of it before it is due.
+        horizon = max(now + self.lookahead, self._crowded or now)
         for _ in range(MAX_ROUNDS):
             lease = self.leader.lease
             if lease is None:
@@ -111,12 +119,25 @@ class Ticker:
         next_due = self.store.next_due_at()
         if next_due is None:
             return None
-        # Wake 3/4 of the lookahead before the next instant, not a whole one:
-        # instants cluster on whole seconds, and a tick exactly lookahead
-        # before one would run just as the relay publishes the instants it
-        # recorded last time. Busy, tick at most every lookahead/2: each fire is
-        # still recorded at least lookahead/2 ahead, in one transaction per batch.
-        return max(next_due - self.lookahead * 3 / 4, now + self.lookahead / 2)
+        return max(next_due - self._head_start(next_due), now + self.lookahead / 2)
+
+    def _head_start(self, instant: datetime) -> timedelta:
+        """How long before `instant` to wake: 3/4 of the lookahead, more for a crowd.
+
+        Not a whole lookahead: instants cluster on whole seconds, and a tick
+        exactly lookahead before one would run just as the relay publishes the
+        instants recorded last time. A crowd (10,000 `* * * * *` schedules)
+        takes longer to record than that: wake early enough to record all of
+        it before it is due, so at the instant only publishing is left.
+        """
+        head = self.lookahead * 3 / 4
+        until = instant + self.lookahead / 4
+        crowd = self.store.due_count(until, CROWD_CAP)
+        if crowd <= self.batch or self.record_cost * crowd <= head:
+            self._crowded = None
+            return head
+        self._crowded = until
+        return self.record_cost * crowd
 
     def _count(self, decisions: list[Decision]) -> None:
         sends = sum(d.outcome is Outcome.PENDING for d in decisions)

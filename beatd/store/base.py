@@ -126,6 +126,10 @@ class ScheduleStore(Protocol):
         """The earliest next_at of an unpaused schedule."""
         ...
 
+    def due_count(self, now: datetime, cap: int) -> int:
+        """How many schedules due(now, cap) would return (index only; no definitions read)."""
+        ...
+
     def change_count(self) -> int:
         """A counter bumped by every change; cheap to poll."""
         ...

@@ -196,6 +196,9 @@ class MemoryStore:
         with self._lock:
             return min((r.next_at for r in self._active() if r.next_at is not None), default=None)
 
+    def due_count(self, now: datetime, cap: int) -> int:
+        return len(self.due(now, cap))
+
     def change_count(self) -> int:
         with self._lock:
             return self._changes

@@ -243,6 +243,32 @@ def test_tick_records_ahead_and_the_relay_publishes_at_the_instant(
     assert [m.scheduled_for for m in pub.sent] == [T0 + timedelta(seconds=10)]
 
 
+def test_a_crowded_instant_is_recorded_before_it_is_due(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    # 600 schedules share T0+60s. Recording costs 20 ms a fire here, so the
+    # tick wakes 12 s ahead (not 3/4 of its 2 s lookahead) and records all of
+    # them then, beyond its usual horizon: at the instant only publishing is left.
+    load(store, clock, *(sched(f"s{i:03}", 60) for i in range(600)))
+    leader = leading(store, clock)
+    lookahead = timedelta(seconds=2)
+    quick = Ticker(store, leader, build_message, lookahead=lookahead)
+    assert quick.tick(clock.now()) == T0 + timedelta(seconds=58.5)  # 0.18 s to record: the usual
+    ticker = Ticker(
+        store, leader, build_message, lookahead=lookahead, record_cost=timedelta(milliseconds=20)
+    )
+    assert ticker.tick(clock.now()) == T0 + timedelta(seconds=48)
+    assert store.history(None, 1000) == []
+    clock.set(T0 + timedelta(seconds=48))
+    leader.step()
+    ticker.tick(clock.now())
+    fires = store.history(None, 1000)
+    assert len(fires) == 600
+    assert {(f.scheduled_for, f.outcome) for f in fires} == {
+        (T0 + timedelta(seconds=60), Outcome.PENDING)
+    }
+
+
 def test_tick_records_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:
     load(store, clock, sched("a"))
     ticker = Ticker(store, Leader(store, clock, TTL, "a"), build_message)

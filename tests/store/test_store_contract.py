@@ -192,6 +192,11 @@ def test_due_ordering_limit_and_next_due_at(store: Store) -> None:
     assert [s.schedule.name for s in store.due(at(10), 2)] == ["b", "c"]
     assert [s.schedule.name for s in store.due(at(3), 10)] == ["b", "c", "d"]
     assert store.next_due_at() == at(1)
+    # the tick sizes its head start for a crowded instant by this count
+    assert [store.due_count(at(m), 10) for m in (0, 1, 3, 10, 100)] == [0, 1, 3, 4, 5]
+    assert store.due_count(at(100), 2) == 2
+    store.set_paused("c", True, None, None)
+    assert store.due_count(at(10), 10) == 3
     assert [s.schedule.name for s in store.all()] == ["a", "b", "c", "d", "done", "late"]
 
 

@@ -58,7 +58,9 @@ class SqlStore:
 
     def load_file(self, schedules_: Sequence[Schedule], next_at: NextAt) -> ReconcileResult:
         with self._write() as conn:
-            return schedules.load_file(conn, schedules_, next_at, eng.db_now(conn))
+            # The due query's cache gets the file's own objects: no decoding at the first tick.
+            now = eng.db_now(conn)
+            return schedules.load_file(conn, schedules_, next_at, now, self._decoded)
 
     def put(self, schedule: Schedule, next_at: datetime | None, *, replace: bool) -> None:
         with self._write() as conn:
@@ -89,6 +91,10 @@ class SqlStore:
     def next_due_at(self) -> datetime | None:
         with self._read() as conn:
             return schedules.next_due_at(conn)
+
+    def due_count(self, now: datetime, cap: int) -> int:
+        with self._read() as conn:
+            return schedules.due_count(conn, now, cap)
 
     def change_count(self) -> int:
         with self._read() as conn:
