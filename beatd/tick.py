@@ -65,7 +65,7 @@ class Ticker:
         self.record_cost = record_cost
         self.on_recorded = on_recorded  # hands the relay what was written (epoch, messages)
         self._term: tuple[int, datetime] | None = None  # (epoch, when it began deciding)
-        self._crowded: datetime | None = None  # a crowded instant the tick woke early for
+        self._crowded: tuple[datetime, datetime] | None = None  # (wake at, record through)
 
     def tick(self, now: datetime) -> datetime | None:
         """Record everything due by `now` + lookahead (or a crowded instant it woke early for).
@@ -79,8 +79,7 @@ class Ticker:
         StoreError when the database fails (nothing of the failed batch is
         written).
         """
-        # Woke early for a crowded instant: record all of it before it is due.
-        horizon = max(now + self.lookahead, self._crowded or now)
+        horizon = self._horizon(now)
         for _ in range(MAX_ROUNDS):
             lease = self.leader.lease
             if lease is None:
@@ -121,6 +120,13 @@ class Ticker:
             return None
         return max(next_due - self._head_start(next_due), now + self.lookahead / 2)
 
+    def _horizon(self, now: datetime) -> datetime:
+        """now + lookahead; once it is time for a crowd's head start, through the crowd."""
+        horizon = now + self.lookahead
+        if self._crowded is not None and now >= self._crowded[0]:
+            return max(horizon, self._crowded[1])
+        return horizon
+
     def _head_start(self, instant: datetime) -> timedelta:
         """How long before `instant` to wake: 3/4 of the lookahead, more for a crowd.
 
@@ -136,7 +142,7 @@ class Ticker:
         if crowd <= self.batch or self.record_cost * crowd <= head:
             self._crowded = None
             return head
-        self._crowded = until
+        self._crowded = (instant - self.record_cost * crowd, until)
         return self.record_cost * crowd
 
     def _count(self, decisions: list[Decision]) -> None:
