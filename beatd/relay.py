@@ -32,7 +32,7 @@ from beatd.tick import LOOKAHEAD
 
 log = logging.getLogger("beatd.relay")
 
-BATCH = 2000  # fires per publish call: an instant shared by many schedules goes out at once
+BATCH = 5000  # fires per publish call: an instant shared by many schedules goes out at once
 AHEAD = LOOKAHEAD + timedelta(milliseconds=100)  # a fresh read takes all recorded ahead
 WINDOW = 50_000  # at most this many of them
 REREAD = timedelta(milliseconds=250)  # read what is due at least this often
@@ -106,8 +106,8 @@ class Relay:
             if not self._account(due, results):
                 return self._back_off(now, "the broker nacked messages")
             self._recovered()
-            if len(self._confirmed) >= self.batch:
-                self.settle()  # a long catch-up marks as it goes
+            if len(self._confirmed) >= 2 * self.batch:
+                self.settle()  # a long catch-up marks as it goes, not between every batch
             if len(due) < self.batch and not self._more:
                 break
         return self._next(now)
