@@ -25,6 +25,7 @@ from beatd.store.base import Advance, Decision, FireLog, ScheduleStore
 log = logging.getLogger("beatd.tick")
 
 BATCH = 500  # schedules per transaction
+FIRST_BATCH = 50  # ...in a term's first one (startup, failover: overdue fires wait for it)
 FIRES_PER_COMMIT = 2000  # ...and about this many fires: a catch-up commits (and sends) as it goes
 MAX_ROUNDS = 40  # batches per tick before yielding to the loop (lease, signals)
 LOOKAHEAD = timedelta(seconds=2)  # record fires this far ahead (a change withdraws them)
@@ -84,9 +85,11 @@ class Ticker:
             lease = self.leader.lease
             if lease is None:
                 return None
+            limit = self.batch
             if self._term is None or self._term[0] != lease.epoch:
                 self._term = (lease.epoch, now)  # instants due before this were missed
-            due = self.store.due(horizon, self.batch)
+                limit = FIRST_BATCH  # a new leader's first fires leave after a short transaction
+            due = self.store.due(horizon, limit)
             decisions: list[Decision] = []
             advances: list[Advance] = []
             taken = 0
@@ -111,7 +114,7 @@ class Ticker:
             ]
             if messages:
                 self.on_recorded(lease.epoch, messages)
-            if taken == len(due) < self.batch:
+            if taken == len(due) < limit:
                 break
         else:
             return now  # more is due: go on after the loop's other duties

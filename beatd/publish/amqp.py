@@ -72,7 +72,7 @@ _CHUNK = 256  # messages written per ioloop turn, so acks are read while we writ
 _FRAME_OVERHEAD = pika.spec.FRAME_HEADER_SIZE + pika.spec.FRAME_END_SIZE
 _PREPARED_CHANNEL = 1  # the confirm channel: the first one opened on every connection
 _PREPARED_BODY = pika.spec.FRAME_MIN_SIZE - _FRAME_OVERHEAD  # fits any negotiated frame_max
-_PREPARED_MAX = 100_000  # frames kept for fires not published yet (withdrawn ones age out)
+_PREPARED_MAX = 30_000  # fires prepared, not published yet (withdrawn ones age out)
 _ENCODE_ERRORS = (
     pika.exceptions.UnsupportedAMQPFieldException,
     pika.exceptions.ShortStringTooLong,

@@ -304,12 +304,16 @@ def load_file(
     file_names = {item.name for item in listed}
     by_api: set[str] = set()
     removed: list[str] = []
-    query = sa.select(schedules.c.name, schedules.c.source).execution_options(yield_per=_CHUNK)
-    for name, source in conn.execute(query):
-        if source != Source.FILE.value:
-            by_api.add(name)
-        elif name not in file_names:
+    owned = sa.select(schedules.c.name).where(schedules.c.source == Source.FILE.value)
+    for name in conn.execute(owned.execution_options(yield_per=_CHUNK)).scalars():
+        if name not in file_names:
             removed.append(name)
+    dialect = conn.dialect.name
+    for names in eng.chunks(sorted(file_names), dialect):
+        others = sa.select(schedules.c.name).where(
+            eng.in_list(schedules.c.name, names, dialect), schedules.c.source != Source.FILE.value
+        )
+        by_api.update(conn.execute(others).scalars())
     del file_names
     for item in listed:  # in file order, before anything is written
         if item.name in by_api:
