@@ -303,11 +303,9 @@ def load_file(
     lock_definitions(conn)
     file_names = {item.name for item in listed}
     by_api: set[str] = set()
-    removed: list[str] = []
     owned = sa.select(schedules.c.name).where(schedules.c.source == Source.FILE.value)
-    for name in conn.execute(owned.execution_options(yield_per=_CHUNK)).scalars():
-        if name not in file_names:
-            removed.append(name)
+    owned_names = conn.execute(owned.execution_options(yield_per=_CHUNK)).scalars()
+    removed = [name for name in owned_names if name not in file_names]
     dialect = conn.dialect.name
     for names in eng.chunks(sorted(file_names), dialect):
         others = sa.select(schedules.c.name).where(
