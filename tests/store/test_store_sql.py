@@ -19,7 +19,7 @@ from store_helpers import close_checked, open_sql, sched
 from beatd import migrate
 from beatd.errors import ConfigError, SchemaError, StoreError
 from beatd.ids import fire_id
-from beatd.model import Every, Outcome, Schedule, Source
+from beatd.model import Every, Lease, Outcome, Schedule, Source
 from beatd.store import has_tables, open_store
 from beatd.store.base import Decision
 from beatd.store.sql import SqlStore, firelog, schedules
@@ -235,6 +235,35 @@ def test_a_takeover_waits_for_the_fenced_transaction(sql_store: SqlStore) -> Non
     assert when >= committing
     assert lease is not None and lease.epoch == old.epoch + 1
     assert [r.epoch for r in sql_store.history("a", 10)] == [old.epoch]
+
+
+def test_a_frozen_renew_cannot_hold_the_lease_row(pg_url: str) -> None:
+    """Any transaction left idle (its process stopped) ends: here a renew that locked
+    the lease row and never committed, which used to stall every takeover for good."""
+    store = open_sql(pg_url)
+    old = store.acquire("old", timedelta(milliseconds=500))
+    assert old is not None
+    frozen = store.engine.connect()
+    tx = frozen.begin()
+    renew = sa.text("UPDATE lease SET expires_at = expires_at WHERE holder = 'old'")
+    assert frozen.execute(renew).rowcount == 1  # the row lock is held from here on
+    taken: list[Lease] = []
+
+    def take_over() -> None:
+        while not taken:
+            lease = store.acquire("new", timedelta(seconds=30))  # waits on the row lock
+            taken.extend([lease] if lease else [])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=take_over, daemon=True)
+    thread.start()
+    thread.join(eng.FROZEN_MS / 1000 + 5)
+    assert taken, "the takeover stalled behind the frozen transaction"
+    assert taken[0].epoch == old.epoch + 1
+    with pytest.raises(sa.exc.DBAPIError, match="idle-in-transaction timeout"):
+        tx.commit()
+    frozen.close()
+    close_checked(store)
 
 
 def test_killed_connections_are_replaced(pg_url: str) -> None:

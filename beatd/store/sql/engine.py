@@ -24,6 +24,8 @@ WRITE = "beatd_write"
 """Execution option: this connection's next transaction writes."""
 
 SQLITE_TIMEOUT = 30.0
+FROZEN_MS = 3000
+"""Idle time after which PostgreSQL ends a transaction whose client stopped."""
 """Seconds a SQLite writer waits for another one (a 100,000-row load takes a few)."""
 
 
@@ -61,7 +63,26 @@ def make_engine(url: str | URL) -> Engine:
         raise ConfigError(f"unsupported database URL {redact(parsed)!r}: {error}") from None
     if engine.dialect.name == "sqlite":
         _sqlite_transactions(engine, memory=parsed.database in (None, "", ":memory:"))
+    elif engine.dialect.name == "postgresql":
+        _end_frozen_transactions(engine)
     return engine
+
+
+def _end_frozen_transactions(engine: Engine) -> None:
+    """Every session: the server ends a transaction left idle FROZEN_MS (it rolls back).
+
+    A process frozen inside one (SIGSTOP, a paused VM) would otherwise keep its
+    row locks until it wakes: the lease row (a renew or a fenced record), or
+    fires it was marking sent, which the next leader must lock too. Set per
+    session, not per transaction: a frozen renew waiting behind the record's
+    lock became a new lock holder with no limit of its own.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {FROZEN_MS}")
+        dbapi_connection.commit()
 
 
 def _sqlite_transactions(engine: Engine, *, memory: bool) -> None:

@@ -20,8 +20,6 @@ from beatd.store.sql import engine as eng
 from beatd.store.sql.tables import LEASE_NAME, lease
 
 _ROW = lease.c.name == LEASE_NAME
-FROZEN_MS = 3000
-"""Idle time after which PostgreSQL ends a fenced transaction whose client stopped."""
 
 
 def _ensure_row(conn: Connection) -> None:
@@ -103,11 +101,8 @@ def check(conn: Connection, expected: Lease) -> datetime:
     for the caller's transaction; on SQLite `BEGIN IMMEDIATE` already holds
     the database's write lock.
     """
-    if conn.dialect.name == "postgresql":
-        # A leader frozen inside this transaction (SIGSTOP, a paused VM) would keep the
-        # row lock, and so block every takeover, until it wakes: let the server end the
-        # session once it sits idle that long (it rolls back; nothing half-recorded).
-        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {FROZEN_MS}")
+    # A leader frozen inside this transaction would keep the row lock, and so block
+    # every takeover: on PostgreSQL the server ends it (engine.FROZEN_MS).
     row = conn.execute(sa.select(*_RETURNING).where(_ROW).with_for_update()).one_or_none()
     found = _lease(row)
     now = eng.db_now(conn)
