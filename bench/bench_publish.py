@@ -33,6 +33,7 @@ import pika.spec
 
 from beatd.model import Every, Schedule
 from beatd.publish.amqp import AmqpPublisher
+from beatd.publish.amqp_wire import properties
 from beatd.publish.base import Message, Status
 from beatd.publish.messages import build_message
 
@@ -52,14 +53,8 @@ def messages(queue: str, count: int) -> list[Message]:
 
 
 def _raw_properties(message: Message) -> pika.BasicProperties:
-    return pika.BasicProperties(
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        headers=dict(message.headers),
-        delivery_mode=pika.DeliveryMode.Persistent,
-        message_id=message.fire_id,
-        correlation_id=message.fire_id,
-    )
+    """The properties beatd sends, so raw pika publishes the very same messages."""
+    return properties(message, NOW, None)
 
 
 def raw_pika(url: str, batch: Sequence[Message], *, confirms: bool) -> float:
