@@ -97,9 +97,9 @@ class AmqpPublisher:
             self._params = pika.URLParameters(_kombu_vhost(url))
         except (ValueError, TypeError, pika.exceptions.AMQPError) as exc:
             raise ConfigError(f"invalid broker URL {self._safe_url!r}: {exc}") from None
-        properties = dict(self._params.client_properties or {})
-        properties.setdefault("connection_name", name)
-        self._params.client_properties = properties
+        client = dict(self._params.client_properties or {})
+        client.setdefault("connection_name", name)
+        self._params.client_properties = client
         self._secret = str(getattr(self._params.credentials, "password", "") or "")
         self._confirm_timeout = confirm_timeout
         self._connect_timeout = connect_timeout
