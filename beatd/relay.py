@@ -1,7 +1,7 @@
 """The outbox relay: recorded fires -> publisher -> marked sent after the confirm.
 
 Only the leader relays, so messages leave from one place in publish_at
-order. The tick records fires up to a second ahead and hands the relay
+order. The tick records fires seconds ahead (tick.LOOKAHEAD) and hands the relay
 what it wrote (`offer`); the relay holds them until their instant, so
 publishing costs no database round trip. The outbox stays the truth: a new term
 (lease epoch) and a broker failure read it afresh, and a read of what is

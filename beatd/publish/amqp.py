@@ -106,7 +106,9 @@ class AmqpPublisher:
         self._backoff = Backoff(retry or RetryPolicy())
         self._lock = threading.Lock()  # one batch at a time
         self._link: Link | None = None
-        self._prepared: dict[str, bytes] = {}  # fire id -> its frames, marshalled ahead
+        # fire id -> (the message, its frames marshalled ahead): only that very object
+        # uses them, never a fire redefined since (same id, read afresh from the outbox)
+        self._prepared: dict[str, tuple[Message, bytes]] = {}
 
     def prepare(self, messages: Sequence[Message]) -> None:
         """Marshal ahead the frames of fires to be published at their instant.
@@ -119,9 +121,8 @@ class AmqpPublisher:
             if message.expires_at is None:
                 props = properties(message, message.publish_at, None)
                 with contextlib.suppress(*ENCODE_ERRORS):  # publish() reports it
-                    prepared[message.fire_id] = marshal(
-                        PREPARED_CHANNEL, message, props, PREPARED_BODY
-                    )
+                    frames = marshal(PREPARED_CHANNEL, message, props, PREPARED_BODY)
+                    prepared[message.fire_id] = (message, frames)
         if len(prepared) > _PREPARED_MAX:
             for fire_id in list(prepared)[: _PREPARED_MAX // 2]:
                 del prepared[fire_id]
@@ -134,8 +135,11 @@ class AmqpPublisher:
             if ttl is not None and ttl <= 0:
                 batch.settle(i, Result(message.fire_id, Status.EXPIRED, expired_reason(message)))
             else:
-                batch.properties[i] = properties(message, now, ttl)
-                batch.frames[i] = self._prepared.pop(message.fire_id, None)
+                ahead = self._prepared.pop(message.fire_id, None)
+                if ahead is not None and ahead[0] is message:
+                    batch.frames[i] = ahead[1]
+                else:
+                    batch.properties[i] = properties(message, now, ttl)
         if batch.remaining == 0:
             return batch.final()
         with self._lock, self._mapped("publish"):

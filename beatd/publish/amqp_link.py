@@ -27,6 +27,7 @@ from beatd.publish.amqp_wire import (
     PREPARED_CHANNEL,
     describe,
     marshal,
+    properties,
 )
 from beatd.publish.base import Message, Result, Status
 
@@ -45,7 +46,7 @@ class Batch:
 
     messages: Sequence[Message]
     properties: list[pika.BasicProperties | None] = field(default_factory=list)
-    frames: list[bytes | None] = field(default_factory=list)  # prepared on channel 1
+    frames: list[bytes | None] = field(default_factory=list)  # prepared on channel 1 instead
     results: list[Result | None] = field(default_factory=list)
     remaining: int = 0
     progress: int = 0  # checks done + messages settled; the timeout watches it
@@ -306,8 +307,7 @@ class Link:
         body_max = self._conn.params.frame_max - FRAME_OVERHEAD
         chunk: list[bytes] = []
         for i in range(start, end):
-            props = batch.properties[i]
-            if batch.results[i] is not None or props is None:
+            if batch.results[i] is not None:
                 continue
             message = batch.messages[i]
             missing = batch.missing.get(message.exchange)
@@ -317,6 +317,8 @@ class Link:
             marshalled = batch.frames[i] if channel == PREPARED_CHANNEL else None
             try:
                 if marshalled is None:
+                    # Not prepared, or prepared for another channel number: as prepared.
+                    props = batch.properties[i] or properties(message, message.publish_at, None)
                     marshalled = marshal(channel, message, props, body_max)
             except ENCODE_ERRORS as exc:  # marshalled before anything is written
                 reason = f"cannot encode message: {describe(exc)}"

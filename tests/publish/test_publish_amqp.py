@@ -79,6 +79,20 @@ def test_a_prepared_message_arrives_as_an_unprepared_one_would(
     assert c.properties.expiration == "118995"  # a TTL is counted when it is published
 
 
+def test_frames_prepared_for_a_withdrawn_fire_are_not_sent_for_its_redefinition(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    # A change withdraws a fire recorded ahead and the tick records it again,
+    # same fire id, as now defined: what goes out is the new message.
+    old = build_message(make_schedule(queue=queue_name, task="app.tasks.old"), NOW, NOW)
+    new = build_message(make_schedule(queue=queue_name, task="app.tasks.new"), NOW, NOW)
+    assert old.fire_id == new.fire_id
+    amqp_publisher.prepare([old])
+    assert amqp_publisher.publish([new], NOW)[0].status is Status.CONFIRMED
+    (got,) = consume(amqp_channel, queue_name, 1)
+    assert got.headers["task"] == "app.tasks.new"
+
+
 def test_a_message_prepared_before_a_reconnect_is_still_sent(
     amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
 ) -> None:

@@ -51,12 +51,17 @@ def test_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.db").exists()
 
 
-def test_open_refuses_a_newer_schema(db_url: str) -> None:
+def _upgraded_then(db_url: str, version_sql: str) -> None:
+    """Migrate to head, then tamper with the version table as `version_sql` says."""
     migrate.upgrade(db_url)
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+        conn.execute(sa.text(version_sql))
     engine.dispose()
+
+
+def test_open_refuses_a_newer_schema(db_url: str) -> None:
+    _upgraded_then(db_url, "UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(SchemaError, match="newer than this beatd"):
         open_store(db_url)
     with pytest.raises(SchemaError, match="newer"):
@@ -64,11 +69,7 @@ def test_open_refuses_a_newer_schema(db_url: str) -> None:
 
 
 def test_open_refuses_several_revisions(db_url: str) -> None:
-    migrate.upgrade(db_url)
-    engine = make_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES ('0000')"))
-    engine.dispose()
+    _upgraded_then(db_url, "INSERT INTO alembic_version (version_num) VALUES ('0000')")
     with pytest.raises(SchemaError, match="several schema revisions"):
         open_store(db_url)
 

@@ -24,9 +24,10 @@ WRITE = "beatd_write"
 """Execution option: this connection's next transaction writes."""
 
 SQLITE_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for another one (a 100,000-row load takes a few)."""
+
 FROZEN_MS = 3000
 """Idle time after which PostgreSQL ends a transaction whose client stopped."""
-"""Seconds a SQLite writer waits for another one (a 100,000-row load takes a few)."""
 
 
 def parse_url(url: str) -> URL:

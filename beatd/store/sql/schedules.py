@@ -139,6 +139,11 @@ _RUN_STATE = [
 MAX_DECODED = 200_000  # past this many names (churn), the cache starts over
 
 
+def _due_by(now: datetime) -> sa.ColumnElement[bool]:
+    """Unpaused with next_at <= now: the due query, its EXPLAIN twin and the count agree."""
+    return sa.and_(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
+
+
 def due(
     conn: Connection, now: datetime, limit: int, decoded: Decoded | None = None
 ) -> list[StoredSchedule]:
@@ -149,7 +154,7 @@ def due(
     definitions are read and decoded (a second query, by name).
     """
     order = (schedules.c.next_at, schedules.c.name)
-    due_now = sa.and_(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
+    due_now = _due_by(now)
     if decoded is None:
         query = sa.select(schedules).where(due_now).order_by(*order).limit(limit)
         return [_stored(row) for row in conn.execute(query).all()]
@@ -179,17 +184,13 @@ def _fresh(entry: tuple[int, Schedule] | None, row: Any) -> bool:
 def due_query(now: datetime, limit: int) -> sa.Select[Any]:
     """The due query, for EXPLAIN tests."""
     return (
-        sa.select(schedules.c.name)
-        .where(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
-        .order_by(schedules.c.next_at)
-        .limit(limit)
+        sa.select(schedules.c.name).where(_due_by(now)).order_by(schedules.c.next_at).limit(limit)
     )
 
 
 def due_count(conn: Connection, now: datetime, cap: int) -> int:
     """How many rows the due query would return, up to `cap` (an index-only range)."""
-    due_now = sa.and_(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
-    ids = sa.select(schedules.c.next_at).where(due_now).limit(cap).subquery()
+    ids = sa.select(schedules.c.next_at).where(_due_by(now)).limit(cap).subquery()
     return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
 
 
