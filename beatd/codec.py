@@ -342,11 +342,23 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
         else:
             return Once(parse_instant(value, zone))
         if not isinstance(spec, Every):
-            timing.check_spec(spec, zone, name)
+            _check_spec(spec, zone, name)
     except ValueError as exc:
         problems.add(kind, str(exc))
         return None
     return spec
+
+
+def _check_spec(spec: Spec, zone: ZoneInfo, name: str) -> None:
+    """timing.check_spec, once per distinct spec and zone (the name only matters to H)."""
+    hashed = isinstance(spec, Cron) and "h" in spec.expr.lower()
+    _checked(spec, zone, name if hashed else "")
+
+
+@lru_cache(maxsize=4096)
+def _checked(spec: Spec, zone: ZoneInfo, name: str) -> None:
+    # An invalid spec raises and is not cached: it is checked again (and refused) each time.
+    timing.check_spec(spec, zone, name)
 
 
 def _anchor(
