@@ -19,7 +19,7 @@ from beatd.model import FireRecord, Lease, Schedule
 from beatd.publish.base import Message
 from beatd.store.base import Advance, Decision, NextAt, ReconcileResult, StoredSchedule
 from beatd.store.sql import engine as eng
-from beatd.store.sql import firelog, lease, schedules
+from beatd.store.sql import firelog, history, lease, schedules
 
 POLL_SECONDS = 0.1
 """How often `wait_for_change` polls the counter where LISTEN is not available."""
@@ -178,6 +178,10 @@ class SqlStore:
     def backlog(self) -> int:
         with self._read() as conn:
             return firelog.backlog(conn)
+
+    def prune(self, before: datetime, limit: int) -> int:
+        with self._write() as conn:
+            return history.prune(conn, before, limit)
 
     # -- lease -----------------------------------------------------------------
 
