@@ -58,6 +58,7 @@ class Relay:
         self.batch, self.term = batch, term
         self.retry = retry or RetryPolicy()
         self.failures = 0  # broker failures in a row
+        self.last_error: str | None = None  # why the last of them failed (health reports it)
         self._retry_at: datetime | None = None
         self._term: int | None = None
         self._offers: deque[tuple[int, list[Message]]] = deque()  # from the tick's thread
@@ -221,6 +222,7 @@ class Relay:
         self._forget()
         self.settle()
         self.failures += 1
+        self.last_error = why
         self.metrics.broker_errors.inc()
         delay = self.retry.delay(self.failures)
         if self.failures == 1:
@@ -231,4 +233,4 @@ class Relay:
     def _recovered(self) -> None:
         if self.failures:
             log.info("broker reachable again", extra={"after_failures": self.failures})
-        self.failures, self._retry_at = 0, None
+        self.failures, self._retry_at, self.last_error = 0, None, None

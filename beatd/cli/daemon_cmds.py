@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import datetime
 from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -17,7 +18,7 @@ from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
 from beatd.config import Settings, load_settings, redact_url
 from beatd.daemon import STORE_RETRY, Daemon
-from beatd.errors import BeatdError, SchemaError, StoreError
+from beatd.errors import BeatdError, NotFound, SchemaError, StoreError
 from beatd.http import HttpServer
 from beatd.logs import FORMATS, scrub, setup
 from beatd.publish import open_publisher
@@ -127,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         if stop.is_set():
             daemon[0].request_stop()
         if settings.http:
-            http = HttpServer(settings.http, daemon[0].metrics, daemon[0].healthy)
+            http = HttpServer(settings.http, daemon[0].metrics, daemon[0].problems)
             log.info("serving /metrics and /healthz", extra={"http": settings.http})
         return daemon[0].run()
     finally:
@@ -145,6 +146,52 @@ def _health(check: Any, secrets: list[str]) -> str:
     return "ok" if problem is None else f"error: {scrub(str(problem), secrets)}"
 
 
+LATE_AFTER_LEASES = 2  # status calls fires late past this many leases (a failover takes one)
+FILE_SAMPLE = 5  # file schedules status looks for in the database
+
+
+def _late(instant: datetime | None, now: datetime, settings: Settings, leader: str | None) -> str:
+    """'ok', or since when something due was left undone, and who should have done it."""
+    allowed = settings.lease * LATE_AFTER_LEASES
+    if instant is None or now - instant <= allowed:
+        return "ok"
+    who = f"leader {leader}: its /healthz or log says why" if leader else "no leader"
+    return f"due at {iso_utc(instant)}, {(now - instant).total_seconds():.0f} s ago ({who})"
+
+
+def _file_loaded(store: Store, settings: Settings) -> str:
+    """'ok' unless none of the file's schedules is in the database (recreated, or never loaded)."""
+    names = [s.name for s in settings.schedules[:FILE_SAMPLE]]
+    for name in names:
+        try:
+            store.get(name)
+            return "ok"
+        except NotFound:
+            continue
+    if not names:
+        return "ok"
+    return (
+        f"error: none of the schedules of {settings.path or 'the config file'} is in the "
+        "database (recreated, or no daemon loaded this file yet): a running daemon loads "
+        "them again by itself; else start one"
+    )
+
+
+def _database_report(store: Store, settings: Settings) -> dict[str, Any]:
+    now = store.db_now()
+    lease = store.current()
+    leader = None if lease is None else lease.holder
+    report: dict[str, Any] = {"backlog": store.backlog()}
+    if lease is not None:
+        report.update(leader=leader, epoch=lease.epoch, lease_expires=iso_utc(lease.expires_at))
+    recording = _late(store.next_due_at(), now, settings, leader)
+    publishing = _late(store.next_publish_at(), now, settings, leader)
+    report["recording"] = recording if recording == "ok" else f"error: a schedule {recording}"
+    report["publishing"] = publishing if publishing == "ok" else f"error: a fire {publishing}"
+    report["file"] = _file_loaded(store, settings)
+    return report
+
+
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     secrets = _secrets(settings)
@@ -155,18 +202,16 @@ def _status(args: argparse.Namespace) -> int:
         "backlog": None,
         "database": "ok",
         "broker": "ok",
+        "recording": None,
+        "publishing": None,
+        "file": None,
         "database_url": redact_url(settings.database),
         "broker_url": redact_url(settings.broker),
     }
     try:
         store = open_store(settings.database)
         try:
-            lease = store.current()
-            if lease is not None:
-                report.update(
-                    leader=lease.holder, epoch=lease.epoch, lease_expires=iso_utc(lease.expires_at)
-                )
-            report["backlog"] = store.backlog()
+            report.update(_database_report(store, settings))
         finally:
             store.close()
     except BeatdError as exc:
@@ -185,6 +230,7 @@ def _status(args: argparse.Namespace) -> int:
     else:
         for key, value in report.items():
             print(f"{key + ':':<15}{'-' if value is None else value}")
-    healthy = report["database"] == "ok" and report["broker"] == "ok"
+    checks = ("database", "broker", "recording", "publishing", "file")
+    healthy = all(report[key] == "ok" for key in checks)
     sys.stdout.flush()
     return EXIT_OK if healthy else EXIT_FAILURE

@@ -7,6 +7,12 @@ pending, its message in the outbox) never goes. The age pass walks
 `ix_fires_scheduled_for` from the oldest row; the cap pass reads which
 schedules set a limit from their stored definitions, then finds each one's
 cut-off row on the (schedule, scheduled_for) unique index.
+
+Deleted rows leave dead tuples on PostgreSQL until a VACUUM; autovacuum
+does that by default, but where it is switched off the table would grow
+for ever under steady pruning. So, with autovacuum off, beatd vacuums the
+history table itself after a round, by autovacuum's own rule: once more
+than 50 rows plus a fifth of the table were deleted since the last time.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from beatd.store.sql.tables import fires, schedules
 
 _SETTLED = fires.c.outcome != Outcome.PENDING.value
 _LIMIT_KEY = "history_limit"
+VACUUM_BASE = 50  # autovacuum_vacuum_threshold's default
+VACUUM_FRACTION = 0.2  # autovacuum_vacuum_scale_factor's default
 
 
 def prune(conn: Connection, before: datetime, limit: int) -> int:
@@ -73,3 +81,20 @@ def _delete(conn: Connection, ids: Sequence[str]) -> None:
     dialect = conn.dialect.name
     for chunk in eng.chunks(ids, dialect):
         conn.execute(sa.delete(fires).where(eng.in_list(fires.c.fire_id, chunk, dialect)))
+
+
+def needs_vacuum(conn: Connection, deleted: int) -> bool:
+    """True when, with autovacuum off (PostgreSQL), `deleted` rows call for a VACUUM."""
+    if deleted <= VACUUM_BASE:
+        return False
+    if conn.exec_driver_sql("SELECT current_setting('autovacuum')").scalar_one() == "on":
+        return False  # the server does it (and the operator tuned it)
+    rows = conn.exec_driver_sql(
+        "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'fires'::regclass"
+    ).scalar_one()
+    return deleted > VACUUM_BASE + VACUUM_FRACTION * float(rows)
+
+
+def vacuum(conn: Connection) -> None:
+    """VACUUM the history table: its deleted rows' space is reused (outside a transaction)."""
+    conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(f"VACUUM {fires.name}")
