@@ -182,7 +182,13 @@ class SqlStore:
 
     def prune(self, before: datetime, limit: int) -> int:
         with self._write() as conn:
-            pruned = history.prune(conn, before, limit)
+            pruned = history.prune_expired(conn, before, limit)
+        if pruned < limit:  # the expired rows are done: the caps get the rest of the batch
+            with self._read() as conn:
+                caps = history.capped(conn)
+            if caps:
+                with self._write() as conn:
+                    pruned += history.prune_over_limit(conn, caps, limit - pruned)
         self._pruned += pruned
         if pruned < limit and self.dialect == "postgresql":  # a round ended
             with self._read() as conn:

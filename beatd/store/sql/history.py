@@ -5,8 +5,9 @@ retention cut-off (`[beatd] keep_history`), or it is beyond its schedule's
 `history_limit` (that many newest rows stay). A pending fire (outcome
 pending, its message in the outbox) never goes. The age pass walks
 `ix_fires_scheduled_for` from the oldest row; the cap pass reads which
-schedules set a limit from their stored definitions, then finds each one's
-cut-off row on the (schedule, scheduled_for) unique index.
+schedules set a limit from their stored definitions (in a reading
+transaction: on SQLite a writing one would hold up the tick), then finds
+each one's cut-off row on the (schedule, scheduled_for) unique index.
 
 Deleted rows leave dead tuples on PostgreSQL until a VACUUM; autovacuum
 does that by default, but where it is switched off the table would grow
@@ -34,8 +35,8 @@ VACUUM_BASE = 50  # autovacuum_vacuum_threshold's default
 VACUUM_FRACTION = 0.2  # autovacuum_vacuum_scale_factor's default
 
 
-def prune(conn: Connection, before: datetime, limit: int) -> int:
-    """Delete at most `limit` settled rows: expired ones first, then those over a cap."""
+def prune_expired(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete at most `limit` settled rows older than `before`, oldest first."""
     expired = (
         sa.select(fires.c.fire_id)
         .where(fires.c.scheduled_for < before, _SETTLED)
@@ -43,27 +44,35 @@ def prune(conn: Connection, before: datetime, limit: int) -> int:
         .limit(limit)
     )
     ids = list(conn.execute(expired).scalars())
-    if len(ids) < limit:  # the age pass is done: the caps get the rest of the batch
-        ids += _over_limit(conn, limit - len(ids))
     _delete(conn, ids)
     return len(ids)
 
 
-def _over_limit(conn: Connection, room: int) -> list[str]:
-    """Ids of settled rows beyond their schedule's history_limit, at most `room`."""
+def capped(conn: Connection) -> list[tuple[str, int]]:
+    """(name, history_limit) of every schedule that sets one.
+
+    It reads every definition (0.3 s at 100,000 schedules on SQLite): call
+    it in a reading transaction, which holds up no writer.
+    """
     cap: Any = schedules.c.definition[_LIMIT_KEY].as_integer()
-    capped = conn.execute(
-        sa.select(schedules.c.name, cap).where(cap.is_not(None)).order_by(schedules.c.name)
-    ).all()
+    query = sa.select(schedules.c.name, cap).where(cap.is_not(None)).order_by(schedules.c.name)
+    return [(str(name), int(keep)) for name, keep in conn.execute(query).all()]
+
+
+def prune_over_limit(conn: Connection, caps: Sequence[tuple[str, int]], limit: int) -> int:
+    """Delete at most `limit` settled rows beyond their schedule's history_limit."""
     ids: list[str] = []
-    for name, keep in capped:
+    for name, keep in caps:
+        room = limit - len(ids)
+        if room <= 0:
+            break
         if len(ids) >= room:
             break
         newest_kept = (
             sa.select(fires.c.scheduled_for)
             .where(fires.c.schedule == name)
             .order_by(fires.c.scheduled_for.desc())
-            .offset(int(keep) - 1)
+            .offset(keep - 1)
             .limit(1)
             .scalar_subquery()
         )
@@ -71,10 +80,11 @@ def _over_limit(conn: Connection, room: int) -> list[str]:
             sa.select(fires.c.fire_id)
             .where(fires.c.schedule == name, fires.c.scheduled_for < newest_kept, _SETTLED)
             .order_by(fires.c.scheduled_for)
-            .limit(room - len(ids))
+            .limit(room)
         )
         ids += conn.execute(over).scalars()
-    return ids
+    _delete(conn, ids)
+    return len(ids)
 
 
 def _delete(conn: Connection, ids: Sequence[str]) -> None:
