@@ -33,8 +33,8 @@ from beatd.config import Settings, load_settings
 from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
-from beatd.model import Schedule
-from beatd.publish.base import Message, Publisher
+from beatd.model import Message, Schedule
+from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay

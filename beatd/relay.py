@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 from beatd.clock import Clock
 from beatd.errors import BrokerError
 from beatd.metrics import Metrics
-from beatd.publish.base import Message, Publisher, Result, Status
+from beatd.model import Message
+from beatd.publish.base import Publisher, Result, Status
 from beatd.publish.retry import RetryPolicy
 from beatd.store.base import FireLog
 from beatd.tick import LOOKAHEAD

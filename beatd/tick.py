@@ -17,10 +17,9 @@ from typing import Protocol
 
 from beatd.errors import Fenced
 from beatd.metrics import Metrics
-from beatd.model import Lease, Outcome
+from beatd.model import Advance, Decision, Lease, Message, Outcome
 from beatd.planner import Builder, plan
-from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision, FireLog, ScheduleStore
+from beatd.store.base import FireLog, ScheduleStore
 
 log = logging.getLogger("beatd.tick")
 

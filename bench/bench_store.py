@@ -27,10 +27,9 @@ import sqlalchemy as sa
 
 from beatd import migrate
 from beatd.ids import fire_id
-from beatd.model import Every, Outcome, Schedule
-from beatd.publish.base import Message
+from beatd.model import Advance, Decision, Every, Message, Outcome, Schedule
 from beatd.store import open_store
-from beatd.store.base import Advance, Decision, Store
+from beatd.store.base import Store
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DUE = 100

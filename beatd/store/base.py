@@ -14,49 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from beatd.model import FireRecord, Lease, Outcome, Schedule
-from beatd.publish.base import Message
+from beatd.model import Advance, Decision, FireRecord, Lease, Message, Schedule, StoredSchedule
 
 NextAt = Callable[[Schedule], "datetime | None"]
 """Computes a schedule's first instant to decide (strictly after "now")."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSchedule:
-    """A schedule with the run state the store keeps for it."""
-
-    schedule: Schedule
-    next_at: datetime | None  # the next instant not yet decided; None = finished
-    last_at: datetime | None  # the latest instant decided (sent or dropped)
-    fires: int  # instants recorded as fires so far (for max_fires)
-    paused: bool
-    note: str | None
-    version: int  # bumped on every change of definition or pause
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the planner decided for one instant of one schedule."""
-
-    schedule: str
-    scheduled_for: datetime
-    fire_id: str
-    outcome: Outcome  # PENDING (to send; `message` is set) or DROPPED
-    reason: str | None = None
-    message: Message | None = None
-    manual: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Advance:
-    """Move a schedule's run state forward, if its version is still `version`."""
-
-    name: str
-    version: int
-    next_at: datetime | None
-    last_at: datetime | None
-    fires_added: int
 
 
 @dataclass(frozen=True, slots=True)

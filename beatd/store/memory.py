@@ -14,10 +14,20 @@ from datetime import datetime, timedelta
 
 from beatd.clock import Clock, SystemClock
 from beatd.errors import Conflict, Fenced, NotFound
-from beatd.model import EPOCH, FireRecord, Lease, Outcome, Schedule, Source
-from beatd.publish.base import Message
+from beatd.model import (
+    EPOCH,
+    Advance,
+    Decision,
+    FireRecord,
+    Lease,
+    Message,
+    Outcome,
+    Schedule,
+    Source,
+    StoredSchedule,
+)
 from beatd.store import check_unique
-from beatd.store.base import Advance, Decision, NextAt, ReconcileResult, StoredSchedule
+from beatd.store.base import NextAt, ReconcileResult
 
 
 @dataclass(slots=True)

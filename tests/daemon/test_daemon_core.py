@@ -13,12 +13,11 @@ from beatd import timing
 from beatd.clock import FakeClock
 from beatd.errors import BrokerError, StoreError
 from beatd.leader import DatabaseTime, Leader, default_holder
-from beatd.model import Every, Lease, Misfire, Outcome, Schedule
-from beatd.publish.base import Message, Result, Status
+from beatd.model import Decision, Every, Lease, Message, Misfire, Outcome, Schedule
+from beatd.publish.base import Result, Status
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import REREAD, SETTLE_AFTER, Relay
-from beatd.store.base import Decision
 from beatd.store.memory import MemoryStore
 from beatd.tick import Ticker
 

@@ -12,9 +12,19 @@ from store_helpers import Backend, sched
 
 from beatd.errors import ConfigError, Conflict, Fenced, NotFound
 from beatd.ids import fire_id
-from beatd.model import Cron, Format, Lease, Misfire, Outcome, Schedule, Source
-from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision, Store
+from beatd.model import (
+    Advance,
+    Cron,
+    Decision,
+    Format,
+    Lease,
+    Message,
+    Misfire,
+    Outcome,
+    Schedule,
+    Source,
+)
+from beatd.store.base import Store
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -15,9 +15,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Engine
 
-from beatd.model import FireRecord, Lease, Schedule
-from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision, NextAt, ReconcileResult, StoredSchedule
+from beatd.model import Advance, Decision, FireRecord, Lease, Message, Schedule, StoredSchedule
+from beatd.store.base import NextAt, ReconcileResult
 from beatd.store.sql import engine as eng
 from beatd.store.sql import firelog, lease, schedules
 

@@ -17,9 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from beatd.model import FireRecord, Lease, Outcome
-from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision
+from beatd.model import Advance, Decision, FireRecord, Lease, Message, Outcome
 from beatd.store.sql import engine as eng
 from beatd.store.sql import lease as leases
 from beatd.store.sql.tables import fires, outbox, schedules
