@@ -142,11 +142,28 @@ class FireRecord:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Who leads, under which fencing epoch, until when (database clock)."""
+    """Who leads, under which fencing epoch, until when (database clock).
+
+    `holder` is the configured instance id (shown in logs and status; several
+    processes may share it); `token` is the process's own nonce. Renew,
+    release and every fenced write compare (token, epoch), so two processes
+    with one `instance_id` never pass fencing at one epoch.
+    """
 
     holder: str
     epoch: int
     expires_at: datetime
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A running beatd process as the cluster sees it (leader or standby)."""
+
+    holder: str
+    token: str
+    started_at: datetime
+    last_seen: datetime
 
 
 @dataclass(frozen=True, slots=True)

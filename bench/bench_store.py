@@ -100,7 +100,7 @@ def run(url: str, n: int) -> dict[str, float]:
         assert len(due) == min(n, DUE), len(due)
         figures["due_ms"] = median_ms(lambda: store.due(NOW, 1000))
         figures["next_due_at_ms"] = median_ms(store.next_due_at)
-        lease = store.acquire("bench", timedelta(minutes=5))
+        lease = store.acquire("bench", timedelta(minutes=5), "bench")
         batch = decisions(1000)
         versions = {s.schedule.name: s.version for s in due}
         advances = [

@@ -178,7 +178,7 @@ def test_sighup_reload_applies_a_changed_file_and_keeps_the_last_good_one(
 
 def test_a_standby_does_not_publish() -> None:
     store = MemoryStore()
-    other = store.acquire("someone-else", timedelta(seconds=30))
+    other = store.acquire("someone-else", timedelta(seconds=30), "someone-else")
     assert other is not None
     out = Lines()
     settings = Settings(database="memory://", lease=timedelta(seconds=3), schedules=(every("a"),))
@@ -203,7 +203,7 @@ class Connecting(StdoutPublisher):
 
 def test_the_broker_connection_opens_on_taking_the_lease_not_in_standby() -> None:
     store = MemoryStore()
-    other = store.acquire("someone-else", timedelta(seconds=30))
+    other = store.acquire("someone-else", timedelta(seconds=30), "someone-else")
     assert other is not None
     publisher = Connecting()
     settings = Settings(database="memory://", lease=timedelta(seconds=3))
