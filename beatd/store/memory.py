@@ -187,6 +187,11 @@ class MemoryStore:
             del self._outbox[m.fire_id]
             del self._fires[m.fire_id]
             self._instants.discard((m.schedule, m.scheduled_for))
+        row = self._rows.get(name)
+        if gone and row is not None:  # the last fire is the latest one history still has
+            left = [r.scheduled_for for r in self._fires.values() if r.schedule == name]
+            row.last_at = max(left, default=None)
+            row.fires = max(row.fires - len(gone), 0)
         return min((m.scheduled_for for m in gone), default=None)
 
     def _get(self, name: str) -> _Row:

@@ -280,6 +280,7 @@ def test_a_claimed_or_manual_fire_is_never_withdrawn(backend: Backend) -> None:
     store.put(sched("a", task="app.tasks.new"), ahead(5), replace=True)
     assert {f.fire_id for f in store.history("a", 10)} == {going.fire_id, trigger.fire_id}
     assert store.get("a").next_at == ahead(1)  # decided again from the unclaimed one only
+    assert store.get("a").last_at == ahead(0.5)  # what history still holds
     store.mark_sent([going.fire_id], ahead(0))
     assert store.history("a", 10)[-1].outcome is Outcome.SENT
 

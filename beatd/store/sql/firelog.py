@@ -199,6 +199,7 @@ def withdraw(conn: Connection, names: Sequence[str], now: datetime) -> dict[str,
     """
     dialect = conn.dialect.name
     earliest: dict[str, datetime] = {}
+    count: dict[str, int] = {}
     manual = sa.exists().where(fires.c.fire_id == outbox.c.fire_id, fires.c.manual)
     for chunk in eng.chunks(names, dialect):
         stmt = (
@@ -216,7 +217,27 @@ def withdraw(conn: Connection, names: Sequence[str], now: datetime) -> dict[str,
             conn.execute(sa.delete(fires).where(eng.in_list(fires.c.fire_id, ids, dialect)))
         for _, name, at in gone:
             earliest[name] = min(at, earliest.get(name, at))
+            count[name] = count.get(name, 0) + 1
+    _rewind(conn, count)
     return earliest
+
+
+def _rewind(conn: Connection, withdrawn: dict[str, int]) -> None:
+    """A schedule's last fire and fire count say what history still holds after a withdrawal."""
+    latest = (
+        sa.select(sa.func.max(fires.c.scheduled_for))
+        .where(fires.c.schedule == schedules.c.name)
+        .scalar_subquery()
+    )
+    for name, count in sorted(withdrawn.items()):  # few: fires recorded in the last seconds
+        conn.execute(
+            sa.update(schedules)
+            .where(schedules.c.name == name)
+            .values(
+                last_at=latest,
+                fires=sa.case((schedules.c.fires > count, schedules.c.fires - count), else_=0),
+            )
+        )
 
 
 def _outbox_row(message: Message) -> dict[str, Any]:
