@@ -39,7 +39,10 @@ BEATD_KEYS: Mapping[str, tuple[Any, str]] = {
     "timezone": ("UTC", "default IANA time zone of schedules"),
     "lease": ("10s", "leader lease; failover happens within it (at least 2s)"),
     "format": ("celery", "default message format: celery or json"),
-    "http": (None, "host:port for /metrics and /healthz (host defaults to 127.0.0.1)"),
+    "http": (
+        None,
+        "host:port for /metrics and /healthz (host defaults to 127.0.0.1; env BEATD_HTTP)",
+    ),
     "log_format": ("text", "text or json"),
     "instance_id": (None, "this instance's id (default <hostname>:<pid>)"),
 }
@@ -185,7 +188,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "log_format": _one_of(LOG_FORMATS),
     "instance_id": _instance_id,
 }
-_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER"}
+_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER", "http": "BEATD_HTTP"}
 
 
 def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ MAX_IDLE = 5.0  # seconds a loop waits at most, even with nothing to do
 CHANGE_POLL = 0.5  # seconds between change_count() polls
 DRAIN_TIMEOUT = 10.0  # seconds SIGTERM may spend publishing what is due
 DRAIN_MARGIN = timedelta(milliseconds=50)  # ...which is what is due within the lookahead
+OUTAGE_REPEAT = 30.0  # seconds between "still unavailable" lines
 BACKLOG_EVERY = 1.0  # seconds between outbox counts (metric and status)
 HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
 STORE_RETRY = RetryPolicy(initial=0.5, max=5.0)
@@ -64,19 +65,30 @@ def _first_after(now: datetime) -> Callable[[Schedule], datetime | None]:
 
 
 class _Outage:
-    """One log line when the database goes away and one when it is back, whichever loop notices."""
+    """A log line when the database goes away, one every OUTAGE_REPEAT while it stays away,
+    and one when it is back, whichever loop notices."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float]) -> None:
         self._lock = threading.Lock()
+        self._monotonic = monotonic
         self._failing: dict[str, int] = {}
+        self._since = self._said = 0.0
 
     def failed(self, loop: str, exc: BaseException) -> int:
         """Count a failure of `loop`; returns its failures in a row."""
+        now = self._monotonic()
         with self._lock:
             first = not self._failing
             count = self._failing[loop] = self._failing.get(loop, 0) + 1
+            if first:
+                self._since = self._said = now
+            again = not first and now - self._said >= OUTAGE_REPEAT
+            if again:
+                self._said = now
         if first:
             log.error(f"database unavailable, retrying with backoff: {exc}")
+        elif again:
+            log.error(f"database still unavailable after {now - self._since:.0f}s: {exc}")
         return count
 
     def recovered(self, loop: str) -> None:
@@ -125,7 +137,7 @@ class Daemon:
         self._reload_pending = False
         self._heartbeat = self._pinged = self.clock.monotonic()
         self._broken = False
-        self._outage = _Outage()
+        self._outage = _Outage(self.clock.monotonic)
         self._threads: list[threading.Thread] = []
         self._status = ""
         self._backlog = 0
@@ -244,8 +256,23 @@ class Daemon:
 
     # -- the loops -------------------------------------------------------------
 
+    def _say_standby(self) -> bool | None:
+        """Log once per standby spell who leads; None while the database cannot say."""
+        try:
+            lease = self.store.current()
+        except StoreError:
+            return None
+        if lease is None:
+            return None  # free: the next step takes it, or says who did
+        log.info(
+            "standby: another instance leads",
+            extra={"leader": lease.holder, "epoch": lease.epoch, "holder": self.leader.holder},
+        )
+        return True
+
     def _lease_loop(self) -> None:
         was_leading = False
+        standby_seen: bool | None = None
         while not self._release.is_set():
             self.time.sync()
             wait = self.leader.step(acquire=not self._stop.is_set())
@@ -253,6 +280,8 @@ class Daemon:
                 self._outage.recovered("lease")
             leading = self.leader.is_leading()
             self.metrics.is_leader.set(1 if leading else 0)
+            if not leading and standby_seen is None:
+                standby_seen = self._say_standby()
             if leading != was_leading:
                 was_leading = leading
                 if leading:  # not this loop: a renew now would only slow the first tick down
@@ -262,6 +291,7 @@ class Daemon:
                     threading.Thread(target=self.publisher.check, daemon=True).start()
                 else:
                     self._wake_all()
+                    standby_seen = None
                 self._update_status()
             self._lease_wake.wait(wait)
             self._lease_wake.clear()

@@ -27,6 +27,12 @@ from beatd.store import MEMORY, has_tables, open_store
 from beatd.store.base import Store
 
 log = logging.getLogger("beatd")
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -35,6 +41,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     run.add_argument(
         "--log-format", choices=FORMATS, default=None, help="log lines as json or text"
+    )
+    run.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="the least severe lines logged: info has one line per fire published or dropped "
+        "(default: %(default)s)",
     )
     status = add_command(
         sub, "status", "leader, lease, fencing epoch, backlog, database and broker health", _status
@@ -92,7 +105,7 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    setup(args.log_format or settings.log_format)
+    setup(args.log_format or settings.log_format, LEVELS[args.log_level])
     stop = threading.Event()
     daemon: list[Daemon] = []
 
