@@ -307,6 +307,67 @@ SYNTAX_CASES = [
         ["01-01 04:05:00+0000", "01-02 04:05:00+0000", "01-03 04:05:00+0000"],
         id="equal-range-is-one-value",
     ),
+    # one-value ranges spelled differently at each end (croniter widens them to the field)
+    pytest.param(
+        "30 1 * 1-2 Sat-6",
+        utc(2026, 1, 1),
+        ["01-03 01:30:00+0000", "01-10 01:30:00+0000", "01-17 01:30:00+0000"],
+        id="one-value-range-name-and-number-dow",
+    ),
+    pytest.param(
+        "0 0 1 11-Nov *",
+        utc(2026, 1, 1),
+        ["11-01 00:00:00+0000", "11-01 00:00:00+0000", "11-01 00:00:00+0000"],
+        id="one-value-range-number-and-name-month",
+    ),
+    pytest.param(
+        "0 5-05 * * *",
+        utc(2026, 1, 1),
+        ["01-01 05:00:00+0000", "01-02 05:00:00+0000", "01-03 05:00:00+0000"],
+        id="one-value-range-leading-zero-hour",
+    ),
+    pytest.param(
+        "0 0 1-01 * *",
+        utc(2026, 1, 1),
+        ["02-01 00:00:00+0000", "03-01 00:00:00+0000", "04-01 00:00:00+0000"],
+        id="one-value-range-leading-zero-dom",
+    ),
+    pytest.param(
+        "0 0 * * 6-sat/2",
+        utc(2026, 1, 1),
+        ["01-03 00:00:00+0000", "01-10 00:00:00+0000", "01-17 00:00:00+0000"],
+        id="one-value-range-with-a-step",
+    ),
+    pytest.param(
+        "0 0 * * FRI-MON",
+        utc(2026, 1, 1),
+        ["01-02 00:00:00+0000", "01-03 00:00:00+0000", "01-04 00:00:00+0000"],
+        id="reversed-range-wraps-the-week",
+    ),
+    pytest.param(
+        "0 0 * * 7-0",
+        utc(2026, 1, 1),
+        ["01-04 00:00:00+0000", "01-11 00:00:00+0000", "01-18 00:00:00+0000"],
+        id="sunday-to-sunday-is-sunday",
+    ),
+    pytest.param(
+        "0 18 LW * *",
+        utc(2026, 1, 1),
+        ["01-30 18:00:00+0000", "02-27 18:00:00+0000", "03-31 18:00:00+0000"],
+        id="LW-last-weekday-of-the-month",  # 2026-01-31 is a Saturday, 02-28 too
+    ),
+    pytest.param(
+        "0 18 LW * *",
+        utc(2026, 5, 1),
+        ["05-29 18:00:00+0000", "06-30 18:00:00+0000", "07-31 18:00:00+0000"],
+        id="LW-sunday-month-end-goes-back-to-friday",  # 2026-05-31 is a Sunday
+    ),
+    pytest.param(
+        "0 0 * * MON#1,FRI",
+        utc(2026, 1, 1),
+        ["01-02 00:00:00+0000", "01-05 00:00:00+0000", "01-09 00:00:00+0000"],
+        id="nth-weekday-and-plain-weekday-in-one-list",
+    ),
 ]
 
 
@@ -615,6 +676,14 @@ def test_latest_interval_and_once() -> None:
         pytest.param("R * * * *", "random", id="random-R"),
         pytest.param("@reboot", "macro", id="unknown-macro"),
         pytest.param("*/0 * * * *", "invalid cron", id="zero-step"),
+        pytest.param("0 25 * * *", "'0 25 \\* \\* \\*': hour: 25 is out of range 0-23", id="hour-25"),
+        pytest.param(
+            "61 0 9 * * MON", "'61 0 9 \\* \\* MON': second: 61", id="six-fields-quoted-as-written"
+        ),
+        pytest.param("0 0 * * 0#6", "day of week: '0#6' is not valid", id="nth-6"),
+        pytest.param("0 0 40W * *", "day of month: 40 is out of range", id="W-40"),
+        pytest.param("0 22-2/3 * * *", "hour: '22-2/3' wraps around", id="wrap-with-step"),
+        pytest.param("0 0 * FOO *", "month: 'FOO' is not a number or a month name", id="month-name"),
     ],
 )
 def test_check_spec_rejects_cron(expr: str, message: str) -> None:
