@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "timing"))
 
-from fuzz_support import EXAMPLES  # noqa: E402
-from timing_reference import run_seed  # noqa: E402
+from fuzz_support import EXAMPLES
+from timing_reference import run_seed
 
 
 def test_new_seeds_match_the_reference() -> None:
