@@ -68,9 +68,7 @@ BAD = [
     (
         "rrule-judged-from-its-start",  # passed validate, then upcoming() raised ValueError
         {**TASK, "rrule": "FREQ=HOURLY;BYHOUR=0;INTERVAL=3", "start": "2026-01-01T01:15:20Z"},
-        [
-            "schedule 'job': rrule: rrule 'FREQ=HOURLY;BYHOUR=0;INTERVAL=3' never fires from its start"
-        ],
+        ["rrule: rrule 'FREQ=HOURLY;BYHOUR=0;INTERVAL=3' never fires from its start 2026-01-01"],
     ),
     (
         "rrule-less-than-once-a-century",  # was accepted and never fired
