@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from hashlib import blake2b
 from zoneinfo import ZoneInfo
 
@@ -114,21 +115,28 @@ def check_spec(spec: Spec, zone: ZoneInfo, name: str, start: datetime | None = N
     or UNTIL ends it, again within 100 years of that first fire.
     """
     if isinstance(spec, Cron | RRule):
-        schedule = Schedule(name, spec, "-", timezone=zone, start=start)
-        if isinstance(spec, Cron):
-            compile_cron(normalize_cron(spec.expr), name)
-            what, origin = f"cron expression {spec.expr!r}", start or _CRON_ORIGIN
-        else:
-            dtstart = _dtstart(schedule)
-            check_rrule(spec.rule, dtstart)
-            what, origin = f"rrule {spec.rule!r}", start or dtstart.replace(tzinfo=zone)
-        _check_fires(schedule, what, as_utc(origin))
+        hashed = isinstance(spec, Cron) and "h" in spec.expr.lower()
+        _check_recurring(spec, zone, name if hashed else "", start)
     elif isinstance(spec, Every):
         if spec.period < ONE_SECOND or spec.period % ONE_SECOND:
             raise ValueError(f"interval must be a whole number of seconds >= 1s, got {spec.period}")
         to_naive_utc(spec.anchor)
     else:
         to_naive_utc(spec.at)
+
+
+@lru_cache(maxsize=4096)
+def _check_recurring(spec: Cron | RRule, zone: ZoneInfo, name: str, start: datetime | None) -> None:
+    """check_spec for cron and rrule; cached, as schedules mostly share their timing."""
+    schedule = Schedule(name, spec, "-", timezone=zone, start=start)
+    if isinstance(spec, Cron):
+        compile_cron(normalize_cron(spec.expr), name)
+        what, origin = f"cron expression {spec.expr!r}", start or _CRON_ORIGIN
+    else:
+        dtstart = _dtstart(schedule)
+        check_rrule(spec.rule, dtstart)
+        what, origin = f"rrule {spec.rule!r}", start or dtstart.replace(tzinfo=zone)
+    _check_fires(schedule, what, as_utc(origin))
 
 
 def _check_fires(schedule: Schedule, what: str, origin: datetime) -> None:
