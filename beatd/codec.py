@@ -34,6 +34,7 @@ from beatd.model import (
     Schedule,
     Source,
     Spec,
+    kind_of,
 )
 from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
 
@@ -333,6 +334,8 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
         if kind == "cron":
             spec = Cron(timing.normalize_cron(" ".join(_text(value).split())))
         elif kind == "rrule":
+            if isinstance(value, str) and "DTSTART" in value.upper():  # before _text: a newline
+                raise ValueError(timing.NO_DTSTART)
             rule = _text(value).strip()
             if rule.upper().startswith("RRULE:"):
                 rule = rule[len("RRULE:") :]
@@ -341,8 +344,6 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
             spec = Every(_duration(value, zero_ok=False))
         else:
             return Once(parse_instant(value, zone))
-        if not isinstance(spec, Every):
-            timing.check_spec(spec, zone, name)
     except ValueError as exc:
         problems.add(kind, str(exc))
         return None
@@ -435,6 +436,11 @@ def schedule_from_table(
 
     spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
     options = _options(table, zone, problems)
+    if isinstance(spec, Cron | RRule):  # whether it fires depends on its start
+        try:
+            timing.check_spec(spec, zone, name, options.get("start"))
+        except ValueError as exc:
+            problems.add(kind_of(spec), str(exc))
 
     if problems.lines or spec is None:
         lines = problems.lines or [f"schedule {name!r}: invalid"]
