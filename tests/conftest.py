@@ -87,6 +87,17 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def celery_python() -> str:
+    """The python of Celery's own venv (tests/celery_env.py), made on first use."""
+    import celery_env
+
+    try:
+        return str(celery_env.celery_python())
+    except celery_env.CeleryEnvError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
 def amqp_server() -> str:
     require_service("RabbitMQ", "127.0.0.1", 5672)
     return AMQP_URL
