@@ -156,10 +156,10 @@ def _window(next_fire: NextFire, lo: datetime, hi: datetime) -> set[datetime]:
     found: set[datetime] = set()
     at: datetime | None = lo
     while at is not None and len(found) < _MAX_FIRES:
-        at = next_fire(at)
-        if at is None:
+        following = next_fire(at)
+        if following is None or following <= at:  # done, or the source does not advance
             break
-        at = at.astimezone(UTC)
+        at = following.astimezone(UTC)
         found.add(at)
         if at > hi:
             break

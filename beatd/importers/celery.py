@@ -173,7 +173,7 @@ def json_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
     """args and kwargs as JSON values; ValueError naming what is not JSON."""
     table: dict[str, Any] = {}
     for key, value, kind in (("args", args, (list, tuple)), ("kwargs", kwargs, (dict,))):
-        if value is None or value == kind[0]():
+        if value is None or (isinstance(value, kind) and not value):
             continue
         if not isinstance(value, kind):
             raise ValueError(f"{key}: expected a {kind[0].__name__}, got {type(value).__name__}")
