@@ -132,11 +132,15 @@ def dst_differences(schedule: Schedule, source_next: NextFire, now: datetime) ->
     """One note per DST change of the next year where the source fires otherwise than beatd."""
     if schedule.kind not in ("cron", "rrule") or schedule.timezone.key in UTC_KEYS:
         return []
+    if schedule.max_fires is not None:  # a few fires right after the cutover
+        return []
+    start = schedule.start or now
+    end = min(schedule.end or now + HORIZON, now + HORIZON)
     notes: list[str] = []
-    for change in dst_changes(schedule, now, now + HORIZON):
+    for change in dst_changes(schedule, start, end):
         lo, hi = change - _BEFORE, change + _AFTER
-        ours = _window(lambda at: timing.next_after(schedule, at), lo, hi)
-        theirs = _window(source_next, lo, hi)
+        ours = _window(lambda at: timing.next_after(schedule, at), lo, hi, start, end)
+        theirs = _window(source_next, lo, hi, start, end)
         if ours != theirs:
             notes.append(_difference(schedule, change, theirs - ours, ours - theirs))
     return notes
@@ -151,8 +155,11 @@ def dst_changes(schedule: Schedule, start: datetime, end: datetime) -> Iterator[
                 yield at
 
 
-def _window(next_fire: NextFire, lo: datetime, hi: datetime) -> set[datetime]:
-    """Fires in (lo, hi] and the first one after hi, chained one from the other."""
+def _window(
+    next_fire: NextFire, lo: datetime, hi: datetime, start: datetime, end: datetime
+) -> set[datetime]:
+    """Fires in (lo, hi] and the first one after hi, chained one from the other; of
+    those, the ones within [start, end]."""
     found: set[datetime] = set()
     at: datetime | None = lo
     while at is not None and len(found) < _MAX_FIRES:
@@ -163,7 +170,7 @@ def _window(next_fire: NextFire, lo: datetime, hi: datetime) -> set[datetime]:
         found.add(at)
         if at > hi:
             break
-    return found
+    return {at for at in found if start <= at <= end}
 
 
 def _difference(

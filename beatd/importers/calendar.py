@@ -83,7 +83,7 @@ def cron_field(values: Iterable[int], domain: range) -> str:
     if chosen == list(domain):
         return "*"
     for step in range(2, len(domain)):
-        if len(chosen) > 1 and chosen == list(domain[::step]):
+        if len(chosen) > 2 and chosen == list(domain[::step]):
             return f"*/{step}"
     runs: list[str] = []
     start = prev = chosen[0]
