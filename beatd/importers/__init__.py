@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from beatd import timing
-from beatd.codec import MAX_NAME, Defaults, check_name, schedule_from_table
+from beatd.codec import MAX_NAME, Defaults, check_name, format_instant, schedule_from_table
 from beatd.errors import ConfigError
 from beatd.model import Schedule, Source
 from beatd.timing.zones import UTC_KEYS, year_offsets
@@ -96,6 +96,19 @@ def finish(batch: Batch, now: datetime) -> tuple[list[Imported], list[Skip]]:
                 entry = _note(entry, note)
         imported.append(Imported(entry, schedule))
     return imported, skipped
+
+
+def instant(value: datetime) -> str:
+    """An instant for a schedule table: ISO-8601 UTC, whole seconds (beatd's resolution)."""
+    return format_instant(value.replace(microsecond=0))
+
+
+def zone_name(zone: object) -> str | None:
+    """The IANA name of a tzinfo (zoneinfo's key, pytz's zone; UTC for datetime's), or None."""
+    if zone is UTC:
+        return "UTC"
+    name = getattr(zone, "key", None) or getattr(zone, "zone", None)
+    return str(name) if name else None
 
 
 def _note(entry: Entry, note: str) -> Entry:

@@ -25,10 +25,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from beatd.codec import format_instant
 from beatd.durations import format_duration
 from beatd.errors import ConfigError
-from beatd.importers import Batch, Entry, NextFire, Skip
+from beatd.importers import Batch, Entry, NextFire, Skip, instant, zone_name
 from beatd.importers.calendar import Calendar, to_spec
 from beatd.importers.celery import json_arguments
 from beatd.importers.sources import open_database
@@ -81,14 +80,14 @@ def job_entry(state: dict[str, Any], now: datetime) -> Entry:
     elif isinstance(trigger, IntervalTrigger):
         table["every"] = format_duration(_whole(trigger.interval))
         phase = next_run if next_run is not None and not trigger.jitter else trigger.start_date
-        table["anchor"] = format_instant(phase.replace(microsecond=0))
+        table["anchor"] = instant(phase)
     elif isinstance(trigger, DateTrigger):
-        table["at"] = format_instant(trigger.run_date)
+        table["at"] = instant(trigger.run_date)
         zone = trigger.run_date.tzinfo
     else:
         raise ValueError(f"unsupported trigger {trigger!s} ({type(trigger).__name__})")
     table["task"] = str(state["func"]).replace(":", ".")
-    key = getattr(zone, "key", None)
+    key = zone_name(zone)
     if key is None:
         raise ValueError(f"time zone {zone!r} has no IANA name")
     table["timezone"] = key
@@ -122,9 +121,9 @@ def _bounds(trigger: Any, next_run: datetime | None, now: datetime) -> dict[str,
         if natural is None or next_run - natural >= timedelta(seconds=1):
             start = next_run if start is None else max(start, next_run)
     if start is not None:
-        bounds["start"] = format_instant(start.replace(microsecond=0))
+        bounds["start"] = instant(start)
     if trigger.end_date is not None:
-        bounds["end"] = format_instant(trigger.end_date)
+        bounds["end"] = instant(trigger.end_date)
     return bounds
 
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from beatd.codec import format_instant
 from beatd.durations import format_duration
 from beatd.errors import ConfigError
-from beatd.importers import Batch, Entry, NextFire, Skip
+from beatd.importers import Batch, Entry, NextFire, Skip, instant, zone_name
 from beatd.importers.calendar import Calendar, to_spec
 
 OPTIONS = ("queue", "exchange", "routing_key", "priority", "expires", "headers")
@@ -70,7 +69,7 @@ def _find_app(target: str) -> Any:
 def app_zone(app: Any) -> ZoneInfo:
     """The zone Celery evaluates crontabs in: `timezone`, else UTC (or local without enable_utc)."""
     zone = app.timezone
-    key = getattr(zone, "key", None) or ("UTC" if zone in (UTC,) else None)
+    key = zone_name(zone)
     if key is None:
         raise ConfigError(
             f"the app's time zone {zone!r} has no IANA name: set the app's timezone setting"
@@ -166,7 +165,7 @@ def interval(run_every: Any, relative: bool, zone: ZoneInfo, now: datetime) -> d
             seconds=(wall - datetime.combine(date.min, time(0))).total_seconds() // unit * unit
         )
         start = floor.replace(tzinfo=zone)
-    return {"every": format_duration(period), "anchor": format_instant(start)}
+    return {"every": format_duration(period), "anchor": instant(start)}
 
 
 def json_arguments(args: Any, kwargs: Any) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from beatd.codec import format_instant, parse_zone
+from beatd.codec import parse_zone
 from beatd.durations import format_duration
-from beatd.importers import Batch, Entry, NextFire, Skip
+from beatd.importers import Batch, Entry, NextFire, Skip, instant
 from beatd.importers.calendar import DAYS, HOURS, MINUTES, MONTHS, WEEKDAYS, Calendar, to_spec
 from beatd.importers.celery import json_value
 from beatd.importers.sources import open_database
@@ -94,12 +94,12 @@ def _entry(task: Any, by_id: dict[str, dict[Any, Any]], now: datetime) -> Entry:
             raise ValueError(f"every {period}: beatd's schedules are whole seconds, 1 s or more")
         phase = task["last_run_at"] or task["start_time"] or task["date_changed"] or now
         table["every"] = format_duration(period)
-        table["anchor"] = format_instant(_utc(phase).replace(microsecond=0))
+        table["anchor"] = instant(_utc(phase))
         what = f"every {row['every']} {row['period']}"
     elif task["clocked_id"] is not None:
         at = _utc(by_id[CLOCKED.name][task["clocked_id"]]["clocked_time"])
-        table["at"] = format_instant(at)
-        what = f"clocked {format_instant(at)}"
+        table["at"] = instant(at)
+        what = f"clocked {instant(at)}"
     elif task["solar_id"] is not None:
         event = by_id[SOLAR.name][task["solar_id"]]["event"]
         raise ValueError(
@@ -138,9 +138,9 @@ def _options(task: Any, now: datetime) -> dict[str, Any]:
     if task["one_off"]:
         table["max_fires"] = 1
     if task["start_time"] is not None and _utc(task["start_time"]) > now:
-        table["start"] = format_instant(_utc(task["start_time"]))
+        table["start"] = instant(_utc(task["start_time"]))
     if task["expires"] is not None:
-        table["end"] = format_instant(_utc(task["expires"]))
+        table["end"] = instant(_utc(task["expires"]))
     if task["expire_seconds"]:
         table["expires"] = format_duration(timedelta(seconds=int(task["expire_seconds"])))
     return table

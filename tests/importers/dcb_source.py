@@ -111,10 +111,15 @@ def fires(after: datetime, until: datetime) -> None:
             at = task.clocked.clocked_time
             out[task.name] = [at.astimezone(UTC).isoformat()] if after < at <= until else []
             continue
-        last = task.last_run_at or after  # an interval continues from its last run
+        # As ModelEntry: an interval runs from its last run, else from when it was last
+        # changed; nothing is due before start_time, and then the overdue run goes at once.
+        last = task.last_run_at or task.date_changed
+        start = task.start_time
         while len(found) < 20000:
             clock[0] = last
             nxt = last.astimezone(UTC) + schedule.remaining_estimate(last)
+            if start is not None and nxt < start:
+                nxt = start
             if nxt > until:
                 break
             if nxt > after:

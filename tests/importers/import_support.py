@@ -81,7 +81,11 @@ def differences(
     found: list[Difference] = []
     for name, theirs_iter in sorted(source.items()):
         ours = beatd_fires(by_name[name], after, until)
-        theirs = sorted(t.astimezone(UTC) for t in theirs_iter if after < t <= until)
+        # beatd's resolution is one second: a source's microseconds (APScheduler's default
+        # interval start is "now") are compared truncated, as the import anchors them.
+        theirs = sorted(
+            t.astimezone(UTC).replace(microsecond=0) for t in theirs_iter if after < t <= until
+        )
         theirs = theirs[:MAX_FIRES]
         horizon = min(ours[-1] if ours else until, theirs[-1] if theirs else until)
         ours_set = {t for t in ours if t <= horizon}
