@@ -106,7 +106,9 @@ def _import(args: argparse.Namespace) -> int:
     for skip in skipped:
         _say(f"skipped {skip.name!r}: {skip.reason}")
     where = "database" if args.to_database else (args.out or "stdout")
-    _say(f"imported {len(written)} schedules from {batch.source} to {where}; {len(skipped)} skipped")
+    _say(
+        f"imported {len(written)} schedules from {batch.source} to {where}; {len(skipped)} skipped"
+    )
     return EXIT_FAILURE if skipped else EXIT_OK
 
 
@@ -145,7 +147,9 @@ def _to_database(
         for item in imported:
             name, table, disabled = item.entry.name, dict(item.entry.table), item.entry.disabled
             try:
-                if disabled:  # stored disabled, paused with the reason, then enabled: resume runs it
+                if (
+                    disabled
+                ):  # stored disabled, paused with the reason, then enabled: resume runs it
                     beat.add(name, replace=args.replace, enabled=False, **table)
                     beat.pause(name, note=f"imported disabled: {disabled}")
                     beat.add(name, replace=True, **table)

@@ -80,7 +80,9 @@ def finish(batch: Batch, now: datetime) -> tuple[list[Imported], list[Skip]]:
     for entry in batch.entries:
         name = _valid_name(entry.name, taken)
         if name != entry.name:
-            entry = _note(entry, f"name {entry.name!r} is not a valid beatd name: imported as {name!r}")
+            entry = _note(
+                entry, f"name {entry.name!r} is not a valid beatd name: imported as {name!r}"
+            )
         entry = replace(entry, name=name)
         try:
             schedule = schedule_from_table(name, entry.table, Defaults(), Source.API)

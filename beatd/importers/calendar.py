@@ -5,7 +5,7 @@ matches: a day must be in day-of-month AND in day-of-week. Cron (SPEC §3)
 ORs the two when both are restricted. A calendar that restricts both
 becomes an rrule (BYMONTHDAY and BYDAY limit each other there); the others
 become cron. Either way it is *frequent* or *fixed* at DST changes by the
-same rule as cron: more than one second×minute value, or all 24 hours.
+same rule as cron: more than one (second, minute) pair, or all 24 hours.
 
 `parse_celery_field` reads a Celery crontab field as Celery does (numbers,
 names, `*`, ranges that may wrap, steps, lists), for sources that store the

@@ -50,7 +50,9 @@ CRONTABS = sa.table(
     sa.column("month_of_year"),
     sa.column("timezone"),
 )
-INTERVALS = sa.table(f"{PREFIX}intervalschedule", sa.column("id"), sa.column("every"), sa.column("period"))
+INTERVALS = sa.table(
+    f"{PREFIX}intervalschedule", sa.column("id"), sa.column("every"), sa.column("period")
+)
 CLOCKED = sa.table(f"{PREFIX}clockedschedule", sa.column("id"), sa.column("clocked_time", _TIME))
 SOLAR = sa.table(f"{PREFIX}solarschedule", sa.column("id"), sa.column("event"))
 _TABLES = (TASKS, CRONTABS, INTERVALS, CLOCKED, SOLAR)

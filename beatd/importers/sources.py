@@ -35,7 +35,9 @@ def open_database(url: str, tables: Iterable[str]) -> Iterator[Connection]:
                 raise ConfigError(f"{shown}: no table {', '.join(missing)} in this database")
             yield conn
     except sa.exc.SQLAlchemyError as exc:
-        first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()
-        raise StoreError(f"{shown}: cannot read the database: {first[0] if first else exc}") from None
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise StoreError(
+            f"{shown}: cannot read the database: {first[0] if first else exc}"
+        ) from None
     finally:
         engine.dispose()

@@ -48,7 +48,9 @@ def value(item: Any) -> str:
 def comment(text: str) -> str:
     """`# text`, one line per line of text, control characters escaped."""
     lines = str(text).splitlines() or [""]
-    return "\n".join("# " + "".join(ch if ch.isprintable() else "?" for ch in line) for line in lines)
+    return "\n".join(
+        "# " + "".join(ch if ch.isprintable() else "?" for ch in line) for line in lines
+    )
 
 
 def table(imported: Imported) -> str:

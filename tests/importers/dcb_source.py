@@ -106,7 +106,7 @@ def fires(after: datetime, until: datetime) -> None:
         schedule = task.schedule
         found: list[str] = []
         clock = [after]
-        schedule.nowfun = lambda: clock[0]
+        schedule.nowfun = lambda clock=clock: clock[0]
         if task.clocked_id is not None:
             at = task.clocked.clocked_time
             out[task.name] = [at.astimezone(UTC).isoformat()] if after < at <= until else []

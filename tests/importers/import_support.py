@@ -113,7 +113,9 @@ def at_dst_changes(
             assert near, f"{diff.schedule}: {instant} differs away from any DST change"
             change = near[0]
             before = schedule.timezone.utcoffset(change.replace(tzinfo=None) - timedelta(hours=6))
-            after_off = schedule.timezone.utcoffset(change.replace(tzinfo=None) + timedelta(hours=6))
+            after_off = schedule.timezone.utcoffset(
+                change.replace(tzinfo=None) + timedelta(hours=6)
+            )
             kind = "spring" if after_off > before else "fall"
             local_day = change.astimezone(schedule.timezone).date()
             named.add((diff.schedule, local_day, kind))

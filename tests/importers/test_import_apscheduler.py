@@ -13,8 +13,8 @@ from import_support import MAX_FIRES, YEAR, at_dst_changes, differences, run_imp
 from beatd.model import Every, Misfire
 
 pytest.importorskip("apscheduler")
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # noqa: E402
-from apscheduler.schedulers.background import BackgroundScheduler  # noqa: E402
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # Where APScheduler 3 differs from SPEC §3 at Europe/Berlin's DST changes.
@@ -84,7 +84,9 @@ def test_every_fire_matches_apscheduler_or_is_a_named_dst_difference(
 
 def test_options_map_as_documented(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     build_store(sqlite_url, datetime.now(UTC))
-    by_name = {s.name: s for s in settings_of(run_import(capsys, "apscheduler", sqlite_url).out).schedules}
+    by_name = {
+        s.name: s for s in settings_of(run_import(capsys, "apscheduler", sqlite_url).out).schedules
+    }
     nightly = by_name["nightly"]
     assert nightly.task == "aps_jobs.nightly"  # the callable reference module:func
     assert nightly.misfire == Misfire.ALL and nightly.grace == timedelta(minutes=5)

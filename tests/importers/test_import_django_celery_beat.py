@@ -43,7 +43,9 @@ def django(*argv: str) -> str:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def dcb_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dcb_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """One django-celery-beat database per backend for the module (the tests only read it)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('dcb')}/django.db"
@@ -71,7 +73,9 @@ def test_every_fire_matches_django_celery_beat_or_is_a_named_dst_difference(
     compared = [s for s in schedules if s.enabled]
     until = now + YEAR
     fires = json.loads(django("fires", dcb_url, now.isoformat(), until.isoformat()))
-    source = {s.name: [datetime.fromisoformat(t) for t in fires[_source_name(s.name)]] for s in compared}
+    source = {
+        s.name: [datetime.fromisoformat(t) for t in fires[_source_name(s.name)]] for s in compared
+    }
     for s in compared:
         if s.max_fires is not None:  # one_off: django-celery-beat disables it after one run
             source[s.name] = source[s.name][: s.max_fires]
