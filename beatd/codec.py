@@ -62,6 +62,11 @@ OPTIONS = (
 )
 KEYS = KINDS + OPTIONS
 _KEY_SET = frozenset(KEYS)
+_CELERY_KEYS = frozenset({"schedule", "options", "relative"})  # a Celery beat_schedule entry's
+_CELERY_HINT = (
+    " (a Celery beat_schedule key: here the timing is cron, every, rrule or at and each option "
+    "is a key of its own; `beatd import celery MODULE:APP` converts a Celery app's schedule)"
+)
 MAX_NAME = 200
 MAX_PAYLOAD = 64 * 1024  # bytes of serialised JSON for args, kwargs and headers each
 MAX_DEPTH = 32  # nesting levels of args, kwargs and headers
@@ -423,7 +428,8 @@ def schedule_from_table(
         raise ConfigError(problems.lines[0], problems=problems.lines)
     for key in table:
         if key not in _KEY_SET:
-            problems.add(show_key(key), f"unknown key{did_you_mean(str(key), KEYS)}")
+            hint = _CELERY_HINT if key in _CELERY_KEYS else did_you_mean(str(key), KEYS)
+            problems.add(show_key(key), f"unknown key{hint}")
 
     zone = defaults.timezone
     if "timezone" in table:

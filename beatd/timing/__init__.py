@@ -188,7 +188,9 @@ def _describe_cron(expr: str) -> str:
 
     try:
         text = normalize_cron(expr)
-        options = Options(locale_code="en_US", use_24hour_time_format=True)
+        options = Options()  # attributes, not keywords: cron-descriptor 1.x takes none
+        options.locale_code = "en_US"
+        options.use_24hour_time_format = True
         return str(get_description(text, options))
     except Exception:  # cron_descriptor raises assorted types for what it cannot word
         return expr
