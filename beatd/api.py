@@ -20,8 +20,9 @@ from typing import Any
 
 from beatd import timing
 from beatd.clock import Clock, SystemClock
-from beatd.codec import schedule_from_table
+from beatd.codec import format_instant, schedule_from_table
 from beatd.config import Settings, load_settings, settings_from_document
+from beatd.durations import format_duration
 from beatd.errors import ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
 from beatd.model import Decision, Fire, FireRecord, Outcome, Schedule, Source, StoredSchedule
@@ -178,6 +179,7 @@ class Beat:
         if end < start:
             raise ConfigError("backfill: --to is before --from")
         schedule = self.get(name).schedule
+        self._refuse_pruned_range(schedule, start)
         instants = list(timing.fires_between(schedule, start - timedelta(microseconds=1), end))
         if len(instants) > 100_000:
             raise ConfigError(
@@ -196,6 +198,28 @@ class Beat:
             for at in instants
         ]
         return len(self.store.record(None, decisions, []))
+
+    def _refuse_pruned_range(self, schedule: Schedule, start: datetime) -> None:
+        """Backfill tells "not fired yet" by the history: refuse where it may be pruned.
+
+        History is kept for `[beatd] keep_history` (and a schedule's newest
+        `history_limit` rows); before that, a missing row may be a fire that
+        was sent and pruned, and sending it again would double it.
+        """
+        kept_since = self.clock.now() - self.settings.keep_history
+        why = f"[beatd] keep_history = {format_duration(self.settings.keep_history)}"
+        cap = schedule.history_limit
+        if cap is not None:
+            newest = self.store.history(schedule.name, cap)
+            if len(newest) == cap and newest[-1].scheduled_for > kept_since:
+                kept_since = newest[-1].scheduled_for
+                why = f"history_limit = {cap} of {schedule.name!r}"
+        if start < kept_since:
+            raise ConfigError(
+                f"backfill: --from {format_instant(start)} is before the history kept "
+                f"({why}: since {format_instant(kept_since)}); beatd cannot tell which "
+                "earlier instants were sent, so it does not send them again"
+            )
 
     # -- reads -----------------------------------------------------------
 

@@ -57,6 +57,7 @@ OPTIONS = (
     "grace",
     "misfire",
     "max_fires",
+    "history_limit",
     "enabled",
     "priority",
 )
@@ -393,6 +394,7 @@ def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
         "expires": lambda v: _duration(v, zero_ok=False),
         "grace": lambda v: _duration(v, zero_ok=False),
         "max_fires": lambda v: _integer(v, 1, None),
+        "history_limit": lambda v: _integer(v, 1, None),
         "enabled": _boolean,
         "priority": lambda v: _integer(v, 0, 255),
     }

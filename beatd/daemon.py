@@ -10,6 +10,9 @@ time to its next piece of work, so none ever sleeps blindly:
              holds up deciding
     watcher  store.wait_for_change (PostgreSQL LISTEN) or change_count() every
              0.5 s: wakes tick and relay, so API changes apply within a second
+    pruner   leader only: deletes history older than keep_history (and beyond
+             each schedule's history_limit), PRUNE_BATCH rows per transaction
+             with a pause between, every PRUNE_EVERY: off the tick's path
 
 The main thread handles signals: SIGHUP reloads the TOML file (a broken file
 logs one line and keeps the last good schedules); SIGTERM/SIGINT stop
@@ -51,6 +54,9 @@ DRAIN_MARGIN = timedelta(milliseconds=50)  # ...which is what is due within the 
 OUTAGE_REPEAT = 30.0  # seconds between "still unavailable" lines
 BACKLOG_EVERY = 1.0  # seconds between outbox counts (metric and status)
 HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
+PRUNE_EVERY = 60.0  # seconds between history pruning rounds
+PRUNE_BATCH = 1000  # history rows deleted per transaction
+PRUNE_PAUSE = 0.2  # seconds between two batches of one round: other writes go between
 STORE_RETRY = RetryPolicy(initial=0.5, max=5.0)
 
 
@@ -235,6 +241,7 @@ class Daemon:
             "tick": self._tick_loop,
             "relay": self._relay_loop,
             "watcher": self._watch_loop,
+            "pruner": self._prune_loop,
         }
         for name, target in loops.items():
             thread = threading.Thread(target=target, name=f"beatd-{name}", daemon=True)
@@ -245,13 +252,14 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: no new fires; publishing what is due, then releasing the lease")
         self._wake_all()
-        lease, tick, relay, watcher = self._threads
+        lease, tick, relay, watcher, pruner = self._threads
         tick.join(DRAIN_TIMEOUT)  # a write still running after this is fenced by the release
         relay.join(DRAIN_TIMEOUT + 5)
         self._release.set()
         self._lease_wake.set()
         lease.join(10)
         watcher.join(CHANGE_POLL * 4)
+        pruner.join(CHANGE_POLL * 4)  # a batch is one short transaction
         log.info("stopped")
 
     # -- the loops -------------------------------------------------------------
@@ -380,6 +388,25 @@ class Daemon:
                 self.relay.poke()  # e.g. a trigger from another process
                 self._tick_wake.set()
                 self._relay_wake.set()
+
+    def _prune_loop(self) -> None:
+        """Delete expired history in small batches while leading (SPEC §7 keep_history)."""
+        wait = PRUNE_EVERY  # the first round waits too: a new term's first fires come first
+        while not self._stop.wait(wait):
+            wait = PRUNE_EVERY
+            if not self.leader.is_leading():
+                continue
+            before = self.time.now() - self.settings.keep_history
+            try:
+                pruned = self.store.prune(before, PRUNE_BATCH)
+            except StoreError as exc:
+                wait = STORE_RETRY.delay(self._outage.failed("pruner", exc))
+                continue
+            self._outage.recovered("pruner")
+            self.metrics.pruned.inc(pruned)
+            if pruned == PRUNE_BATCH:
+                wait = PRUNE_PAUSE  # more to delete: the next batch after a breath
+            log.debug("history pruned", extra={"rows": pruned, "before": before.isoformat()})
 
     # -- helpers ---------------------------------------------------------------
 

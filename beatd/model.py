@@ -91,6 +91,7 @@ class Schedule:
     misfire: Misfire = Misfire.COALESCE
     grace: timedelta | None = None
     max_fires: int | None = None
+    history_limit: int | None = None  # keep at most this many history rows (newest)
     enabled: bool = True
     priority: int | None = None
     source: Source = Source.API

@@ -65,6 +65,7 @@ def test_defaults_table_feeds_settings() -> None:
     shown = {
         "timezone": settings.timezone.key,
         "lease": format_duration(settings.lease),
+        "keep_history": format_duration(settings.keep_history),
         "format": str(settings.format),
     }
     for key, (default, help_text) in BEATD_KEYS.items():

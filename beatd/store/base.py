@@ -152,6 +152,17 @@ class FireLog(Protocol):
         """How many recorded fires are not yet confirmed."""
         ...
 
+    def prune(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` settled history rows, oldest first; returns how many went.
+
+        A row goes when its scheduled_for is before `before`, or when it is
+        beyond its schedule's `history_limit` (the newest that many stay).
+        A pending fire (recorded, in the outbox) never goes. Nothing else
+        reads these rows to decide: the planner works from the schedule's run
+        state, so pruning changes no decision. One short transaction.
+        """
+        ...
+
 
 class LeaseStore(Protocol):
     """The leader lease (compare-and-set, judged by the database clock) and the roll call."""

@@ -330,6 +330,38 @@ class MemoryStore:
         with self._lock:
             return len(self._outbox)
 
+    def prune(self, before: datetime, limit: int) -> int:
+        with self._lock:
+            settled = sorted(
+                (r for r in self._fires.values() if r.outcome is not Outcome.PENDING),
+                key=lambda r: (r.scheduled_for, r.schedule),
+            )
+            gone = [r for r in settled if r.scheduled_for < before][:limit]
+            if len(gone) < limit:
+                gone_ids = {r.fire_id for r in gone}
+                gone += [r for r in self._over_limit() if r.fire_id not in gone_ids][
+                    : limit - len(gone)
+                ]
+            for r in gone:
+                del self._fires[r.fire_id]
+                self._instants.discard((r.schedule, r.scheduled_for))
+            return len(gone)
+
+    def _over_limit(self) -> list[FireRecord]:
+        """Settled rows beyond their schedule's history_limit, oldest first."""
+        over: list[FireRecord] = []
+        for name, row in self._rows.items():
+            cap = row.schedule.history_limit
+            if cap is None:
+                continue
+            mine = sorted(
+                (r for r in self._fires.values() if r.schedule == name),
+                key=lambda r: r.scheduled_for,
+                reverse=True,
+            )
+            over += [r for r in mine[cap:] if r.outcome is not Outcome.PENDING]
+        return sorted(over, key=lambda r: (r.scheduled_for, r.schedule))
+
     # -- lease -----------------------------------------------------------------
 
     def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:

@@ -27,7 +27,7 @@ from beatd.model import (
 )
 from beatd.store.base import NextAt, ReconcileResult
 from beatd.store.sql import engine as eng
-from beatd.store.sql import firelog, lease, schedules
+from beatd.store.sql import firelog, history, lease, schedules
 
 POLL_SECONDS = 0.1
 """How often `wait_for_change` polls the counter where LISTEN is not available."""
@@ -182,6 +182,10 @@ class SqlStore:
     def backlog(self) -> int:
         with self._read() as conn:
             return firelog.backlog(conn)
+
+    def prune(self, before: datetime, limit: int) -> int:
+        with self._write() as conn:
+            return history.prune(conn, before, limit)
 
     # -- lease -----------------------------------------------------------------
 
