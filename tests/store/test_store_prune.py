@@ -43,7 +43,9 @@ def test_prune_deletes_settled_rows_before_the_cut_off_oldest_first(store: Store
     assert kept(store) == [("a", 4), ("a", 5), ("stuck", 0)]
     assert store.prune(at(4), 10) == 0
     assert store.backlog() == 1  # the pending fire and its message stay
-    assert [m.schedule for m in store.pending(at(10), 10)] == ["stuck"]
+    lease = store.acquire("relay", timedelta(seconds=30), "relay")
+    assert lease is not None
+    assert [m.schedule for m in store.claim(lease, at(10), 10)] == ["stuck"]
 
 
 def test_prune_keeps_the_newest_history_limit_rows_of_a_schedule(store: Store) -> None:
