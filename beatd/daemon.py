@@ -36,7 +36,7 @@ from beatd.config import Settings, load_settings
 from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
-from beatd.model import Schedule
+from beatd.model import Message, Schedule
 from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
@@ -166,8 +166,8 @@ class Daemon:
         self.metrics.renew_failures.inc()
         self._outage.failed("lease", exc)
 
-    def _recorded(self) -> None:
-        self.relay.poke()
+    def _recorded(self, messages: list[Message]) -> None:
+        self.relay.offer(messages)
         self._relay_wake.set()
 
     def _wake_all(self) -> None:

@@ -8,6 +8,8 @@ and ZoneInfo. A naive datetime below the edges is a bug.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -182,6 +184,36 @@ class Message:
     priority: int | None = None
     expires_at: datetime | None = None  # TTL is computed from this at publish time
     queue: str | None = None  # declare this durable queue if it does not exist
+
+
+def message_digest(message: Message) -> int:
+    """A 63-bit digest of everything the outbox holds of a message.
+
+    Stored beside the outbox row and returned by a claim, it lets the relay
+    use a message it already has (and its prepared frames) only when it is
+    exactly what the row holds: a fire withdrawn and recorded again differs.
+    """
+    text = json.dumps(
+        [
+            message.fire_id,
+            message.schedule,
+            message.scheduled_for.isoformat(),
+            message.publish_at.isoformat(),
+            message.exchange,
+            message.routing_key,
+            message.body.hex(),
+            message.content_type,
+            message.content_encoding,
+            dict(message.headers),
+            message.priority,
+            message.expires_at.isoformat() if message.expires_at else None,
+            message.queue,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest()) >> 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,17 @@ is exactly what the outbox held when it claimed it, and its history row says
 sent; a change that returned before the claim (more than `ahead` before the
 instant) always wins.
 
-Claimed messages are held until their publish_at (the publisher marshals
-them meanwhile), published with confirms and marked sent in batches at most
-SETTLE_AFTER late; confirmed ids are kept until that write succeeds (a crash
-in between sends them again: at-least-once, same fire id). Returned
+The tick also offers the relay the messages it just recorded, as a cache:
+each is kept under (fire id, model.message_digest), the claim returns each
+row's digest, and a row is taken from the cache only when both match, so
+the cached copy is exactly the durable row (a fire withdrawn and recorded
+again as a new definition misses and is read from the outbox). The cache
+saves reading rows back and lets the publisher marshal frames seconds ahead.
+
+Claimed messages are held until their publish_at, published with confirms
+and marked sent in batches at most SETTLE_AFTER late; confirmed ids are
+kept until that write succeeds (a crash in between sends them again:
+at-least-once, same fire id). Returned
 (unroutable) and expired fires are marked failed. A nack is that fire's own
 problem: it is retried with its own backoff and marked failed after
 MAX_NACKS, while the rest go on. A broker failure backs off the relay (the
@@ -26,13 +33,14 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
+from collections import deque
 from datetime import datetime, timedelta
 
 from beatd.clock import Clock
 from beatd.errors import BrokerError, Fenced
 from beatd.leader import Leadership
 from beatd.metrics import Metrics
-from beatd.model import Lease, Message
+from beatd.model import Lease, Message, message_digest
 from beatd.publish.base import Publisher, Result, Status
 from beatd.publish.retry import RetryPolicy
 from beatd.store.base import FireLog
@@ -47,6 +55,7 @@ WINDOW = 50_000  # messages held at most
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
 NACK_RETRY = RetryPolicy(initial=0.5, max=30.0)  # one fire's backoff after a nack
 MAX_NACKS = 40  # then it is marked failed: about 17 minutes of refusals
+KNOWN = 60_000  # offered messages cached at most (withdrawn ones age out)
 
 
 class Relay:
@@ -73,12 +82,29 @@ class Relay:
         self._nacks: dict[str, int] = {}  # fire id -> nacks so far
         self._claim_at: datetime | None = None  # None: claim at the next run
         self._poked = threading.Event()  # fires were recorded: claim at the next run
+        self._offers: deque[list[Message]] = deque()  # from the tick's thread
+        self._known: dict[tuple[str, int], Message] = {}  # (fire id, digest) -> message
         self._confirmed: list[str] = []  # confirmed, not marked sent yet
         self._confirmed_at: datetime | None = None  # the oldest of those confirms
 
     def poke(self) -> None:
         """Fires were recorded (by the tick, or a change elsewhere); safe from any thread."""
         self._poked.set()
+
+    def offer(self, messages: list[Message]) -> None:
+        """The tick just recorded these: a cache for the claim; safe from any thread."""
+        self._offers.append(messages)
+        self._poked.set()
+
+    def _take_offers(self) -> None:
+        while self._offers:
+            messages = self._offers.popleft()
+            for m in messages:
+                self._known[(m.fire_id, message_digest(m))] = m
+            self.publisher.prepare(messages)  # encoded now, written at their instant
+        if len(self._known) > KNOWN:  # oldest first: withdrawn, or claimed by another term
+            for key in list(self._known)[: len(self._known) - KNOWN]:
+                del self._known[key]
 
     def run_once(self, now: datetime) -> datetime | None:
         """Publish everything due at `now`; returns when to run next (None: not leading).
@@ -137,12 +163,16 @@ class Relay:
         if not self._poked.is_set() and self._claim_at is not None and now < self._claim_at:
             return
         self._poked.clear()  # before reading: a poke during the claim is not lost
+        self._take_offers()
         while len(self._held) < WINDOW:
             limit = min(self.batch, WINDOW - len(self._held))
-            claimed = self.firelog.claim(lease, now + self.ahead, limit)
+            claimed = self.firelog.claim(lease, now + self.ahead, limit, self._known)
+            fresh = []
             for m in claimed:
                 heapq.heappush(self._held, (m.publish_at, m.fire_id, m))
-            self.publisher.prepare(claimed)  # marshalled now, written at their instant
+                if self._known.pop((m.fire_id, message_digest(m)), None) is not m:
+                    fresh.append(m)  # read from the outbox: not prepared yet
+            self.publisher.prepare(fresh)
             if len(claimed) < limit:
                 break
         upcoming = self.firelog.next_publish_at(lease.epoch)
@@ -224,6 +254,8 @@ class Relay:
         """A new term (or none): drop what is held; the outbox has it, claimed by the old epoch."""
         self._held.clear()
         self._nacks.clear()
+        self._offers.clear()
+        self._known.clear()
         self._epoch = lease.epoch if lease is not None else None
         self._claim_at = None
 

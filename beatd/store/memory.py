@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +26,7 @@ from beatd.model import (
     Schedule,
     Source,
     StoredSchedule,
+    message_digest,
 )
 from beatd.store import check_unique
 from beatd.store.base import NextAt, ReconcileResult
@@ -285,14 +286,21 @@ class MemoryStore:
             late = (now - held.expires_at).total_seconds()
             raise Fenced(f"lease lost: epoch {held.epoch} expired {late:.3f}s ago (database clock)")
 
-    def claim(self, lease: Lease, through: datetime, limit: int) -> list[Message]:
+    def claim(
+        self,
+        lease: Lease,
+        through: datetime,
+        limit: int,
+        known: Mapping[tuple[str, int], Message] | None = None,
+    ) -> list[Message]:
         with self._lock:
             self._check(lease, self.clock.now())
             ready = [m for m in self._unclaimed(lease.epoch) if m.publish_at <= through]
             ready.sort(key=lambda m: (m.publish_at, m.fire_id))
             for m in ready[:limit]:
                 self._claimed[m.fire_id] = lease.epoch
-            return ready[:limit]
+            known = known or {}
+            return [known.get((m.fire_id, message_digest(m)), m) for m in ready[:limit]]
 
     def _unclaimed(self, epoch: int) -> list[Message]:
         return [m for m in self._outbox.values() if self._claimed.get(m.fire_id, -1) < epoch]
