@@ -5,6 +5,7 @@ The public API; everything else is internal and may change.
 
 from beatd.api import Beat, ScheduleInfo
 from beatd.errors import (
+    AlreadyExists,
     BeatdError,
     BrokerError,
     ConfigError,
@@ -18,6 +19,7 @@ from beatd.errors import (
 from beatd.model import Cron, Every, Fire, FireRecord, Misfire, Once, Outcome, RRule, Schedule
 
 __all__ = [
+    "AlreadyExists",
     "Beat",
     "BeatdError",
     "BrokerError",

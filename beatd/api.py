@@ -2,8 +2,15 @@
 
 `Beat` parses user input at the edge (through the same codec as the TOML
 file), computes first instants with the pure timing engine, and writes only
-through the Store protocols. Reads use the database when it holds beatd's
-tables, else the config file alone, so `upcoming` works with no database.
+through the Store protocols; a change opens the database as `beatd run` does
+(an empty one first gets beatd's tables).
+
+Reads show the config file as it is now (SPEC §5): its schedules, merged
+with the database's API schedules and run state (pause, last fire) when the
+database holds beatd's tables, else the file alone. A file schedule the
+running daemon has not loaded as it now reads is marked `reload_pending`.
+A naive instant given to a read (`after=`, `until=`, backfill's range) is
+read in `[beatd] timezone`.
 """
 
 from __future__ import annotations
@@ -14,34 +21,44 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from beatd import timing
+from beatd import planner, timing
 from beatd.clock import Clock, SystemClock
-from beatd.codec import schedule_from_table
+from beatd.codec import format_instant, localize, schedule_from_table
 from beatd.config import Settings, load_settings, settings_from_document
-from beatd.errors import ConfigError, Conflict, NotFound
+from beatd.durations import format_duration
+from beatd.errors import AlreadyExists, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
-from beatd.model import Fire, FireRecord, Outcome, Schedule, Source
+from beatd.model import Every, Fire, FireRecord, Once, Outcome, Schedule, Source
 from beatd.publish.messages import build_message
-from beatd.store import has_tables, open_store
+from beatd.store import has_tables, open_or_create, open_store
 from beatd.store.base import Decision, Store, StoredSchedule
 from beatd.upcoming import upcoming as merge_upcoming
 
 MAX_HISTORY = 100_000  # rows one history call may return
+GAPS_CHECKED = 8  # fires after now whose spacing the jitter warning looks at
 
 
 @dataclass(frozen=True, slots=True)
 class ScheduleInfo:
-    """A schedule as `list` shows it."""
+    """A schedule as `list` shows it.
+
+    `reload_pending`: a file schedule that the running daemon has not loaded
+    as the file now defines it (new, or changed since); the daemon applies it
+    at its next start or reload (SIGHUP).
+    """
 
     schedule: Schedule
     next_at: datetime | None
     last_at: datetime | None
     state: str  # active | paused | disabled | finished
     note: str | None
+    reload_pending: bool = False
 
     @property
     def name(self) -> str:
@@ -52,18 +69,62 @@ class ScheduleInfo:
         return str(self.schedule.source)
 
 
-def _state(stored: StoredSchedule) -> str:
-    if stored.paused:
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    """What `backfill` recorded."""
+
+    schedule: str
+    instants: int  # instants of the schedule in the range
+    recorded: tuple[str, ...]  # ids of the fires recorded now (the others were already)
+    expired: int  # of those, how many were past their `expires` already: never sent
+
+
+def _state(schedule: Schedule, next_at: datetime | None, paused: bool) -> str:
+    if paused:
         return "paused"
-    if not stored.schedule.enabled:
+    if not schedule.enabled:
         return "disabled"
-    return "active" if stored.next_at is not None else "finished"
+    return "active" if next_at is not None else "finished"
 
 
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None:
-        raise ConfigError(f"{what}: needs a time zone (an aware datetime)")
-    return value
+def _stored_info(stored: StoredSchedule) -> ScheduleInfo:
+    state = _state(stored.schedule, stored.next_at, stored.paused)
+    return ScheduleInfo(stored.schedule, stored.next_at, stored.last_at, state, stored.note)
+
+
+_View = tuple[ScheduleInfo, bool]
+"""A schedule as shown, and whether its next_at is the store's first undecided instant."""
+
+
+def warnings_for(schedule: Schedule, now: datetime) -> list[str]:
+    """What is valid but most likely not meant, one line each (add and validate print them)."""
+    lines: list[str] = []
+    spec = schedule.spec
+    if isinstance(spec, Once) and spec.at <= now:
+        lines.append(
+            f"schedule {schedule.name!r}: at: {format_instant(spec.at)} is in the past: "
+            "it is recorded as missed and never sent"
+        )
+    if schedule.jitter:
+        gap = _shortest_gap(schedule, now)
+        if gap is not None and schedule.jitter > gap:
+            lines.append(
+                f"schedule {schedule.name!r}: jitter: {format_duration(schedule.jitter)} is "
+                f"longer than the time between its fires ({format_duration(gap)}): a fire "
+                "may go out after the next one's instant"
+            )
+    return lines
+
+
+def _shortest_gap(schedule: Schedule, now: datetime) -> timedelta | None:
+    if isinstance(schedule.spec, Every):
+        return schedule.spec.period
+    instants: list[datetime] = []
+    at = timing.next_after(schedule, now)
+    while at is not None and len(instants) < GAPS_CHECKED:
+        instants.append(at)
+        at = timing.next_after(schedule, at)
+    return min((b - a for a, b in pairwise(instants)), default=None)
 
 
 class Beat:
@@ -117,8 +178,27 @@ class Beat:
             self._store = open_store(self.settings.database)
         return self._store
 
+    def _writable(self) -> Store:
+        """The database for a change: an empty one first gets beatd's tables, as `run` does."""
+        if self._store is None:
+            self._store = open_or_create(self.settings.database)
+        return self._store
+
     def _uses_database(self) -> bool:
         return self._store is not None or has_tables(self.settings.database)
+
+    @cached_property
+    def _in_file(self) -> dict[str, Schedule]:
+        return {s.name: s for s in self.settings.schedules}
+
+    def instant(self, value: datetime, what: str = "instant") -> datetime:
+        """`value` as an aware instant: a naive one is read in `[beatd] timezone`."""
+        if value.tzinfo is not None and value.utcoffset() is not None:
+            return value
+        try:
+            return localize(value, self.settings.timezone)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
 
     # -- changes ---------------------------------------------------------
 
@@ -126,11 +206,21 @@ class Beat:
         """Add an API schedule: one of cron=, every=, rrule=, at= and task=, plus SPEC §2 options.
 
         Options are validated by the same code as the TOML file. The new
-        schedule is never due for instants before now.
+        schedule is never due for instants before now; a one-off whose
+        instant is already past is recorded as missed at once (SPEC §4).
+        Raises AlreadyExists when the name is taken and not `replace`.
         """
         self._refuse_file_owned(name, "add")
         schedule = self.parse(name, options)
-        self.store.put(schedule, self._first_at(schedule), replace=replace)
+        now = self.clock.now()
+        store = self._writable()
+        try:
+            store.put(schedule, timing.next_after(schedule, now), replace=replace)
+        except AlreadyExists as exc:
+            raise AlreadyExists(f"{exc}; pass replace=True to change it") from None
+        missed = planner.missed_once(schedule, now)
+        if missed is not None:
+            store.record(None, [missed], [])
         return schedule
 
     def parse(self, name: str, options: Mapping[str, Any]) -> Schedule:
@@ -140,22 +230,38 @@ class Beat:
 
     def remove(self, name: str) -> None:
         self._refuse_file_owned(name, "remove")
-        self.store.delete(name)
+        self._writable().delete(name)
 
     def _refuse_file_owned(self, name: str, verb: str) -> None:
-        if any(s.name == name for s in self.settings.schedules):
+        if name in self._in_file:
             where = self.settings.path or "the config file"
             raise Conflict(
                 f"cannot {verb} {name!r}: it is declared in {where}; edit the file and reload"
             )
 
     def pause(self, name: str, note: str | None = None) -> None:
-        self.store.set_paused(name, True, note, None)
+        with self._not_loaded_yet(name, "pause"):
+            self._writable().set_paused(name, True, note, None)
 
     def resume(self, name: str) -> None:
         """Resume; fires that fell in the pause are not made up."""
-        schedule = self.store.get(name).schedule
-        self.store.set_paused(name, False, None, self._first_at(schedule))
+        store = self._writable()
+        with self._not_loaded_yet(name, "resume"):
+            schedule = store.get(name).schedule
+        store.set_paused(name, False, None, self._first_at(schedule))
+
+    @contextmanager
+    def _not_loaded_yet(self, name: str, verb: str) -> Iterator[None]:
+        """NotFound for a file schedule no daemon has loaded yet says so."""
+        try:
+            yield
+        except NotFound:
+            if name not in self._in_file:
+                raise
+            raise NotFound(
+                f"cannot {verb} {name!r}: no daemon has loaded it from the config file yet; "
+                "start or reload the daemon first"
+            ) from None
 
     def trigger(self, name: str) -> str:
         """Record a fire now, marked manual; the leader's relay sends it. Returns its id."""
@@ -169,12 +275,17 @@ class Beat:
             message=build_message(schedule, now, now, manual=True),
             manual=True,
         )
-        self.store.record(None, [decision], [])
+        self._writable().record(None, [decision], [])
         return decision.fire_id
 
-    def backfill(self, name: str, start: datetime, end: datetime) -> int:
-        """Record every instant in [start, end] not recorded yet; returns how many were new."""
-        start, end = _aware(start, "--from"), _aware(end, "--to")
+    def backfill(self, name: str, start: datetime, end: datetime) -> Backfill:
+        """Record every instant in [start, end] not recorded yet, for the leader to send.
+
+        Naive bounds are read in `[beatd] timezone`. Fires whose `expires`
+        has passed already are recorded too; the leader marks them failed,
+        unsent, and `expired` counts them.
+        """
+        start, end = self.instant(start, "--from"), self.instant(end, "--to")
         if end < start:
             raise ConfigError("backfill: --to is before --from")
         schedule = self.get(name).schedule
@@ -184,47 +295,85 @@ class Beat:
                 f"backfill: {len(instants)} instants in that range; at most 100000 at once"
             )
         now = self.clock.now()
+        messages = [build_message(schedule, at, now) for at in instants]
         decisions = [
             Decision(
                 schedule=name,
                 scheduled_for=at,
-                fire_id=fire_id(name, at),
+                fire_id=message.fire_id,
                 outcome=Outcome.PENDING,
                 reason="backfill",
-                message=build_message(schedule, at, now),
+                message=message,
             )
-            for at in instants
+            for at, message in zip(instants, messages, strict=True)
         ]
-        return len(self.store.record(None, decisions, []))
+        recorded = self._writable().record(None, decisions, [])
+        new = set(recorded)
+        expired = sum(
+            1
+            for m in messages
+            if m.fire_id in new and m.expires_at is not None and m.expires_at <= now
+        )
+        return Backfill(name, len(instants), tuple(recorded), expired)
 
     # -- reads -----------------------------------------------------------
 
     def get(self, name: str) -> ScheduleInfo:
-        if self._uses_database():
-            s = self.store.get(name)
-            return ScheduleInfo(s.schedule, s.next_at, s.last_at, _state(s), s.note)
-        for info in self.list():
-            if info.name == name:
-                return info
-        raise NotFound(f"no schedule named {name!r}")
+        """One schedule as `list` shows it; NotFound."""
+        in_file = self._in_file.get(name)
+        now = self.clock.now()
+        if not self._uses_database():
+            if in_file is None:
+                raise NotFound(f"no schedule named {name!r}")
+            return self._file_view(in_file, None, now, database=False)[0]
+        try:
+            stored: StoredSchedule | None = self.store.get(name)
+        except NotFound:
+            if in_file is None:
+                raise
+            stored = None
+        if in_file is not None:
+            return self._file_view(in_file, stored, now, database=True)[0]
+        assert stored is not None
+        if stored.schedule.source is Source.FILE:  # gone from the file: gone at the next load
+            raise NotFound(f"no schedule named {name!r}")
+        return _stored_info(stored)
 
     def list(self) -> builtins.list[ScheduleInfo]:
-        if self._uses_database():
-            return [
-                ScheduleInfo(s.schedule, s.next_at, s.last_at, _state(s), s.note)
-                for s in self.store.all()
-            ]
-        now = self.clock.now()
-        return [
-            ScheduleInfo(
-                s,
-                timing.next_after(s, now),
-                None,
-                "active" if s.enabled else "disabled",
-                None,
-            )
-            for s in sorted(self.settings.schedules, key=lambda s: s.name)
+        """Every schedule, by name: the file as it is now, then the database's API schedules."""
+        return [info for info, _ in self._views(self.clock.now())]
+
+    def _views(self, now: datetime) -> builtins.list[_View]:
+        database = self._uses_database()
+        stored = {s.schedule.name: s for s in self.store.all()} if database else {}
+        views = [
+            self._file_view(s, stored.pop(s.name, None), now, database=database)
+            for s in self.settings.schedules
         ]
+        views.extend(
+            (_stored_info(s), True) for s in stored.values() if s.schedule.source is Source.API
+        )
+        views.sort(key=lambda view: view[0].name)
+        return views
+
+    @staticmethod
+    def _file_view(
+        schedule: Schedule, stored: StoredSchedule | None, now: datetime, *, database: bool
+    ) -> _View:
+        """A file schedule as the file defines it now, with the run state the store has for it."""
+        if stored is None or stored.schedule.source is not Source.FILE:
+            next_at = timing.next_after(schedule, now)
+            info = ScheduleInfo(
+                schedule, next_at, None, _state(schedule, next_at, False), None, database
+            )
+            return info, False
+        loaded = stored.schedule == schedule
+        decided = loaded or stored.schedule.timing == schedule.timing
+        next_at = stored.next_at if decided else timing.next_after(schedule, now)
+        state = _state(schedule, next_at, stored.paused)
+        return ScheduleInfo(schedule, next_at, stored.last_at, state, stored.note, not loaded), (
+            decided
+        )
 
     def upcoming(
         self,
@@ -233,34 +382,35 @@ class Beat:
         until: datetime | None = None,
         schedule: str | None = None,
     ) -> builtins.list[Fire]:
-        """The next fires, merged across schedules, by instant then name; `after` is exclusive."""
-        if not self._uses_database():
-            return merge_upcoming(
-                self.settings.schedules,
-                self.clock.now(),
-                limit=limit,
-                after=after,
-                until=until,
-                schedule=schedule,
-            )
-        infos = {info.name: info for info in self.list()}
+        """The next fires, merged across schedules, by instant then name; `after` is exclusive.
+
+        Naive `after` and `until` are read in `[beatd] timezone`.
+        """
+        now = self.clock.now()
+        start = self.instant(after, "after") if after is not None else now
+        end = self.instant(until, "until") if until is not None else None
+        views = {info.name: (info, decided) for info, decided in self._views(now)}
 
         def start_at(s: Schedule) -> datetime | None:
+            info, decided = views[s.name]
+            if info.state in ("paused", "disabled"):
+                return None
             # The store's next_at is the first undecided instant: earlier ones are history.
-            info = infos[s.name]
-            return info.next_at if info.state == "active" else None
+            # A schedule the store has no history for starts at `after`.
+            return info.next_at if decided else start
 
         return merge_upcoming(
-            [info.schedule for info in infos.values()],
-            self.clock.now(),
+            [info.schedule for info, _ in views.values()],
+            now,
             limit=limit,
-            after=after,
-            until=until,
+            after=start,
+            until=end,
             schedule=schedule,
             start_at=start_at,
         )
 
     def history(self, name: str | None = None, limit: int = 50) -> builtins.list[FireRecord]:
+        """Past fires, newest scheduled instant first."""
         if not 1 <= limit <= MAX_HISTORY:
             raise ConfigError(f"limit must be from 1 to {MAX_HISTORY}, got {limit}")
         records = self.store.history(name, limit)
