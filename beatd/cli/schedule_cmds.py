@@ -21,6 +21,7 @@ from beatd.model import FireRecord, Format, Misfire, Outcome
 BACKFILL_WAIT = 10.0  # seconds backfill waits, by default, for a running leader to send
 POLL = 0.2  # seconds between backfill's looks at what is still unsent
 
+NAME = "the schedule's name"
 DURATION = "a duration: 90s, 5m, 1h30m, 2d or a number of seconds"
 INSTANT = "ISO-8601; without an offset it is read in the schedule's --timezone"
 
@@ -67,7 +68,7 @@ _METAVARS = {"json": "JSON", "int": "N", "instant": "ISO", "duration": "DURATION
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     add = add_command(sub, "add", "add a schedule to the database (--replace to change one)", _add)
-    add.add_argument("name", help="the schedule's name")
+    add.add_argument("name", help=NAME)
     kind = add.add_mutually_exclusive_group(required=True)
     kind.add_argument("--cron", metavar="EXPR", help='cron expression, e.g. "*/5 9-17 * * MON-FRI"')
     kind.add_argument("--every", metavar="DURATION", help=f"a fixed period; {DURATION}")
@@ -89,9 +90,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         ("resume", "resume a paused schedule", _resume),
         ("trigger", "fire a schedule now, once", _trigger),
     ):
-        add_command(sub, name, help, handler).add_argument("name")
+        add_command(sub, name, help, handler).add_argument("name", help=NAME)
     pause = add_command(sub, "pause", "pause a schedule (survives reloads)", _pause)
-    pause.add_argument("name")
+    pause.add_argument("name", help=NAME)
     pause.add_argument("--note", metavar="TEXT", help="why, shown by list")
 
     backfill = add_command(
@@ -101,7 +102,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "what became of them",
         _backfill,
     )
-    backfill.add_argument("name")
+    backfill.add_argument("name", help=NAME)
     backfill.add_argument(
         "--from",
         dest="start",
