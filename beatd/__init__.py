@@ -3,7 +3,7 @@
 The public API; everything else is internal and may change.
 """
 
-from beatd.api import Beat, ScheduleInfo
+from beatd.api import Beat
 from beatd.errors import (
     AlreadyExists,
     BeatdError,
@@ -17,6 +17,7 @@ from beatd.errors import (
     StoreError,
 )
 from beatd.model import Cron, Every, Fire, FireRecord, Misfire, Once, Outcome, RRule, Schedule
+from beatd.views import ScheduleInfo
 
 __all__ = [
     "AlreadyExists",

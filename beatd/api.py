@@ -22,51 +22,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
-from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from beatd import planner, timing
+from beatd import planner, timing, views
 from beatd.clock import Clock, SystemClock
-from beatd.codec import format_instant, localize, schedule_from_table
+from beatd.codec import localize, schedule_from_table
 from beatd.config import Settings, load_settings, settings_from_document
-from beatd.durations import format_duration
 from beatd.errors import AlreadyExists, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
-from beatd.model import Every, Fire, FireRecord, Once, Outcome, Schedule, Source
+from beatd.model import Fire, FireRecord, Outcome, Schedule, Source
 from beatd.publish.messages import build_message
 from beatd.store import has_tables, open_or_create, open_store
 from beatd.store.base import Decision, Store, StoredSchedule
 from beatd.upcoming import upcoming as merge_upcoming
+from beatd.views import ScheduleInfo
 
 MAX_HISTORY = 100_000  # rows one history call may return
-GAPS_CHECKED = 8  # fires after now whose spacing the jitter warning looks at
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleInfo:
-    """A schedule as `list` shows it.
-
-    `reload_pending`: a file schedule that the running daemon has not loaded
-    as the file now defines it (new, or changed since); the daemon applies it
-    at its next start or reload (SIGHUP).
-    """
-
-    schedule: Schedule
-    next_at: datetime | None
-    last_at: datetime | None
-    state: str  # active | paused | disabled | finished
-    note: str | None
-    reload_pending: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.schedule.name
-
-    @property
-    def source(self) -> str:
-        return str(self.schedule.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,54 +50,6 @@ class Backfill:
     instants: int  # instants of the schedule in the range
     recorded: tuple[str, ...]  # ids of the fires recorded now (the others were already)
     expired: int  # of those, how many were past their `expires` already: never sent
-
-
-def _state(schedule: Schedule, next_at: datetime | None, paused: bool) -> str:
-    if paused:
-        return "paused"
-    if not schedule.enabled:
-        return "disabled"
-    return "active" if next_at is not None else "finished"
-
-
-def _stored_info(stored: StoredSchedule) -> ScheduleInfo:
-    state = _state(stored.schedule, stored.next_at, stored.paused)
-    return ScheduleInfo(stored.schedule, stored.next_at, stored.last_at, state, stored.note)
-
-
-_View = tuple[ScheduleInfo, bool]
-"""A schedule as shown, and whether its next_at is the store's first undecided instant."""
-
-
-def warnings_for(schedule: Schedule, now: datetime) -> list[str]:
-    """What is valid but most likely not meant, one line each (add and validate print them)."""
-    lines: list[str] = []
-    spec = schedule.spec
-    if isinstance(spec, Once) and spec.at <= now:
-        lines.append(
-            f"schedule {schedule.name!r}: at: {format_instant(spec.at)} is in the past: "
-            "it is recorded as missed and never sent"
-        )
-    if schedule.jitter:
-        gap = _shortest_gap(schedule, now)
-        if gap is not None and schedule.jitter > gap:
-            lines.append(
-                f"schedule {schedule.name!r}: jitter: {format_duration(schedule.jitter)} is "
-                f"longer than the time between its fires ({format_duration(gap)}): a fire "
-                "may go out after the next one's instant"
-            )
-    return lines
-
-
-def _shortest_gap(schedule: Schedule, now: datetime) -> timedelta | None:
-    if isinstance(schedule.spec, Every):
-        return schedule.spec.period
-    instants: list[datetime] = []
-    at = timing.next_after(schedule, now)
-    while at is not None and len(instants) < GAPS_CHECKED:
-        instants.append(at)
-        at = timing.next_after(schedule, at)
-    return min((b - a for a, b in pairwise(instants)), default=None)
 
 
 class Beat:
@@ -325,7 +250,7 @@ class Beat:
         if not self._uses_database():
             if in_file is None:
                 raise NotFound(f"no schedule named {name!r}")
-            return self._file_view(in_file, None, now, database=False)[0]
+            return views.file_view(in_file, None, now, database=False).info
         try:
             stored: StoredSchedule | None = self.store.get(name)
         except NotFound:
@@ -333,47 +258,19 @@ class Beat:
                 raise
             stored = None
         if in_file is not None:
-            return self._file_view(in_file, stored, now, database=True)[0]
+            return views.file_view(in_file, stored, now, database=True).info
         assert stored is not None
         if stored.schedule.source is Source.FILE:  # gone from the file: gone at the next load
             raise NotFound(f"no schedule named {name!r}")
-        return _stored_info(stored)
+        return views.stored_view(stored).info
 
     def list(self) -> builtins.list[ScheduleInfo]:
-        """Every schedule, by name: the file as it is now, then the database's API schedules."""
-        return [info for info, _ in self._views(self.clock.now())]
+        """Every schedule, by name: the file as it is now, and the database's API schedules."""
+        return [view.info for view in self._views(self.clock.now())]
 
-    def _views(self, now: datetime) -> builtins.list[_View]:
-        database = self._uses_database()
-        stored = {s.schedule.name: s for s in self.store.all()} if database else {}
-        views = [
-            self._file_view(s, stored.pop(s.name, None), now, database=database)
-            for s in self.settings.schedules
-        ]
-        views.extend(
-            (_stored_info(s), True) for s in stored.values() if s.schedule.source is Source.API
-        )
-        views.sort(key=lambda view: view[0].name)
-        return views
-
-    @staticmethod
-    def _file_view(
-        schedule: Schedule, stored: StoredSchedule | None, now: datetime, *, database: bool
-    ) -> _View:
-        """A file schedule as the file defines it now, with the run state the store has for it."""
-        if stored is None or stored.schedule.source is not Source.FILE:
-            next_at = timing.next_after(schedule, now)
-            info = ScheduleInfo(
-                schedule, next_at, None, _state(schedule, next_at, False), None, database
-            )
-            return info, False
-        loaded = stored.schedule == schedule
-        decided = loaded or stored.schedule.timing == schedule.timing
-        next_at = stored.next_at if decided else timing.next_after(schedule, now)
-        state = _state(schedule, next_at, stored.paused)
-        return ScheduleInfo(schedule, next_at, stored.last_at, state, stored.note, not loaded), (
-            decided
-        )
+    def _views(self, now: datetime) -> builtins.list[views.View]:
+        stored = self.store.all() if self._uses_database() else None
+        return views.merged(self.settings.schedules, stored, now)
 
     def upcoming(
         self,
@@ -389,18 +286,19 @@ class Beat:
         now = self.clock.now()
         start = self.instant(after, "after") if after is not None else now
         end = self.instant(until, "until") if until is not None else None
-        views = {info.name: (info, decided) for info, decided in self._views(now)}
+        shown = {view.info.name: view for view in self._views(now)}
 
         def start_at(s: Schedule) -> datetime | None:
-            info, decided = views[s.name]
-            if info.state in ("paused", "disabled"):
+            view = shown[s.name]
+            if view.info.state in ("paused", "disabled"):
                 return None
             # The store's next_at is the first undecided instant: earlier ones are history.
-            # A schedule the store has no history for starts at `after`.
-            return info.next_at if decided else start
+            # A schedule the store has no history for starts at `after`; its next_at is
+            # the first fire after now, so it is that start when `after` is now.
+            return view.info.next_at if view.decided or start == now else start
 
         return merge_upcoming(
-            [info.schedule for info, _ in views.values()],
+            [view.info.schedule for view in shown.values()],
             now,
             limit=limit,
             after=start,

@@ -94,9 +94,7 @@ def test_validate_finds_env_config(
 
 
 @pytest.mark.parametrize("command", ["validate", "list", "upcoming", "status", "run"])
-def test_no_config_file_exits_2_saying_so(
-    capsys: pytest.CaptureFixture[str], command: str
-) -> None:
+def test_no_config_file_exits_2_saying_so(capsys: pytest.CaptureFixture[str], command: str) -> None:
     """No --config, no $BEATD_CONFIG, no ./beatd.toml: no silent defaults (was: exit 0)."""
     assert run(capsys, command) == (2, "", [f"beatd: {NO_CONFIG}"])
 

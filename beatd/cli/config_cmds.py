@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beatd import timing
-from beatd.api import opened, warnings_for
+from beatd.advice import warnings_for
+from beatd.api import opened
 from beatd.cli.main import EXIT_OK, add_command, warn
 from beatd.cli.output import iso_local, iso_utc, print_json, print_table, relative, table_time
 from beatd.config import load_settings

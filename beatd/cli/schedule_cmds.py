@@ -1,25 +1,22 @@
 """Commands that change or read schedules in the database: add, remove, pause,
-resume, trigger, backfill, list, history. Thin over beatd.api.Beat."""
+resume, trigger, list, history. Thin over beatd.api.Beat."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from beatd.api import MAX_HISTORY, Backfill, Beat, ScheduleInfo, opened, warnings_for
-from beatd.cli.config_cmds import NAIVE, parse_instant, parse_limit
+from beatd.advice import warnings_for
+from beatd.api import Beat, opened
+from beatd.cli.config_cmds import parse_limit
 from beatd.cli.main import add_command, warn
 from beatd.cli.output import print_table
 from beatd.codec import schedule_to_table
 from beatd.errors import AlreadyExists, ConfigError
-from beatd.model import FireRecord, Format, Misfire, Outcome
-
-BACKFILL_WAIT = 10.0  # seconds backfill waits, by default, for a running leader to send
-POLL = 0.2  # seconds between backfill's looks at what is still unsent
+from beatd.model import FireRecord, Format, Misfire
+from beatd.views import ScheduleInfo
 
 NAME = "the schedule's name"
 DURATION = "a duration: 90s, 5m, 1h30m, 2d or a number of seconds"
@@ -94,36 +91,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     pause = add_command(sub, "pause", "pause a schedule (survives reloads)", _pause)
     pause.add_argument("name", help=NAME)
     pause.add_argument("--note", metavar="TEXT", help="why, shown by list")
-
-    backfill = add_command(
-        sub,
-        "backfill",
-        "record every instant of a range not fired yet, for the leader to send, and report "
-        "what became of them",
-        _backfill,
-    )
-    backfill.add_argument("name", help=NAME)
-    backfill.add_argument(
-        "--from",
-        dest="start",
-        required=True,
-        metavar="ISO",
-        help=f"first instant of the range ({NAIVE})",
-    )
-    backfill.add_argument(
-        "--to",
-        dest="end",
-        required=True,
-        metavar="ISO",
-        help=f"last instant of the range, included ({NAIVE})",
-    )
-    backfill.add_argument(
-        "--wait",
-        metavar="SECONDS",
-        type=float,
-        default=BACKFILL_WAIT,
-        help=f"how long to wait for a running leader to send them (default {BACKFILL_WAIT:g})",
-    )
 
     list_ = add_command(sub, "list", "schedules with next and last fire", _list)
     list_.add_argument(
@@ -211,67 +178,6 @@ def _trigger(args: argparse.Namespace) -> int:
         fid = beat.trigger(args.name)
     print(f"triggered {args.name}: fire {fid} (sent by the leader)")
     return 0
-
-
-def _backfill(args: argparse.Namespace) -> int:
-    start, end = parse_instant("--from", args.start), parse_instant("--to", args.end)
-    with opened(args.config) as beat:
-        result = beat.backfill(args.name, start, end)
-        leader = _wait_for_leader(beat, result, args.wait)
-        outcomes = _outcomes(beat, result)
-    print(_backfill_report(result, outcomes, leader))
-    return 0
-
-
-def _wait_for_leader(beat: Beat, result: Backfill, wait: float) -> bool:
-    """Wait (at most `wait` s) while a leader runs and some of the fires are unsent.
-
-    Returns whether a leader holds the lease.
-    """
-    deadline = time.monotonic() + wait
-    while True:
-        leader = beat.store.current() is not None
-        unsent = beat.store.still_pending(result.recorded) if result.recorded else set()
-        if not leader or not unsent or time.monotonic() >= deadline:
-            return leader
-        time.sleep(POLL)
-
-
-def _outcomes(beat: Beat, result: Backfill) -> Counter[str]:
-    """What became of the fires recorded now, by outcome ("expired" for those that expired)."""
-    if not result.recorded:
-        return Counter()
-    ids = set(result.recorded)
-    records = [r for r in beat.history(result.schedule, MAX_HISTORY) if r.fire_id in ids]
-    return Counter(
-        "expired"
-        if r.outcome is Outcome.FAILED and (r.reason or "").startswith("expired")
-        else str(r.outcome)
-        for r in records
-    )
-
-
-def _backfill_report(result: Backfill, outcomes: Counter[str], leader: bool) -> str:
-    """One line: the range's instants, what was recorded now, and what became of it."""
-    recorded = len(result.recorded)
-    line = f"backfill {result.schedule}: {result.instants} instants in range, {recorded} recorded"
-    if result.instants > recorded:
-        line += f" ({result.instants - recorded} were recorded before)"
-    if not recorded:
-        return line
-    words = {
-        "sent": "sent",
-        "expired": "expired unsent (past their expires)",
-        "failed": "failed (see beatd history)",
-        "pending": "pending, the leader has not sent them yet"
-        if leader
-        else "pending: no leader is running; the next one sends them",
-    }
-    parts = [f"{count} {words.get(outcome, outcome)}" for outcome, count in outcomes.items()]
-    pending = outcomes.get(str(Outcome.PENDING), 0)
-    if pending and result.expired:
-        parts.append(f"{min(pending, result.expired)} of those pending are past their expires")
-    return f"{line}: " + "; ".join(parts)
 
 
 def _when(at: datetime | None) -> str:

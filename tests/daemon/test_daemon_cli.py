@@ -117,8 +117,8 @@ def test_run_opens_the_store_without_importing_alembic(tmp_path: Path) -> None:
 
 
 def test_run_creates_the_tables_only_in_an_empty_database(tmp_path: Path) -> None:
-    from beatd.store import open_or_create
     from beatd.errors import SchemaError
+    from beatd.store import open_or_create
 
     url = f"sqlite:///{tmp_path}/beatd.db"
     open_or_create(url).close()  # no file yet: the tables are created
