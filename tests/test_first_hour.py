@@ -267,8 +267,8 @@ def test_backfill_reports_what_happened_not_a_fixed_sentence(
     argv = ("backfill", "hourly", "--from", start.isoformat(), "--to", end.isoformat())
     first = ok(tmp_path, *argv).stdout
     assert first == (
-        "backfill hourly: 4 instants in range, 4 recorded: 4 pending: no leader is running; "
-        "the next one sends them; 4 of those pending are past their expires\n"
+        "backfill hourly: 4 instants in range, 4 recorded: 4 pending (no leader is running; "
+        "4 of them are past their expires: never sent)\n"
     )
     again = ok(tmp_path, *argv).stdout
     assert again == "backfill hourly: 4 instants in range, 0 recorded (4 were recorded before)\n"

@@ -100,16 +100,24 @@ def _backfill_report(result: Backfill, outcomes: Counter[str], leader: bool) -> 
         line += f" ({result.instants - recorded} were recorded before)"
     if not recorded:
         return line
-    words = {
-        "sent": "sent",
-        "expired": "expired unsent (past their expires)",
-        "failed": "failed (see beatd history)",
-        "pending": "pending, the leader has not sent them yet"
-        if leader
-        else "pending: no leader is running; the next one sends them",
-    }
-    parts = [f"{count} {words.get(outcome, outcome)}" for outcome, count in outcomes.items()]
+    parts = [
+        f"{count} {_WORDS.get(outcome, outcome)}"
+        for outcome, count in outcomes.items()
+        if outcome != Outcome.PENDING
+    ]
     pending = outcomes.get(str(Outcome.PENDING), 0)
-    if pending and result.expired:
-        parts.append(f"{min(pending, result.expired)} of those pending are past their expires")
-    return f"{line}: " + "; ".join(parts)
+    if pending:
+        who = "the leader has not sent them yet" if leader else "no leader is running"
+        if result.expired:
+            later = f"{min(pending, result.expired)} of them are past their expires: never sent"
+        else:
+            later = "it sends them" if leader else "the next leader sends them"
+        parts.append(f"{pending} pending ({who}; {later})")
+    return f"{line}: " + ", ".join(parts)
+
+
+_WORDS = {
+    "sent": "sent",
+    "expired": "expired unsent (past their expires)",
+    "failed": "failed (see beatd history)",
+}
