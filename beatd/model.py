@@ -103,6 +103,11 @@ class Schedule:
         return kind_of(self.spec)
 
     @property
+    def timing(self) -> tuple[object, ...]:
+        """The fields that decide its instants: when they change, the next instant is recomputed."""
+        return (self.spec, self.timezone, self.start, self.end, self.enabled)
+
+    @property
     def route(self) -> str:
         """The routing key messages go out with: routing_key, else the queue."""
         return self.routing_key if self.routing_key is not None else self.queue

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from beatd.clock import Clock, SystemClock
-from beatd.errors import Conflict, Fenced, NotFound
+from beatd.errors import AlreadyExists, Conflict, Fenced, NotFound
 from beatd.model import (
     EPOCH,
     Advance,
@@ -131,9 +131,7 @@ class MemoryStore:
             if row is not None and row.schedule.source is Source.FILE:
                 raise _owned_by_file(schedule.name)
             if row is not None and not replace:
-                raise Conflict(
-                    f"schedule {schedule.name!r} already exists (use replace to change it)"
-                )
+                raise AlreadyExists(f"schedule {schedule.name!r} already exists")
             if row is None:
                 self._rows[schedule.name] = _Row(schedule, next_at, created_at=self.clock.now())
             else:

@@ -19,10 +19,10 @@ from beatd.config import Settings
 from beatd.daemon import Daemon
 from beatd.errors import ConfigError
 from beatd.ids import fire_id
-from beatd.model import Outcome
+from beatd.model import Decision, Outcome
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store import open_store
-from beatd.store.base import Decision, Store
+from beatd.store.base import Store
 from beatd.store.sql import SqlStore
 
 
