@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -176,6 +175,8 @@ class Instance:
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One fire's message, as built when it is recorded and as the outbox holds it."""
+
     fire_id: str  # AMQP message_id (and Celery task id)
     schedule: str
     scheduled_for: datetime  # nominal instant, aware UTC
@@ -189,36 +190,33 @@ class Message:
     priority: int | None = None
     expires_at: datetime | None = None  # TTL is computed from this at publish time
     queue: str | None = None  # declare this durable queue if it does not exist
+    # A 63-bit digest of all of the above, made once. Stored beside the outbox row and
+    # returned by a claim, it lets the relay use a message it already has (and its
+    # prepared frames) only when it is exactly what the row holds.
+    digest: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", _digest(self))
 
 
-def message_digest(message: Message) -> int:
-    """A 63-bit digest of everything the outbox holds of a message.
-
-    Stored beside the outbox row and returned by a claim, it lets the relay
-    use a message it already has (and its prepared frames) only when it is
-    exactly what the row holds: a fire withdrawn and recorded again differs.
-    """
-    text = json.dumps(
-        [
-            message.fire_id,
-            message.schedule,
-            message.scheduled_for.isoformat(),
-            message.publish_at.isoformat(),
-            message.exchange,
-            message.routing_key,
-            message.body.hex(),
-            message.content_type,
-            message.content_encoding,
-            dict(message.headers),
-            message.priority,
-            message.expires_at.isoformat() if message.expires_at else None,
-            message.queue,
-        ],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
+def _digest(message: Message) -> int:
+    fields = (
+        message.fire_id,
+        message.schedule,
+        message.scheduled_for,
+        message.publish_at,
+        message.exchange,
+        message.routing_key,
+        message.content_type,
+        message.content_encoding,
+        sorted(message.headers.items()),
+        message.priority,
+        message.expires_at,
+        message.queue,
     )
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest()) >> 1
+    digest = hashlib.blake2b(message.body, digest_size=8)
+    digest.update(repr(fields).encode())
+    return int.from_bytes(digest.digest()) >> 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,9 @@ sent; a change that returned before the claim (more than `ahead` before the
 instant) always wins.
 
 The tick also offers the relay the messages it just recorded, as a cache:
-each is kept under (fire id, model.message_digest), the claim returns each
-row's digest, and a row is taken from the cache only when both match, so
+each is kept under its fire id with its Message.digest, the claim
+returns each row's digest, and a row is taken from the cache only when the
+digests match, so
 the cached copy is exactly the durable row (a fire withdrawn and recorded
 again as a new definition misses and is read from the outbox). The cache
 saves reading rows back and lets the publisher marshal frames seconds ahead.
@@ -40,16 +41,17 @@ from beatd.clock import Clock
 from beatd.errors import BrokerError, Fenced
 from beatd.leader import Leadership
 from beatd.metrics import Metrics
-from beatd.model import Lease, Message, message_digest
+from beatd.model import Lease, Message
 from beatd.publish.base import Publisher, Result, Status
 from beatd.publish.retry import RetryPolicy
 from beatd.store.base import FireLog
 
 log = logging.getLogger("beatd.relay")
 
-BATCH = 5000  # fires per claim and per publish call: a crowded instant goes out at once
-AHEAD = timedelta(milliseconds=600)  # claim this long before publish_at (< 1 s: changes win)
-CLAIM_GAP = timedelta(milliseconds=100)  # claim at most this often when busy
+BATCH = 5000  # fires per publish call: a crowded instant goes out at once
+CLAIM = 20_000  # fires per claim statement
+AHEAD = timedelta(milliseconds=900)  # claim this long before publish_at (< 1 s: changes win)
+CLAIM_GAP = timedelta(milliseconds=250)  # claim at most this often when busy
 IDLE_CHECK = timedelta(milliseconds=250)  # look for fires recorded elsewhere (a trigger)
 WINDOW = 50_000  # messages held at most
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
@@ -83,7 +85,7 @@ class Relay:
         self._claim_at: datetime | None = None  # None: claim at the next run
         self._poked = threading.Event()  # fires were recorded: claim at the next run
         self._offers: deque[list[Message]] = deque()  # from the tick's thread
-        self._known: dict[tuple[str, int], Message] = {}  # (fire id, digest) -> message
+        self._known: dict[str, tuple[int, Message]] = {}  # fire id -> (digest, message)
         self._confirmed: list[str] = []  # confirmed, not marked sent yet
         self._confirmed_at: datetime | None = None  # the oldest of those confirms
 
@@ -100,7 +102,7 @@ class Relay:
         while self._offers:
             messages = self._offers.popleft()
             for m in messages:
-                self._known[(m.fire_id, message_digest(m))] = m
+                self._known[m.fire_id] = (m.digest, m)
             self.publisher.prepare(messages)  # encoded now, written at their instant
         if len(self._known) > KNOWN:  # oldest first: withdrawn, or claimed by another term
             for key in list(self._known)[: len(self._known) - KNOWN]:
@@ -164,17 +166,23 @@ class Relay:
             return
         self._poked.clear()  # before reading: a poke during the claim is not lost
         self._take_offers()
+        took = 0
         while len(self._held) < WINDOW:
-            limit = min(self.batch, WINDOW - len(self._held))
+            limit = min(CLAIM, WINDOW - len(self._held))
             claimed = self.firelog.claim(lease, now + self.ahead, limit, self._known)
             fresh = []
             for m in claimed:
                 heapq.heappush(self._held, (m.publish_at, m.fire_id, m))
-                if self._known.pop((m.fire_id, message_digest(m)), None) is not m:
+                cached = self._known.pop(m.fire_id, None)
+                if cached is None or cached[1] is not m:
                     fresh.append(m)  # read from the outbox: not prepared yet
             self.publisher.prepare(fresh)
+            took += len(claimed)
             if len(claimed) < limit:
                 break
+        if took:  # busy: more is surely due soon; look again after the gap
+            self._claim_at = now + CLAIM_GAP
+            return
         upcoming = self.firelog.next_publish_at(lease.epoch)
         soonest = now + CLAIM_GAP
         if upcoming is None:

@@ -127,7 +127,7 @@ class FireLog(Protocol):
         lease: Lease,
         through: datetime,
         limit: int,
-        known: Mapping[tuple[str, int], Message] | None = None,
+        known: Mapping[str, tuple[int, Message]] | None = None,
     ) -> list[Message]:
         """Take outbox messages with publish_at <= through to publish them now.
 
@@ -135,8 +135,9 @@ class FireLog(Protocol):
         current). Marks at most `limit` messages not claimed in this epoch
         (never claimed, or by an older epoch) as claimed by it and returns
         them, oldest publish_at first. From then on no change withdraws them.
-        A row whose (fire id, model.message_digest) is in `known` is returned
-        as that object, not read back: the caller's copy is exactly the row.
+        A row whose fire id maps in `known` to (its Message.digest, a
+        message) is returned as that message object, not read back: the
+        caller's copy is exactly the row.
         """
         ...
 

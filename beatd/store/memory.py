@@ -26,7 +26,6 @@ from beatd.model import (
     Schedule,
     Source,
     StoredSchedule,
-    message_digest,
 )
 from beatd.store import check_unique
 from beatd.store.base import NextAt, ReconcileResult
@@ -65,6 +64,11 @@ def _owned_by_file(name: str) -> Conflict:
     return Conflict(
         f"schedule {name!r} is defined in the config file; edit the file and reload instead"
     )
+
+
+def _known(message: Message, known: Mapping[str, tuple[int, Message]]) -> Message:
+    found = known.get(message.fire_id)
+    return found[1] if found is not None and found[0] == message.digest else message
 
 
 class MemoryStore:
@@ -289,7 +293,7 @@ class MemoryStore:
         lease: Lease,
         through: datetime,
         limit: int,
-        known: Mapping[tuple[str, int], Message] | None = None,
+        known: Mapping[str, tuple[int, Message]] | None = None,
     ) -> list[Message]:
         with self._lock:
             self._check(lease, self.clock.now())
@@ -297,8 +301,7 @@ class MemoryStore:
             ready.sort(key=lambda m: (m.publish_at, m.fire_id))
             for m in ready[:limit]:
                 self._claimed[m.fire_id] = lease.epoch
-            known = known or {}
-            return [known.get((m.fire_id, message_digest(m)), m) for m in ready[:limit]]
+            return [_known(m, known or {}) for m in ready[:limit]]
 
     def _unclaimed(self, epoch: int) -> list[Message]:
         return [m for m in self._outbox.values() if self._claimed.get(m.fire_id, -1) < epoch]

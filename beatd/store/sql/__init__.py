@@ -162,7 +162,7 @@ class SqlStore:
         lease_: Lease,
         through: datetime,
         limit: int,
-        known: Mapping[tuple[str, int], Message] | None = None,
+        known: Mapping[str, tuple[int, Message]] | None = None,
     ) -> list[Message]:
         with self._write() as conn:
             return firelog.claim(conn, lease_, through, limit, known or {})

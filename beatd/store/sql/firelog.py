@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from beatd.model import Advance, Decision, FireRecord, Lease, Message, Outcome, message_digest
+from beatd.model import Advance, Decision, FireRecord, Lease, Message, Outcome
 from beatd.store.sql import engine as eng
 from beatd.store.sql import lease as leases
 from beatd.store.sql.tables import fires, outbox, schedules
@@ -256,7 +256,7 @@ def _outbox_row(message: Message) -> dict[str, Any]:
         "priority": message.priority,
         "expires_at": message.expires_at,
         "queue": message.queue,
-        "digest": message_digest(message),
+        "digest": message.digest,
     }
 
 
@@ -270,7 +270,7 @@ def claim(
     held: Lease,
     through: datetime,
     limit: int,
-    known: Mapping[tuple[str, int], Message],
+    known: Mapping[str, tuple[int, Message]],
 ) -> list[Message]:
     leases.check(conn, held, lock=False)  # not behind the tick's record: claims are on time
     dialect = conn.dialect.name
@@ -289,11 +289,11 @@ def claim(
     messages: list[Message] = []
     unknown: list[str] = []
     for fire_id_, digest in conn.execute(stmt).all():
-        found = known.get((fire_id_, digest))
-        if found is None:
-            unknown.append(fire_id_)
+        found = known.get(fire_id_)
+        if found is not None and found[0] == digest:
+            messages.append(found[1])
         else:
-            messages.append(found)
+            unknown.append(fire_id_)
     for chunk in eng.chunks(unknown, dialect):  # claimed: no change can touch these rows now
         query = sa.select(outbox).where(eng.in_list(outbox.c.fire_id, chunk, dialect))
         messages.extend(_message(row) for row in conn.execute(query))
