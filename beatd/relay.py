@@ -259,11 +259,12 @@ class Relay:
         return min(wakes, default=None)
 
     def _forget(self, lease: Lease | None) -> None:
-        """A new term (or none): drop what is held; the outbox has it, claimed by the old epoch."""
+        """A new term (or none): drop what is held; the outbox has it, claimed by the old epoch.
+
+        The cache stays: an entry is used only for a row with its very digest.
+        """
         self._held.clear()
         self._nacks.clear()
-        self._offers.clear()
-        self._known.clear()
         self._epoch = lease.epoch if lease is not None else None
         self._claim_at = None
 

@@ -83,7 +83,7 @@ def test_a_standby_prunes_nothing(
 ) -> None:
     monkeypatch.setattr(daemon_module, "PRUNE_EVERY", 0.05)
     old_history(store, "gone", 10, ago=timedelta(hours=2))
-    held = store.acquire("someone-else", timedelta(seconds=30))
+    held = store.acquire("someone-else", timedelta(seconds=30), "someone-else")
     assert held is not None
     settings = Settings(
         database=db_url, lease=timedelta(seconds=3), keep_history=timedelta(minutes=1)
