@@ -24,6 +24,7 @@ from beatd.codec import Defaults, did_you_mean, parse_zone, schedule_from_table,
 from beatd.durations import format_duration, parse_duration
 from beatd.errors import ConfigError
 from beatd.model import Format, Schedule, Source
+from beatd.redact import redact
 
 DEFAULT_FILE = "beatd.toml"
 BROKER_SCHEMES = ("amqp", "amqps", "stdout")
@@ -69,22 +70,6 @@ class Settings:
 
 # -- URLs ---------------------------------------------------------------------------
 
-_QUERY_SECRET = re.compile(r"((?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe to log or print."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return _QUERY_SECRET.sub(r"\1***", url)
-    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    at = rest.rfind("@", 0, end)
-    if at >= 0:
-        user, colon, _ = rest[:at].partition(":")
-        if colon:
-            rest = f"{user}:***{rest[at:]}"
-    return scheme + "://" + _QUERY_SECRET.sub(r"\1***", rest)
-
 
 def check_database_url(url: object) -> str:
     """A usable SQLAlchemy URL, or ValueError saying why (password masked)."""
@@ -97,10 +82,10 @@ def check_database_url(url: object) -> str:
         parsed = make_url(url)
         parsed.get_dialect()
     except NoSuchModuleError:
-        raise ValueError(f"unsupported database in {redact_url(url)!r}") from None
+        raise ValueError(f"unsupported database in {redact(url)!r}") from None
     except (ArgumentError, ValueError):
         raise ValueError(
-            f"not a valid SQLAlchemy URL: {redact_url(url)!r} "
+            f"not a valid SQLAlchemy URL: {redact(url)!r} "
             "(expected e.g. 'sqlite:///beatd.db' or 'postgresql+psycopg://user@host/db')"
         ) from None
     return url
@@ -110,7 +95,7 @@ def check_broker_url(url: object) -> str:
     """An amqp://, amqps:// or stdout:// URL, or ValueError saying why (password masked)."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"expected a broker URL such as 'amqp://host/', got {url!r}")
-    shown = redact_url(url)
+    shown = redact(url)
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ValueError(f"not a URL: {shown!r} (expected amqp://, amqps:// or stdout://)")

@@ -10,17 +10,17 @@ import sys
 import threading
 from types import FrameType
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from beatd.cli.main import EXIT_FAILURE, EXIT_OK, add_command
 from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
-from beatd.config import Settings, load_settings, redact_url
+from beatd.config import Settings, load_settings
 from beatd.daemon import STORE_RETRY, Daemon
 from beatd.errors import BeatdError, SchemaError, StoreError
 from beatd.http import HttpServer
-from beatd.logs import FORMATS, scrub, setup
+from beatd.logs import FORMATS, setup
 from beatd.publish import open_publisher
+from beatd.redact import redact
 from beatd.store import MEMORY, has_tables, open_store
 from beatd.store.base import Store
 
@@ -40,15 +40,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _password(url: str) -> str:
-    try:
-        return unquote(urlsplit(url).password or "")
-    except ValueError:
-        return ""
-
-
-def _secrets(settings: Settings) -> list[str]:
-    return [_password(settings.database), _password(settings.broker)]
+def _shown(exc: object, settings: Settings) -> str:
+    """An error's text without the passwords of the database and broker URLs."""
+    return redact(str(exc), settings.database, settings.broker)
 
 
 def _open_or_create(url: str) -> Store:
@@ -66,7 +60,7 @@ def _open_or_create(url: str) -> Store:
     from beatd import migrate
 
     _before, after = migrate.upgrade(url)
-    log.info("created beatd's tables", extra={"database": redact_url(url), "revision": after})
+    log.info("created beatd's tables", extra={"database": redact(url), "revision": after})
     return open_store(url)
 
 
@@ -81,16 +75,14 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
         except StoreError as exc:
             failures += 1
             if failures == 1:
-                log.error(
-                    f"cannot open the database, retrying: {scrub(str(exc), _secrets(settings))}"
-                )
+                log.error(f"cannot open the database, retrying: {_shown(exc, settings)}")
             stop.wait(STORE_RETRY.delay(failures))
     return None
 
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    setup(args.log_format or settings.log_format)
+    setup(args.log_format or settings.log_format, urls=(settings.database, settings.broker))
     stop = threading.Event()
     daemon: list[Daemon] = []
 
@@ -109,8 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     log.info(
         "beatd starting",
         extra={
-            "database": redact_url(settings.database),
-            "broker": redact_url(settings.broker),
+            "database": redact(settings.database),
+            "broker": redact(settings.broker),
             "config": str(settings.path) if settings.path else None,
         },
     )
@@ -137,17 +129,16 @@ def _run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _health(check: Any, secrets: list[str]) -> str:
+def _health(check: Any, settings: Settings) -> str:
     try:
         problem = check()
     except BeatdError as exc:
         problem = str(exc)
-    return "ok" if problem is None else f"error: {scrub(str(problem), secrets)}"
+    return "ok" if problem is None else f"error: {_shown(problem, settings)}"
 
 
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    secrets = _secrets(settings)
     report: dict[str, Any] = {
         "leader": None,
         "epoch": None,
@@ -155,8 +146,8 @@ def _status(args: argparse.Namespace) -> int:
         "backlog": None,
         "database": "ok",
         "broker": "ok",
-        "database_url": redact_url(settings.database),
-        "broker_url": redact_url(settings.broker),
+        "database_url": redact(settings.database),
+        "broker_url": redact(settings.broker),
     }
     try:
         store = open_store(settings.database)
@@ -170,14 +161,14 @@ def _status(args: argparse.Namespace) -> int:
         finally:
             store.close()
     except BeatdError as exc:
-        report["database"] = f"error: {scrub(str(exc), secrets)}"
+        report["database"] = f"error: {_shown(exc, settings)}"
     try:
         publisher = open_publisher(settings.broker)
     except BeatdError as exc:
-        report["broker"] = f"error: {scrub(str(exc), secrets)}"
+        report["broker"] = f"error: {_shown(exc, settings)}"
     else:
         try:
-            report["broker"] = _health(publisher.check, secrets)
+            report["broker"] = _health(publisher.check, settings)
         finally:
             publisher.close()
     if args.json:

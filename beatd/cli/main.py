@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from beatd.errors import BeatdError, ConfigError
+from beatd.redact import redact
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -72,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_line(text: str) -> str:
-    """The message with control characters (a newline in an argument) escaped."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    """The message with control characters (a newline in an argument) escaped, and any
+    password of a URL in it masked (see beatd.redact)."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in redact(text))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

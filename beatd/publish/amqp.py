@@ -57,7 +57,6 @@ import pika
 import pika.exceptions
 
 from beatd.errors import BrokerError, ConfigError
-from beatd.publish import mask_url
 from beatd.publish.amqp_link import Batch, Link, Unsent
 from beatd.publish.amqp_wire import (
     ENCODE_ERRORS,
@@ -70,6 +69,7 @@ from beatd.publish.amqp_wire import (
 from beatd.publish.base import Message, Result, Status
 from beatd.publish.messages import expired_reason
 from beatd.publish.retry import Backoff, RetryPolicy
+from beatd.redact import redact
 
 _PREPARED_MAX = 30_000  # fires prepared, not published yet (withdrawn ones age out)
 
@@ -92,15 +92,16 @@ class AmqpPublisher:
         Raises ConfigError (password masked) when `url` cannot be parsed.
         """
         self.name = name
-        self._safe_url = mask_url(url)
+        self._url = url
+        self._safe_url = redact(url)
         try:
             self._params = pika.URLParameters(_kombu_vhost(url))
-        except (ValueError, TypeError, pika.exceptions.AMQPError) as exc:
-            raise ConfigError(f"invalid broker URL {self._safe_url!r}: {exc}") from None
+        except Exception as exc:  # pika parses ssl_options with literal_eval and loads keys
+            reason = self._clean(str(exc) or type(exc).__name__)
+            raise ConfigError(f"invalid broker URL {self._safe_url!r}: {reason}") from None
         client = dict(self._params.client_properties or {})
         client.setdefault("connection_name", name)
         self._params.client_properties = client
-        self._secret = str(getattr(self._params.credentials, "password", "") or "")
         self._confirm_timeout = confirm_timeout
         self._connect_timeout = connect_timeout
         self._backoff = Backoff(retry or RetryPolicy())
@@ -202,11 +203,8 @@ class AmqpPublisher:
             link.close()
 
     def _clean(self, text: str) -> str:
-        """One line, with no password in it (our URL's user name stays readable)."""
-        parts = mask_url(" ".join(text.split())).split(self._safe_url)
-        if self._secret:
-            parts = [part.replace(self._secret, "***") for part in parts]
-        return self._safe_url.join(parts)
+        """One line, with no password in it."""
+        return redact(" ".join(text.split()), self._url)
 
     @contextlib.contextmanager
     def _mapped(self, action: str) -> Iterator[None]:

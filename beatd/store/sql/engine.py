@@ -19,6 +19,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Connection, Engine
 
 from beatd.errors import BeatdError, ConfigError, StoreError
+from beatd.redact import redact
 
 WRITE = "beatd_write"
 """Execution option: this connection's next transaction writes."""
@@ -35,20 +36,12 @@ def parse_url(url: str) -> URL:
     try:
         parsed = sa.engine.make_url(url)
     except (exc.ArgumentError, ValueError) as error:
-        raise ConfigError(f"invalid database URL {redact(url)!r}: {error}") from None
+        raise ConfigError(
+            f"invalid database URL {redact(url)!r}: {redact(str(error), url)}"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
-
-
-def redact(url: str | URL) -> str:
-    """The URL as text, fit to print: the password replaced by ***."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # unparsable: show no part that may hold a secret
-        return url.split("://", 1)[0] + "://…" if "://" in url else "…"
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -61,7 +54,9 @@ def make_engine(url: str | URL) -> Engine:
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
-        raise ConfigError(f"unsupported database URL {redact(parsed)!r}: {error}") from None
+        raise ConfigError(
+            f"unsupported database URL {redact(_raw(parsed))!r}: {redact(str(error), _raw(parsed))}"
+        ) from None
     if engine.dialect.name == "sqlite":
         _sqlite_transactions(engine, memory=parsed.database in (None, "", ":memory:"))
     elif engine.dialect.name == "postgresql":
@@ -165,12 +160,15 @@ def mapped_errors(url: URL) -> Iterator[None]:
 def describe(error: BaseException, url: URL) -> str:
     """One line naming the database (redacted) and the cause."""
     cause = getattr(error, "orig", None) or error
-    text = " ".join(str(cause).split()) or type(cause).__name__
-    if url.password:
-        text = text.replace(str(url.password), "***")
+    text = redact(" ".join(str(cause).split()) or type(cause).__name__, _raw(url))
     if len(text) > 300:
         text = text[:297] + "..."
-    return f"database {redact(url)}: {text}"
+    return f"database {redact(_raw(url))}: {text}"
+
+
+def _raw(url: URL) -> str:
+    """The URL as text, password included: only ever passed through redact()."""
+    return url.render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
