@@ -51,7 +51,7 @@ def _split(url: str) -> tuple[str, str, str | None, str]:
     if at < 0:
         return head, "", None, rest
     user, colon, password = rest[:at].partition(":")
-    if any(c in user for c in "/?#"):  # that `@` is in a path or query, not after user info
+    if any(c in user for c in "@/?#"):  # that `@` is in a path or query, not after user info
         return head, "", None, rest
     return head, user, password if colon else None, rest[at:]
 
@@ -65,15 +65,15 @@ def _masked(url: str, secrets: list[str]) -> str:
 
 
 def _mask_params(rest: str) -> str:
-    query_at = rest.find("?")
-    if query_at < 0:
+    """Secret query values hidden up to the next `&` (a raw `#` or `@` in one is still it)."""
+    path, question, query = rest.partition("?")
+    if not question:
         return rest
-    query, hash_, fragment = rest[query_at + 1 :].partition("#")
     params = []
     for param in query.split("&"):
         name, eq, _value = param.partition("=")
         params.append(f"{name}={MASK}" if eq and _SECRET_PARAM.search(unquote(name)) else param)
-    return rest[: query_at + 1] + "&".join(params) + hash_ + fragment
+    return f"{path}?{'&'.join(params)}"
 
 
 def _secrets(url: str) -> list[str]:

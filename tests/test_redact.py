@@ -33,7 +33,12 @@ URLS = [
     (
         "query-sslpassword",
         "postgresql://u@db/x?sslmode=verify-full&sslpassword=k3y#frag",
-        "postgresql://u@db/x?sslmode=verify-full&sslpassword=***#frag",
+        "postgresql://u@db/x?sslmode=verify-full&sslpassword=***",
+    ),
+    (
+        "query-raw-separators",
+        "postgresql://u@db:5432/x?password=a#b@c:d/e?f&a=1",
+        "postgresql://u@db:5432/x?password=***&a=1",
     ),
     (
         "ssl-options",
