@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
-from types import FrameType
 from typing import Any
 
-from beatd.cli.main import EXIT_FAILURE, EXIT_OK, add_command
+from beatd.cli.main import EXIT_FAILURE, EXIT_OK, Signals, add_command
 from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
 from beatd.config import Settings, load_settings
@@ -81,23 +79,9 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    signals = args.signals or Signals()  # main() installed them before anything slow
     settings = load_settings(args.config)
     setup(args.log_format or settings.log_format, urls=(settings.database, settings.broker))
-    stop = threading.Event()
-    daemon: list[Daemon] = []
-
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        if daemon:
-            daemon[0].request_stop()
-
-    def on_reload(signum: int, frame: FrameType | None) -> None:
-        if daemon:
-            daemon[0].request_reload()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_stop)
-    signal.signal(signal.SIGHUP, on_reload)
     log.info(
         "beatd starting",
         extra={
@@ -106,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
             "config": str(settings.path) if settings.path else None,
         },
     )
-    store = _open_store(settings, stop)
+    store = _open_store(settings, signals.stop)
     if store is None:
         return EXIT_OK
     publisher = open_publisher(settings.broker)
@@ -115,13 +99,12 @@ def _run(args: argparse.Namespace) -> int:
     if os.environ.get(TEST_OFFSET_ENV):
         log.warning(f"test clock: wall time shifted by the seconds in ${TEST_OFFSET_ENV}")
     try:
-        daemon.append(Daemon(settings, store, publisher, clock))
-        if stop.is_set():
-            daemon[0].request_stop()
+        daemon = Daemon(settings, store, publisher, clock)
+        signals.attach(daemon)
         if settings.http:
-            http = HttpServer(settings.http, daemon[0].metrics, daemon[0].healthy)
+            http = HttpServer(settings.http, daemon.metrics, daemon.healthy)
             log.info("serving /metrics and /healthz", extra={"http": settings.http})
-        return daemon[0].run()
+        return daemon.run()
     finally:
         if http is not None:
             http.close()

@@ -5,16 +5,28 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from beatd.config import Settings
+from beatd.daemon import Daemon
 from beatd.http import HttpServer
 from beatd.logs import setup
 from beatd.metrics import Metrics
+from beatd.model import Every, Schedule
+from beatd.publish.stdout import StdoutPublisher
+from beatd.store.memory import MemoryStore
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
@@ -77,3 +89,170 @@ def test_an_idle_connection_is_closed_after_the_timeout(json_log: io.StringIO) -
     finally:
         server.close()
     assert "timed out" in json_log.getvalue()
+
+
+# -- reloads ---------------------------------------------------------------------------
+
+
+def test_a_reload_that_raises_anything_keeps_the_daemon_and_its_schedules(
+    json_log: io.StringIO,
+) -> None:
+    """Not only a BeatdError: whatever loading raises is "reload failed", one line."""
+
+    def broken(path: Path | None) -> Settings:
+        raise RuntimeError("a defect while loading")
+
+    store = MemoryStore()
+    out = io.StringIO()
+    schedule = Schedule(name="a", spec=Every(timedelta(seconds=1)), task="t.a")
+    settings = Settings(database="memory://", lease=timedelta(seconds=3), schedules=(schedule,))
+    daemon = Daemon(settings, store, StdoutPublisher(out), reload=broken)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: out.getvalue(), what="a first fire")
+        daemon.request_reload()
+        wait_for(lambda: "reload failed" in json_log.getvalue(), what="the reload's error")
+        fired = out.getvalue().count("\n")
+        wait_for(lambda: out.getvalue().count("\n") > fired, what="a fire after the reload")
+        assert thread.is_alive() and daemon.healthy()
+        assert [s.schedule.name for s in store.all()] == ["a"]
+    finally:
+        daemon.request_stop()
+        thread.join(20)
+    assert codes == [0]
+    errors = [e for e in map(json.loads, json_log.getvalue().splitlines()) if e["level"] == "error"]
+    assert [e["msg"] for e in errors] == [
+        "reload failed, keeping the last good schedules: RuntimeError: a defect while loading"
+    ]
+
+
+REPO = Path(__file__).resolve().parents[2]
+EVERY_SECOND = (
+    '[beatd]\nbroker = "stdout://"\nlease = "2s"\n[schedules.a]\nevery = "1s"\ntask = "t.a"\n'
+)
+
+
+class Process:
+    """`beatd run` on SQLite and stdout:// in `folder`, its output in files."""
+
+    def __init__(self, folder: Path, env: dict[str, str] | None = None) -> None:
+        self.out, self.err = folder / "stdout", folder / "stderr"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("BEATD_", "NOTIFY"))}
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "beatd.cli.main", "--config", "beatd.toml", "run"],
+                cwd=folder,
+                env={**base, "PYTHONPATH": str(REPO), **(env or {})},
+                stdout=out,
+                stderr=err,
+            )
+
+    def log(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def fires(self) -> int:
+        return self.out.read_text().count("\n")
+
+    def wait_for(self, condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+        def alive() -> object:
+            assert self.proc.poll() is None, f"beatd exited {self.proc.returncode}:\n{self.log()}"
+            return condition()
+
+        wait_for(alive, timeout, what)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def test_sighup_with_a_file_that_breaks_loading_keeps_the_daemon_running(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """An instant whose offset overflows raised OverflowError out of the reload: the
+    process died (exit 1, a traceback, the lease not released)."""
+    config = tmp_path / "beatd.toml"
+    config.write_text(EVERY_SECOND)
+    beatd = Process(tmp_path)
+    processes.append(beatd)
+    beatd.wait_for(lambda: beatd.fires() >= 1, "a first fire")
+    config.write_text(
+        EVERY_SECOND + '[schedules.b]\nat = "9999-12-31T23:00:00-14:00"\ntask = "t"\n'
+    )
+    beatd.proc.send_signal(signal.SIGHUP)
+    beatd.wait_for(lambda: "reload failed" in beatd.log(), "the reload's error")
+    fired = beatd.fires()
+    beatd.wait_for(lambda: beatd.fires() > fired, "a fire after the reload")
+    beatd.proc.send_signal(signal.SIGTERM)
+    assert beatd.proc.wait(30) == 0
+    assert "Traceback" not in beatd.log()
+    assert "released the lease" in beatd.log()
+
+
+# -- signals at start ------------------------------------------------------------------
+
+# Holds `beatd run` at its first import of SQLAlchemy (the first slow thing it does)
+# until the test says go: a signal then arrives at a known point of the start.
+_HOLD = """
+import os, sys, time
+
+class _Hold:
+    def find_spec(self, name, path=None, target=None):
+        if name == "sqlalchemy":
+            sys.meta_path.remove(self)
+            open(os.environ["BEATD_TEST_HELD"], "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(os.environ["BEATD_TEST_GO"]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return None
+
+sys.meta_path.insert(0, _Hold())
+"""
+
+
+def _held(tmp_path: Path, processes: list[Process]) -> tuple[Process, Path]:
+    """A `beatd run` held at its first slow import; returns it and the file that releases it."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_HOLD)
+    (tmp_path / "beatd.toml").write_text(EVERY_SECOND)
+    held, go = tmp_path / "held", tmp_path / "go"
+    env = {"BEATD_TEST_HELD": str(held), "BEATD_TEST_GO": str(go)}
+    beatd = Process(tmp_path, env={**env, "PYTHONPATH": f"{hook}{os.pathsep}{REPO}"})
+    processes.append(beatd)
+    beatd.wait_for(held.exists, "beatd to reach its first slow import")
+    return beatd, go
+
+
+def test_sigterm_during_the_start_exits_0(tmp_path: Path, processes: list[Process]) -> None:
+    """The handlers come before anything slow: a stop while the start is importing is kept,
+    and the process exits 0 without starting (it was 143: killed by the default action)."""
+    beatd, go = _held(tmp_path, processes)
+    beatd.proc.send_signal(signal.SIGTERM)
+    go.touch()
+    assert beatd.proc.wait(60) == 0, beatd.log()
+    assert "Traceback" not in beatd.log()
+    assert " started" not in beatd.log() and beatd.fires() == 0
+
+
+def test_sighup_during_the_start_is_a_reload_once_running(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """SIGHUP's default action ends a process: during the start it must not."""
+    beatd, go = _held(tmp_path, processes)
+    beatd.proc.send_signal(signal.SIGHUP)
+    go.touch()
+    beatd.wait_for(lambda: beatd.log().count("schedules loaded") == 2, "the start, then a reload")
+    beatd.proc.send_signal(signal.SIGINT)
+    assert beatd.proc.wait(30) == 0
+    assert "Traceback" not in beatd.log()
