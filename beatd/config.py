@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -215,14 +216,53 @@ def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path 
     return None, False
 
 
+MAX_FILE_BYTES = 64 * 2**20  # the largest config file read (100,000 schedules take ~10 MiB)
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_config(path: Path) -> BinaryIO:
+    """The config file open for reading; ConfigError unless it is a regular file of at
+    most MAX_FILE_BYTES. Opened without blocking: a FIFO is refused, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((kind for test, kind in _NOT_REGULAR if test(info.st_mode)), "special")
+        problem = f"not a regular file ({kind})"
+    elif info.st_size > MAX_FILE_BYTES:
+        problem = _too_large()
+    if problem is not None:
+        os.close(fd)
+        raise ConfigError(f"{path}: cannot read config file: {problem}")
+    return os.fdopen(fd, "rb")
+
+
+def _too_large() -> str:
+    return f"larger than {MAX_FILE_BYTES // 2**20} MiB"
+
+
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; ConfigError names the file and the line of a syntax error."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        with open_config(path) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:  # it grew since it was opened
+            raise ConfigError(f"{path}: cannot read config file: {_too_large()}")
+        return tomllib.loads(data.decode())
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = _TOML_AT.search(message)
@@ -234,8 +274,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
 
@@ -280,9 +318,12 @@ class _NotStreamable(Exception):
 def _parts(handle: BinaryIO) -> Iterator[dict[str, Any]]:
     """The head (all before the first `[schedules.NAME]` line), then batches of tables."""
     lines: list[bytes] = []
-    headers = 0
+    headers = read = 0
     in_schedules = False
     for line in handle:
+        read += len(line)
+        if read > MAX_FILE_BYTES:  # it grew since it was opened: read_toml says so
+            raise _NotStreamable
         if line[:1] == b"[" and _SCHEDULE_HEADER.fullmatch(line):
             if not in_schedules or headers >= _BATCH:
                 yield tomllib.loads(b"".join(lines).decode())
@@ -296,7 +337,7 @@ def _parts(handle: BinaryIO) -> Iterator[dict[str, Any]]:
 
 def _stream_settings(path: Path, env: Mapping[str, str]) -> Settings:
     """Settings from the file read in parts; _NotStreamable when it must be read whole."""
-    with path.open("rb") as handle:
+    with open_config(path) as handle:
         parts = _parts(handle)
         head = next(parts)
         batch = next(parts, None)

@@ -9,12 +9,12 @@ import sys
 import threading
 from typing import Any
 
-from beatd.cli.main import EXIT_FAILURE, EXIT_OK, Signals, add_command
+from beatd.cli.main import EXIT_OK, Signals, add_command, one_line
 from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
 from beatd.config import Settings, load_settings
 from beatd.daemon import STORE_RETRY, Daemon
-from beatd.errors import BeatdError, SchemaError, StoreError
+from beatd.errors import BeatdError, BrokerError, SchemaError, StoreError
 from beatd.http import HttpServer
 from beatd.logs import FORMATS, setup
 from beatd.publish import open_publisher
@@ -112,14 +112,6 @@ def _run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _health(check: Any, settings: Settings) -> str:
-    try:
-        problem = check()
-    except BeatdError as exc:
-        problem = str(exc)
-    return "ok" if problem is None else f"error: {_shown(problem, settings)}"
-
-
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     report: dict[str, Any] = {
@@ -132,6 +124,7 @@ def _status(args: argparse.Namespace) -> int:
         "database_url": redact(settings.database),
         "broker_url": redact(settings.broker),
     }
+    problems: list[BeatdError] = []
     try:
         store = open_store(settings.database)
         try:
@@ -144,21 +137,25 @@ def _status(args: argparse.Namespace) -> int:
         finally:
             store.close()
     except BeatdError as exc:
+        problems.append(exc)
         report["database"] = f"error: {_shown(exc, settings)}"
     try:
         publisher = open_publisher(settings.broker)
-    except BeatdError as exc:
-        report["broker"] = f"error: {_shown(exc, settings)}"
-    else:
         try:
-            report["broker"] = _health(publisher.check, settings)
+            unreachable = publisher.check()
         finally:
             publisher.close()
+        if unreachable is not None:
+            raise BrokerError(unreachable)
+    except BeatdError as exc:
+        problems.append(exc)
+        report["broker"] = f"error: {_shown(exc, settings)}"
     if args.json:
         print_json(report)
     else:
         for key, value in report.items():
             print(f"{key + ':':<15}{'-' if value is None else value}")
-    healthy = report["database"] == "ok" and report["broker"] == "ok"
     sys.stdout.flush()
-    return EXIT_OK if healthy else EXIT_FAILURE
+    for problem in problems:  # as every command says what is wrong, and exits the same way
+        print(f"beatd: {one_line(_shown(problem, settings))}", file=sys.stderr)
+    return max((problem.exit_code for problem in problems), default=EXIT_OK)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from beatd.errors import ConfigError
 from beatd.model import Schedule
@@ -38,6 +39,9 @@ __all__ = [
     "open_store",
 ]
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 MEMORY = "memory://"
 
 
@@ -49,10 +53,11 @@ def open_store(url: str) -> Store:
         return MemoryStore()
     from beatd.errors import SchemaError
     from beatd.store.sql import SqlStore
-    from beatd.store.sql.engine import parse_url
+    from beatd.store.sql.engine import check_directory, parse_url
 
     parsed = parse_url(url)
-    if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
+    if not _sqlite_file_exists(parsed):
+        check_directory(parsed)  # a missing directory is not a missing upgrade
         raise SchemaError("database has no beatd tables; run: beatd db upgrade")
     return SqlStore(parsed)
 
@@ -71,7 +76,7 @@ def has_tables(url: str) -> bool:
     from beatd.store.sql.tables import schedules
 
     parsed = eng.parse_url(url)
-    if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
+    if not _sqlite_file_exists(parsed):
         return False
     engine = eng.make_engine(parsed)
     try:
@@ -88,9 +93,9 @@ def check_unique(schedules: Sequence[Schedule]) -> None:
         raise ConfigError(f"schedule names listed more than once: {', '.join(twice)}")
 
 
-def _sqlite_file_exists(backend: str, database: str | None) -> bool:
-    if backend != "sqlite" or not database or database == ":memory:":
-        return True
-    if database.startswith("file:"):  # a URI filename: let SQLite judge
-        return True
-    return os.path.exists(database)
+def _sqlite_file_exists(url: URL) -> bool:
+    """False for a SQLite file that does not exist (True for any other database)."""
+    from beatd.store.sql.engine import sqlite_file
+
+    path = sqlite_file(url)
+    return path is None or os.path.exists(path)

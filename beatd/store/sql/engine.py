@@ -10,9 +10,11 @@ reads-then-writes (fencing checks, reconciliation) atomic across processes.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -47,21 +49,66 @@ def parse_url(url: str) -> URL:
 def make_engine(url: str | URL) -> Engine:
     parsed = parse_url(url) if isinstance(url, str) else url
     kwargs: dict[str, Any] = {}
+    connect = parsed
+    read_only = False
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT, "check_same_thread": False}
+        check_directory(parsed)
+        path = sqlite_file(parsed)
+        if path is not None and os.path.exists(path) and not _writable(path):
+            connect, read_only = _read_only(path, parsed), True
     else:
         kwargs["pool_pre_ping"] = True
     try:
-        engine = sa.create_engine(parsed, **kwargs)
+        engine = sa.create_engine(connect, **kwargs)
     except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
         raise ConfigError(
             f"unsupported database URL {redact(_raw(parsed))!r}: {redact(str(error), _raw(parsed))}"
         ) from None
     if engine.dialect.name == "sqlite":
-        _sqlite_transactions(engine, memory=parsed.database in (None, "", ":memory:"))
+        memory = parsed.database in (None, "", ":memory:")
+        _sqlite_transactions(engine, wal=not memory and not read_only)
     elif engine.dialect.name == "postgresql":
         _end_frozen_transactions(engine)
     return engine
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The file a SQLite URL names; None for memory, a `file:` URI or another database."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else database
+
+
+def check_directory(url: URL) -> None:
+    """ConfigError when a SQLite file's directory does not exist (nothing could create it)."""
+    path = sqlite_file(url)
+    folder = os.path.dirname(os.path.abspath(path)) if path is not None else None
+    if folder is not None and not os.path.isdir(folder):
+        raise ConfigError(f"database {redact(_raw(url))}: directory {folder} does not exist")
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.close(os.open(path, os.O_RDWR))
+    except OSError:
+        return False
+    return True
+
+
+def _read_only(path: str, url: URL) -> URL:
+    """A SQLite file this process may only read, opened read-only so reading commands work.
+
+    A WAL database is read through its `-shm` index, which a reader creates; where
+    it cannot (a read-only directory and no writer running, so no `-shm`), the
+    file is opened `immutable`: nobody can be changing it.
+    """
+    options = {"uri": "true", "mode": "ro"}
+    shm = path + "-shm"
+    if not os.path.exists(shm) and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        options["immutable"] = "1"
+    return url.set(database="file:" + quote(os.path.abspath(path)), query=options)
 
 
 def _end_frozen_transactions(engine: Engine) -> None:
@@ -81,12 +128,12 @@ def _end_frozen_transactions(engine: Engine) -> None:
         dbapi_connection.commit()
 
 
-def _sqlite_transactions(engine: Engine, *, memory: bool) -> None:
+def _sqlite_transactions(engine: Engine, *, wal: bool) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        if not memory:
+        if wal:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
