@@ -7,6 +7,7 @@ traceback on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -85,9 +86,19 @@ class HttpServer:
         return int(self.address[1])
 
     def close(self) -> None:
-        self.server.shutdown()
+        stopping = threading.Thread(target=self.server.shutdown, daemon=True)
+        stopping.start()
+        while stopping.is_alive():  # wake the serving loop now, not at its next 0.5 s poll
+            self._knock()
+            stopping.join(0.05)
         self.server.server_close()
         self._thread.join(timeout=5)
+
+    def _knock(self) -> None:
+        host, port = str(self.address[0]), int(self.address[1])
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            pass
 
 
 class _Server(ThreadingHTTPServer):

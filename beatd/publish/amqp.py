@@ -107,6 +107,7 @@ class AmqpPublisher:
         self._backoff = Backoff(retry or RetryPolicy())
         self._lock = threading.Lock()  # one batch at a time
         self._link: Link | None = None
+        self._opening: Link | None = None  # being connected, under the lock
         # fire id -> (the message, its frames marshalled ahead): only that very object
         # uses them, never a fire redefined since (same id, read afresh from the outbox)
         self._prepared: dict[str, tuple[Message, bytes]] = {}
@@ -172,7 +173,16 @@ class AmqpPublisher:
         return None
 
     def close(self) -> None:
-        """Close the connection, if any; idempotent. A later publish reconnects."""
+        """Close the connection, if any; idempotent. A later publish reconnects.
+
+        Never waits for what holds the lock: a connection being opened (check() at a
+        new term, or publish()) or a batch awaiting confirms is cut at once and fails
+        with "closed". Waiting made a SIGTERM exit up to pika's 15 s connect timeout
+        after the daemon had stopped, when the broker did not answer.
+        """
+        for link in (self._opening, self._link):
+            if link is not None:
+                link.close()
         with self._lock:
             self._drop()
 
@@ -186,13 +196,15 @@ class AmqpPublisher:
                 f"broker {self._safe_url} unreachable ({self._backoff.last_error}); "
                 f"next attempt in {wait:.1f}s"
             )
-        link = Link(self._params, self._clean)
+        link = self._opening = Link(self._params, self._clean)
         try:
             link.start(self._connect_timeout)
         except BrokerError as exc:
             link.close()
             self._backoff.failed(str(exc))
             raise BrokerError(f"cannot connect to {self._safe_url}: {exc}") from None
+        finally:
+            self._opening = None
         self._backoff.succeeded()
         self._link = link
         return link

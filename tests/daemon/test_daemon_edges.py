@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ from beatd.http import HttpServer
 from beatd.logs import setup
 from beatd.metrics import Metrics
 from beatd.model import Every, Schedule
+from beatd.publish.amqp import AmqpPublisher
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store.memory import MemoryStore
 
@@ -256,3 +258,70 @@ def test_sighup_during_the_start_is_a_reload_once_running(
     beatd.proc.send_signal(signal.SIGINT)
     assert beatd.proc.wait(30) == 0
     assert "Traceback" not in beatd.log()
+
+
+# -- stopping ----------------------------------------------------------------------------
+
+
+class Tarpit:
+    """A broker that accepts connections and never says a word (overloaded, or half up)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                self.held.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def tarpit() -> Iterator[Tarpit]:
+    pit = Tarpit()
+    yield pit
+    pit.close()
+
+
+def test_closing_the_publisher_cuts_a_connection_attempt_in_flight(tarpit: Tarpit) -> None:
+    publisher = AmqpPublisher(f"amqp://guest:guest@127.0.0.1:{tarpit.port}/%2F")
+    found: list[str | None] = []
+    checking = threading.Thread(target=lambda: found.append(publisher.check()))
+    checking.start()
+    wait_for(lambda: tarpit.held, what="the connection attempt")
+    started = time.monotonic()
+    publisher.close()  # it waited for check(): pika gives up on a silent broker after 15 s
+    assert time.monotonic() - started < 2
+    checking.join(5)
+    assert found and found[0] is not None and "closed" in found[0]
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "beatd-amqp-io"])
+
+
+def test_sigterm_exits_promptly_after_the_stopped_line(
+    tmp_path: Path, tarpit: Tarpit, processes: list[Process]
+) -> None:
+    """SIGTERM while a new leader's first connection to the broker is still opening: the
+    process exited when that attempt gave up, up to 15 s after logging `stopped`."""
+    port = socket.create_server(("127.0.0.1", 0))
+    http = int(port.getsockname()[1])
+    port.close()
+    (tmp_path / "beatd.toml").write_text(
+        f'[beatd]\nbroker = "amqp://guest:guest@127.0.0.1:{tarpit.port}/%2F"\nlease = "2s"\n'
+        f'http = "127.0.0.1:{http}"\n[schedules.a]\nevery = "1h"\ntask = "t.a"\n'
+    )
+    beatd = Process(tmp_path)
+    processes.append(beatd)
+    beatd.wait_for(lambda: "leading" in beatd.log() and tarpit.held, "a leader connecting")
+    beatd.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: " stopped" in beatd.log(), 30, "the stopped line")
+    stopped = time.monotonic()
+    assert beatd.proc.wait(30) == 0
+    assert time.monotonic() - stopped < 2.0
