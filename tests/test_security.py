@@ -3,7 +3,9 @@
 - Broker and database passwords never appear in logs (json and text), in
   `status` (text and --json), `list`, `history`, error messages, `/metrics` or
   `/healthz`: checked on real `beatd run` processes whose URLs carry
-  distinctive passwords (percent-encoded too).
+  distinctive passwords (percent-encoded too), and with every command and a
+  daemon on real PostgreSQL and RabbitMQ accounts whose password holds
+  `# @ : / ?` (in the user info or as `?password=`), written raw as well.
 - The TOML file is parsed by tomllib alone: YAML tags and pickle payloads are
   refused as invalid TOML and nothing runs (plus a scan of beatd's imports).
 - Task names, args, kwargs and schedule names are data: a task named
