@@ -9,13 +9,19 @@ would show the rest as a host name). Query parameters that carry secrets
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote
 
 MASK = "***"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|ssl_options|sslkey", re.IGNORECASE)
+# A query parameter that carries a secret; its value runs to the next `&` (a raw `#`,
+# `@` or `?` in it is still the secret).
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&][^=&?#]*(?:pass|pwd|secret|token|ssl_options|sslkey)[^=&?#]*=)(?P<value>[^&]*)",
+    re.IGNORECASE,
+)
 _PASSWORD_ENTRY = re.compile(r"""password['"]?\s*[:=]\s*['"]?([^'",}&\s]+)""", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[@:/?#&=]")
 _MIN_SECRET = 3  # shorter fragments are not looked for in free text (they would hit words)
@@ -29,11 +35,9 @@ def redact(text: str, *urls: str) -> str:
     another form (percent-decoded, or cut by a driver at an ``@``), e.g.
     ``redact(str(exc), settings.database, settings.broker)``.
     """
-    secrets = sorted(
-        {s for url in urls for s in _secrets(url) if len(s) >= _MIN_SECRET},
-        key=len,
-        reverse=True,
-    )
+    secrets = _secrets_of(urls)
+    if "://" not in text:  # most log lines
+        return _scrub(text, secrets)
     if _SCHEME.match(text):
         return _masked(text, secrets)
     parts = _URL_IN_TEXT.split(text)
@@ -43,7 +47,8 @@ def redact(text: str, *urls: str) -> str:
 
 
 def _split(url: str) -> tuple[str, str, str | None, str]:
-    """(scheme://, user, password or None, the rest from the host on) of a URL."""
+    """(scheme://, user, password or None, the rest from the host on) of a URL whose
+    secret query values are masked already (so its last `@` ends the user info)."""
     scheme = _SCHEME.match(url)
     head = url[: scheme.end()] if scheme else ""
     rest = url[len(head) :]
@@ -51,47 +56,43 @@ def _split(url: str) -> tuple[str, str, str | None, str]:
     if at < 0:
         return head, "", None, rest
     user, colon, password = rest[:at].partition(":")
-    if any(c in user for c in "@/?#"):  # that `@` is in a path or query, not after user info
+    if any(c in user for c in "/?#"):  # that `@` is in a path or query, not after user info
         return head, "", None, rest
     return head, user, password if colon else None, rest[at:]
 
 
-def _masked(url: str, secrets: list[str]) -> str:
-    head, user, password, rest = _split(url)
-    rest = _scrub(_mask_params(rest), secrets)
+def _without_params(url: str) -> str:
+    return _SECRET_PARAM.sub(lambda found: found["name"] + MASK, url)
+
+
+def _masked(url: str, secrets: tuple[str, ...]) -> str:
+    head, user, password, rest = _split(_without_params(url))
+    rest = _scrub(rest, secrets)
     if password is None:
         return head + user + rest
     return f"{head}{user}:{MASK}{rest}"
 
 
-def _mask_params(rest: str) -> str:
-    """Secret query values hidden up to the next `&` (a raw `#` or `@` in one is still it)."""
-    path, question, query = rest.partition("?")
-    if not question:
-        return rest
-    params = []
-    for param in query.split("&"):
-        name, eq, _value = param.partition("=")
-        params.append(f"{name}={MASK}" if eq and _SECRET_PARAM.search(unquote(name)) else param)
-    return f"{path}?{'&'.join(params)}"
+@functools.lru_cache(maxsize=16)  # every log line passes the same two URLs
+def _secrets_of(urls: tuple[str, ...]) -> tuple[str, ...]:
+    """The forms to look for, longest first (a whole password before its pieces)."""
+    found = {s for url in urls for s in _secrets(url) if len(s) >= _MIN_SECRET}
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def _secrets(url: str) -> list[str]:
     """Every form a secret of `url` may take in a message: raw, decoded, and in pieces."""
-    _head, _user, password, rest = _split(url)
+    password = _split(_without_params(url))[2]
     values = [password] if password else []
-    query = rest.partition("?")[2]
-    for param in query.split("&") if query else ():
-        name, eq, value = param.partition("=")
-        if eq and value and _SECRET_PARAM.search(unquote(name)):
-            values.append(value)
-            values += _PASSWORD_ENTRY.findall(unquote(value))
-    forms = {form for value in values for form in (value, unquote(value))}
+    for param in _SECRET_PARAM.finditer(url):
+        values.append(param["value"])
+        values += _PASSWORD_ENTRY.findall(unquote(param["value"]))  # in pika's ssl_options
+    forms = {form for value in values if value for form in (value, unquote(value))}
     pieces = {piece for form in forms for piece in _SEPARATORS.split(form)}
     return [*forms, *pieces]
 
 
-def _scrub(text: str, secrets: list[str]) -> str:
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         text = text.replace(secret, MASK)
     return text

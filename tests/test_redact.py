@@ -21,6 +21,7 @@ URLS = [
     ("at-raw", "postgresql://u:p@ss@db/x", "postgresql://u:***@db/x"),
     ("every-separator", "postgresql://u:a#b@c:d/e?f@h:5/x", "postgresql://u:***@h:5/x"),
     ("no-password", "amqp://guest@host/", "amqp://guest@host/"),
+    ("at-in-user", "postgresql://me@corp:pw@db/x", "postgresql://me@corp:***@db/x"),
     ("no-user", "amqp://host/", "amqp://host/"),
     ("empty-user", "redis://:x@y/0", "redis://:***@y/0"),
     ("at-in-query", "amqp://host/?email=a@b", "amqp://host/?email=a@b"),
@@ -39,6 +40,11 @@ URLS = [
         "query-raw-separators",
         "postgresql://u@db:5432/x?password=a#b@c:d/e?f&a=1",
         "postgresql://u@db:5432/x?password=***&a=1",
+    ),
+    (
+        "query-and-user-info",
+        "postgresql://u:pw@db/x?sslpassword=a@b&password=c?d#e",
+        "postgresql://u:***@db/x?sslpassword=***&password=***",
     ),
     (
         "ssl-options",
