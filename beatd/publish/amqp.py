@@ -175,16 +175,19 @@ class AmqpPublisher:
     def close(self) -> None:
         """Close the connection, if any; idempotent. A later publish reconnects.
 
-        Never waits for what holds the lock: a connection being opened (check() at a
-        new term, or publish()) or a batch awaiting confirms is cut at once and fails
-        with "closed". Waiting made a SIGTERM exit up to pika's 15 s connect timeout
-        after the daemon had stopped, when the broker did not answer.
+        Does not wait for what holds the lock: a connection being opened (check() at a
+        new term, or publish()) or a batch awaiting confirms is cut and fails with
+        "closed". Waiting made a SIGTERM exit up to pika's 15 s connect timeout after
+        the daemon had stopped, when the broker did not answer.
         """
-        for link in (self._opening, self._link):
-            if link is not None:
-                link.close()
-        with self._lock:
+        while not self._lock.acquire(timeout=0.05):  # (a publish may retry on a new link)
+            for link in (self._opening, self._link):
+                if link is not None:
+                    link.close()
+        try:
             self._drop()
+        finally:
+            self._lock.release()
 
     def _connected(self) -> Link:
         if self._link is not None and self._link.alive:
