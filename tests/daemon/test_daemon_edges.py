@@ -30,6 +30,11 @@ from beatd.publish.amqp import AmqpPublisher
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store.memory import MemoryStore
 
+REPO = Path(__file__).resolve().parents[2]
+EVERY_SECOND = (
+    '[beatd]\nbroker = "stdout://"\nlease = "2s"\n[schedules.a]\nevery = "1s"\ntask = "t.a"\n'
+)
+
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
@@ -128,12 +133,6 @@ def test_a_reload_that_raises_anything_keeps_the_daemon_and_its_schedules(
     assert [e["msg"] for e in errors] == [
         "reload failed, keeping the last good schedules: RuntimeError: a defect while loading"
     ]
-
-
-REPO = Path(__file__).resolve().parents[2]
-EVERY_SECOND = (
-    '[beatd]\nbroker = "stdout://"\nlease = "2s"\n[schedules.a]\nevery = "1s"\ntask = "t.a"\n'
-)
 
 
 class Process:
