@@ -315,6 +315,7 @@ COMMANDS: list[list[str]] = [
     ["db", "upgrade"],
     ["status"],
     ["status", "--json"],
+    ["import", "apscheduler", "{database}"],  # the secret URL on the command line
 ]
 
 # One process runs the commands one after another through beatd's entry point (what the
@@ -336,7 +337,17 @@ def _sweep(
     config: Path, commands: list[list[str]], env: dict[str, str] | None = None
 ) -> dict[str, tuple[int, str, str]]:
     """{command: (exit code, stdout, stderr)} for each command run against `config`."""
-    argvs = [["--config", str(config), *argv] for argv in commands]
+    from beatd.config import load_settings
+    from beatd.errors import ConfigError
+
+    try:
+        database = load_settings(config, env=env or _env()).database
+    except ConfigError:  # a config refused whole: every command says so, import included
+        database = "sqlite:///unused.db"
+    argvs = [
+        ["--config", str(config), *(a.replace("{database}", database) for a in argv)]
+        for argv in commands
+    ]
     done = subprocess.run(
         [sys.executable, "-c", _SWEEP, json.dumps(argvs)],
         capture_output=True,
