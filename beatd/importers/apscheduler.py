@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from beatd.durations import format_duration
 from beatd.errors import ConfigError
 from beatd.importers import Batch, Entry, NextFire, Skip, instant, zone_name
-from beatd.importers.calendar import Calendar, to_spec
+from beatd.importers.calendar import AND_NOTE, Calendar, to_spec
 from beatd.importers.celery import json_arguments
 from beatd.importers.sources import open_database
 
@@ -76,7 +76,7 @@ def job_entry(state: dict[str, Any], now: datetime) -> Entry:
         table[kind] = spec
         source_next = trigger_next(trigger)
         if kind == "rrule":
-            notes.append("every field must match (APScheduler's meaning): written as an rrule")
+            notes.append(AND_NOTE)
     elif isinstance(trigger, IntervalTrigger):
         table["every"] = format_duration(_whole(trigger.interval))
         phase = next_run if next_run is not None and not trigger.jitter else trigger.start_date

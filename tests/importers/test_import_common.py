@@ -42,7 +42,7 @@ def cal(**fields: object) -> Calendar:
             cal(minutes=range(0, 60, 15), hours=range(8, 19), weekdays=range(1, 6)),
             ("cron", "*/15 8-18 * * 1-5"),
             id="office-steps-ranges",
-        ),  # fmt: skip
+        ),
         pytest.param(cal(months={1, 4, 7, 10}, days={1}), ("cron", "0 9 1 */3 *"), id="quarterly"),
         pytest.param(cal(weekdays={0, 6}), ("cron", "0 9 * * 0,6"), id="two-days-not-a-step"),
         pytest.param(cal(seconds={30}), ("cron", "30 0 9 * * *"), id="seconds-six-fields"),
@@ -53,22 +53,22 @@ def cal(**fields: object) -> Calendar:
                 "FREQ=DAILY;BYMONTHDAY=1,2,3,4,5,6,7;BYDAY=MO;BYHOUR=9;BYMINUTE=0;BYSECOND=0",
             ),
             id="dom-and-dow-fixed",
-        ),  # fmt: skip
+        ),
         pytest.param(
             cal(minutes={0, 30}, hours=HOURS, days={13}, weekdays={5}),
             ("rrule", "FREQ=HOURLY;BYMONTHDAY=13;BYDAY=FR;BYMINUTE=0,30;BYSECOND=0"),
             id="dom-and-dow-frequent",
-        ),  # fmt: skip
+        ),
         pytest.param(
             cal(days={-1}, hours={17}),
             ("rrule", "FREQ=DAILY;BYMONTHDAY=-1;BYHOUR=17;BYMINUTE=0;BYSECOND=0"),
             id="last-day",
-        ),  # fmt: skip
+        ),
         pytest.param(
             cal(days=set(), nth={(-1, 5)}, hours={17}),
             ("rrule", "FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=17;BYMINUTE=0;BYSECOND=0"),
             id="last-friday",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_calendar_to_spec(calendar: Calendar, expected: tuple[str, str]) -> None:
