@@ -201,5 +201,5 @@ def _difference(
     day = change.astimezone(zone).date().isoformat()
     return (
         f"DST change of {day} in {zone.key}: the source fires {show(theirs)} "
-        f"where beatd fires {show(ours)} (beatd follows SPEC §3)"
+        f"where beatd fires {show(ours)} (beatd's DST rule)"
     )
