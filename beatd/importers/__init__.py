@@ -90,7 +90,9 @@ def finish(batch: Batch, now: datetime) -> tuple[list[Imported], list[Skip]]:
             skipped.append(Skip(entry.name, "; ".join(exc.problems)))
             continue
         if timing.next_after(schedule, now) is None:
-            skipped.append(Skip(entry.name, _no_fire_left(schedule, now)))
+            shown = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            reason = f"no fire left after the cutover ({shown}): its time has passed"
+            skipped.append(Skip(entry.name, reason))
             continue
         taken.add(name)
         if entry.source_next is not None:
@@ -128,11 +130,6 @@ def _valid_name(name: str, taken: set[str]) -> str:
         suffix = f"-{n}"
         candidate = text[: MAX_NAME - len(suffix)] + suffix
     return candidate
-
-
-def _no_fire_left(schedule: Schedule, now: datetime) -> str:
-    shown = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"no fire left after the cutover ({shown}): its time has passed"
 
 
 # -- DST: the source's own fires against beatd's ------------------------------------

@@ -113,6 +113,12 @@ def test_mapping_of_options_arguments_and_kinds(
     hourly = by_name["hourly-relative"].spec
     assert isinstance(hourly, Every) and hourly.anchor.minute == hourly.anchor.second == 0
     assert "# from beat_schedule['nightly-report']" in run.out
+    hello = by_name["hello-signal"]  # added by add_periodic_task in on_after_configure
+    assert (hello.task, hello.args, hello.expires) == (
+        "billing.tasks.hello",
+        ("world",),
+        timedelta(minutes=1),
+    )
 
 
 def test_bad_app_is_one_line_exit_2(app_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
