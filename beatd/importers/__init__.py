@@ -149,8 +149,8 @@ def dst_differences(schedule: Schedule, source_next: NextFire, now: datetime) ->
     start = schedule.start or now
     end = min(schedule.end or now + HORIZON, now + HORIZON)
     notes: list[str] = []
-    for change in dst_changes(schedule, start, end):
-        lo, hi = change - _BEFORE, change + _AFTER
+    for change in dst_changes(schedule, start - _AFTER, end):  # a change just past counts too
+        lo, hi = max(change - _BEFORE, start), change + _AFTER
         ours = _window(lambda at: timing.next_after(schedule, at), lo, hi, start, end)
         theirs = _window(source_next, lo, hi, start, end)
         if ours != theirs:
