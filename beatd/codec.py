@@ -34,6 +34,7 @@ from beatd.model import (
     Schedule,
     Source,
     Spec,
+    kind_of,
 )
 from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
 
@@ -56,6 +57,7 @@ OPTIONS = (
     "grace",
     "misfire",
     "max_fires",
+    "history_limit",
     "enabled",
     "priority",
 )
@@ -130,9 +132,51 @@ def parse_zone(value: object) -> ZoneInfo:
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown time zone {value!r}{did_you_mean(value, _zone_names())}"
-        ) from None
+        raise ValueError(f"unknown time zone {value!r}{_zone_hint(value)}") from None
+
+
+# Abbreviations people write for a zone: not IANA names, and the closest
+# spelling of one is rarely the zone meant ('CEST' is not 'EST').
+_ABBREVIATIONS: Mapping[str, tuple[str, ...]] = {
+    "CEST": ("Europe/Berlin", "Europe/Paris"),
+    "EEST": ("Europe/Athens", "Europe/Helsinki"),
+    "WEST": ("Europe/Lisbon",),
+    "BST": ("Europe/London",),
+    "IST": ("Asia/Kolkata", "Europe/Dublin"),
+    "MSK": ("Europe/Moscow",),
+    "EDT": ("America/New_York",),
+    "CST": ("America/Chicago", "Asia/Shanghai"),
+    "CDT": ("America/Chicago",),
+    "MDT": ("America/Denver",),
+    "PST": ("America/Los_Angeles",),
+    "PDT": ("America/Los_Angeles",),
+    "AKST": ("America/Anchorage",),
+    "AKDT": ("America/Anchorage",),
+    "BRT": ("America/Sao_Paulo",),
+    "JST": ("Asia/Tokyo",),
+    "KST": ("Asia/Seoul",),
+    "HKT": ("Asia/Hong_Kong",),
+    "SGT": ("Asia/Singapore",),
+    "AEST": ("Australia/Sydney",),
+    "AEDT": ("Australia/Sydney",),
+    "ACST": ("Australia/Adelaide",),
+    "AWST": ("Australia/Perth",),
+    "NZST": ("Pacific/Auckland",),
+    "NZDT": ("Pacific/Auckland",),
+}
+
+
+def _zone_hint(value: str) -> str:
+    """Which IANA zones the user may mean: by abbreviation, by city, else by spelling."""
+    meant = _ABBREVIATIONS.get(value.strip().upper())
+    if meant is not None:
+        names = " or ".join(repr(name) for name in meant)
+        return f" (an abbreviation, not a zone: use an IANA name such as {names})"
+    city = value.strip().replace(" ", "_").lower()
+    for name in _zone_names():
+        if "/" in name and name.rsplit("/", 1)[1].lower() == city:
+            return f" (did you mean {name!r}?)"
+    return did_you_mean(value, _zone_names())
 
 
 @lru_cache(maxsize=1)
@@ -338,6 +382,8 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
         if kind == "cron":
             spec = Cron(timing.normalize_cron(" ".join(_text(value).split())))
         elif kind == "rrule":
+            if isinstance(value, str) and "DTSTART" in value.upper():  # before _text: a newline
+                raise ValueError(timing.NO_DTSTART)
             rule = _text(value).strip()
             if rule.upper().startswith("RRULE:"):
                 rule = rule[len("RRULE:") :]
@@ -346,8 +392,6 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
             spec = Every(_duration(value, zero_ok=False))
         else:
             return Once(parse_instant(value, zone))
-        if not isinstance(spec, Every):
-            timing.check_spec(spec, zone, name)
     except ValueError as exc:
         problems.add(kind, str(exc))
         return None
@@ -392,6 +436,7 @@ def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
         "expires": lambda v: _duration(v, zero_ok=False),
         "grace": lambda v: _duration(v, zero_ok=False),
         "max_fires": lambda v: _integer(v, 1, None),
+        "history_limit": lambda v: _integer(v, 1, None),
         "enabled": _boolean,
         "priority": lambda v: _integer(v, 0, 255),
     }
@@ -441,6 +486,11 @@ def schedule_from_table(
 
     spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
     options = _options(table, zone, problems)
+    if isinstance(spec, Cron | RRule):  # whether it fires depends on its start
+        try:
+            timing.check_spec(spec, zone, name, options.get("start"))
+        except ValueError as exc:
+            problems.add(kind_of(spec), str(exc))
 
     if problems.lines or spec is None:
         lines = problems.lines or [f"schedule {name!r}: invalid"]

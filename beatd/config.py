@@ -1,8 +1,8 @@
 """Settings from the TOML file and BEATD_* environment variables, validated in one pass.
 
 The file is found as `--config PATH`, else `./beatd.toml`, else
-`$BEATD_CONFIG`; with none of them, beatd runs on defaults and the
-environment alone. `BEATD_DATABASE` and `BEATD_BROKER` override the file.
+`$BEATD_CONFIG`; with none of them, loading fails (no silent defaults).
+`BEATD_DATABASE` and `BEATD_BROKER` override the file.
 Every problem (TOML syntax aside, which stops parsing) is collected and
 reported together, one line each.
 """
@@ -28,6 +28,7 @@ from beatd.model import Format, Schedule, Source
 DEFAULT_FILE = "beatd.toml"
 BROKER_SCHEMES = ("amqp", "amqps", "stdout")
 MIN_LEASE = timedelta(seconds=2)
+MIN_KEEP_HISTORY = timedelta(minutes=1)
 LOG_FORMATS = ("text", "json")
 DEFAULT_BIND = "127.0.0.1"
 
@@ -39,9 +40,13 @@ BEATD_KEYS: Mapping[str, tuple[Any, str]] = {
     "timezone": ("UTC", "default IANA time zone of schedules"),
     "lease": ("10s", "leader lease; failover happens within it (at least 2s)"),
     "format": ("celery", "default message format: celery or json"),
-    "http": (None, "host:port for /metrics and /healthz (host defaults to 127.0.0.1)"),
+    "http": (
+        None,
+        "host:port for /metrics and /healthz (host defaults to 127.0.0.1; env BEATD_HTTP)",
+    ),
     "log_format": ("text", "text or json"),
     "instance_id": (None, "this instance's id (default <hostname>:<pid>)"),
+    "keep_history": ("30d", "how long run history is kept; the leader deletes older rows"),
 }
 TABLES = ("beatd", "schedules")
 
@@ -63,6 +68,9 @@ class Settings:
     http: str | None = _default("http")
     log_format: str = _default("log_format")
     instance_id: str | None = _default("instance_id")
+    keep_history: timedelta = field(
+        default_factory=lambda: parse_duration(_default("keep_history"))
+    )
     schedules: tuple[Schedule, ...] = ()
     defaults: Defaults = field(default_factory=Defaults)
 
@@ -86,22 +94,45 @@ def redact_url(url: str) -> str:
     return scheme + "://" + _QUERY_SECRET.sub(r"\1***", rest)
 
 
+_POSTGRESQL_HINT = "postgresql:// (psycopg 3, installed with beatd)"
+
+
 def check_database_url(url: object) -> str:
-    """A usable SQLAlchemy URL, or ValueError saying why (password masked)."""
+    """A usable SQLAlchemy URL whose driver is installed, or ValueError saying why.
+
+    `postgresql://` means psycopg 3, as the store opens it (engine.parse_url).
+    The password is masked in every message.
+    """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"expected a SQLAlchemy URL such as 'sqlite:///beatd.db', got {url!r}")
+    shown = redact_url(url)
     try:
         parsed = make_url(url)
-        parsed.get_dialect()
-    except NoSuchModuleError:
-        raise ValueError(f"unsupported database in {redact_url(url)!r}") from None
     except (ArgumentError, ValueError):
         raise ValueError(
-            f"not a valid SQLAlchemy URL: {redact_url(url)!r} "
-            "(expected e.g. 'sqlite:///beatd.db' or 'postgresql+psycopg://user@host/db')"
+            f"not a valid SQLAlchemy URL: {shown!r} "
+            "(expected e.g. 'sqlite:///beatd.db' or 'postgresql://user@host/db')"
+        ) from None
+    if parsed.get_backend_name() == "postgres":
+        raise ValueError(
+            f"unsupported database scheme 'postgres' in {shown!r}: write postgresql://"
+        )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"unsupported database in {shown!r}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        use = _POSTGRESQL_HINT if parsed.get_backend_name() == "postgresql" else "another driver"
+        raise ValueError(
+            f"the database driver {parsed.get_driver_name()!r} of {shown!r} is not installed "
+            f"({exc}); install it or use {use}"
         ) from None
     return url
 
@@ -146,14 +177,17 @@ def check_http(value: object) -> str:
 # -- [beatd] -------------------------------------------------------------------------
 
 
-def _lease(value: object) -> timedelta:
-    try:
-        lease = parse_duration(value)
-    except OverflowError:
-        raise ValueError(f"duration out of range: {value!r}") from None
-    if lease < MIN_LEASE:
-        raise ValueError(f"must be at least {format_duration(MIN_LEASE)}, got {value!r}")
-    return lease
+def _at_least(low: timedelta) -> Callable[[object], timedelta]:
+    def parse(value: object) -> timedelta:
+        try:
+            duration = parse_duration(value)
+        except OverflowError:
+            raise ValueError(f"duration out of range: {value!r}") from None
+        if duration < low:
+            raise ValueError(f"must be at least {format_duration(low)}, got {value!r}")
+        return duration
+
+    return parse
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
@@ -179,13 +213,14 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "database": check_database_url,
     "broker": check_broker_url,
     "timezone": parse_zone,
-    "lease": _lease,
+    "lease": _at_least(MIN_LEASE),
     "format": _format,
     "http": check_http,
     "log_format": _one_of(LOG_FORMATS),
     "instance_id": _instance_id,
+    "keep_history": _at_least(MIN_KEEP_HISTORY),
 }
-_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER"}
+_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER", "http": "BEATD_HTTP"}
 
 
 def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
@@ -219,15 +254,31 @@ def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> 
 # -- the file ------------------------------------------------------------------------
 
 
-def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, bool]:
-    """The config file to read and whether it was asked for explicitly."""
+NO_CONFIG = (
+    f"no config file: pass --config PATH, set $BEATD_CONFIG or create ./{DEFAULT_FILE} "
+    "(schedules.example.toml shows every option)"
+)
+
+
+def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read and whether it was asked for explicitly.
+
+    ConfigError when none is named and ./beatd.toml does not exist: beatd
+    never runs on silent defaults.
+    """
     if path is not None:
         return Path(path), True
     if Path(DEFAULT_FILE).is_file():
         return Path(DEFAULT_FILE), False
     if env.get("BEATD_CONFIG"):
         return Path(env["BEATD_CONFIG"]), True
-    return None, False
+    raise ConfigError(NO_CONFIG)
+
+
+def environment() -> list[tuple[str, str]]:
+    """The environment variables beatd reads, with what each does (for the CLI help)."""
+    found = ("BEATD_CONFIG", f"the config file, when there is no --config and no ./{DEFAULT_FILE}")
+    return [found, *((var, f"overrides [beatd] {key}") for key, var in _ENV.items())]
 
 
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
@@ -258,8 +309,6 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load_settings(path: str | Path | None, env: Mapping[str, str] = os.environ) -> Settings:
     """Read, validate and return the settings; ConfigError lists every problem."""
     found, explicit = resolve_path(path, env)
-    if found is None:
-        return settings_from_document({}, env, path=None)
     if explicit and not found.exists():
         raise ConfigError(f"{found}: config file not found")
     try:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -20,11 +21,18 @@ from beatd.daemon import STORE_RETRY, Daemon
 from beatd.errors import BeatdError, SchemaError, StoreError
 from beatd.http import HttpServer
 from beatd.logs import FORMATS, scrub, setup
+from beatd.model import Lease
 from beatd.publish import open_publisher
-from beatd.store import MEMORY, has_tables, open_store
+from beatd.store import open_or_create, open_store
 from beatd.store.base import Store
 
 log = logging.getLogger("beatd")
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -33,6 +41,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     run.add_argument(
         "--log-format", choices=FORMATS, default=None, help="log lines as json or text"
+    )
+    run.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="the least severe lines logged: info has one line per fire published or dropped "
+        "(default: %(default)s)",
     )
     status = add_command(
         sub, "status", "leader, lease, fencing epoch, backlog, database and broker health", _status
@@ -51,31 +66,12 @@ def _secrets(settings: Settings) -> list[str]:
     return [_password(settings.database), _password(settings.broker)]
 
 
-def _open_or_create(url: str) -> Store:
-    """Open the store; an empty database first gets beatd's tables.
-
-    An older schema still needs `db upgrade`. The tables are looked for only
-    when opening fails, so a normal start connects once, not twice. Safe
-    when several instances start at once: the upgrade takes a lock.
-    """
-    try:
-        return open_store(url)
-    except SchemaError:
-        if url.startswith(MEMORY) or has_tables(url):
-            raise
-    from beatd import migrate
-
-    _before, after = migrate.upgrade(url)
-    log.info("created beatd's tables", extra={"database": redact_url(url), "revision": after})
-    return open_store(url)
-
-
 def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
     """Open the database, retrying while it is unreachable; None if stopped meanwhile."""
     failures = 0
     while not stop.is_set():
         try:
-            return _open_or_create(settings.database)
+            return open_or_create(settings.database)
         except SchemaError:
             raise
         except StoreError as exc:
@@ -90,7 +86,7 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    setup(args.log_format or settings.log_format)
+    setup(args.log_format or settings.log_format, LEVELS[args.log_level])
     stop = threading.Event()
     daemon: list[Daemon] = []
 
@@ -145,6 +141,20 @@ def _health(check: Any, secrets: list[str]) -> str:
     return "ok" if problem is None else f"error: {scrub(str(problem), secrets)}"
 
 
+def _instances(store: Store, lease: Lease | None, ttl: timedelta) -> list[dict[str, Any]]:
+    """Every process seen within two leases: its id, role and when it was last seen."""
+    seen = store.instances(store.db_now() - 2 * max(ttl, timedelta(seconds=2)))
+    return [
+        {
+            "id": i.holder,
+            "role": "leader" if lease is not None and i.token == lease.token else "standby",
+            "started_at": iso_utc(i.started_at),
+            "last_seen": iso_utc(i.last_seen),
+        }
+        for i in seen
+    ]
+
+
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     secrets = _secrets(settings)
@@ -153,6 +163,7 @@ def _status(args: argparse.Namespace) -> int:
         "epoch": None,
         "lease_expires": None,
         "backlog": None,
+        "instances": [],
         "database": "ok",
         "broker": "ok",
         "database_url": redact_url(settings.database),
@@ -167,6 +178,7 @@ def _status(args: argparse.Namespace) -> int:
                     leader=lease.holder, epoch=lease.epoch, lease_expires=iso_utc(lease.expires_at)
                 )
             report["backlog"] = store.backlog()
+            report["instances"] = _instances(store, lease, settings.lease)
         finally:
             store.close()
     except BeatdError as exc:
@@ -184,6 +196,11 @@ def _status(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         for key, value in report.items():
+            if key == "instances":
+                value = (
+                    ", ".join(f"{i['id']} ({i['role']}, seen {i['last_seen']})" for i in value)
+                    or None
+                )
             print(f"{key + ':':<15}{'-' if value is None else value}")
     healthy = report["database"] == "ok" and report["broker"] == "ok"
     sys.stdout.flush()
