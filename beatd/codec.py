@@ -34,6 +34,7 @@ from beatd.model import (
     Schedule,
     Source,
     Spec,
+    kind_of,
 )
 from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
 
@@ -62,6 +63,11 @@ OPTIONS = (
 )
 KEYS = KINDS + OPTIONS
 _KEY_SET = frozenset(KEYS)
+_CELERY_KEYS = frozenset({"schedule", "options", "relative"})  # a Celery beat_schedule entry's
+_CELERY_HINT = (
+    " (a Celery beat_schedule key: here the timing is cron, every, rrule or at and each option "
+    "is a key of its own; `beatd import celery MODULE:APP` converts a Celery app's schedule)"
+)
 MAX_NAME = 200
 MAX_PAYLOAD = 64 * 1024  # bytes of serialised JSON for args, kwargs and headers each
 MAX_DEPTH = 32  # nesting levels of args, kwargs and headers
@@ -126,9 +132,51 @@ def parse_zone(value: object) -> ZoneInfo:
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown time zone {value!r}{did_you_mean(value, _zone_names())}"
-        ) from None
+        raise ValueError(f"unknown time zone {value!r}{_zone_hint(value)}") from None
+
+
+# Abbreviations people write for a zone: not IANA names, and the closest
+# spelling of one is rarely the zone meant ('CEST' is not 'EST').
+_ABBREVIATIONS: Mapping[str, tuple[str, ...]] = {
+    "CEST": ("Europe/Berlin", "Europe/Paris"),
+    "EEST": ("Europe/Athens", "Europe/Helsinki"),
+    "WEST": ("Europe/Lisbon",),
+    "BST": ("Europe/London",),
+    "IST": ("Asia/Kolkata", "Europe/Dublin"),
+    "MSK": ("Europe/Moscow",),
+    "EDT": ("America/New_York",),
+    "CST": ("America/Chicago", "Asia/Shanghai"),
+    "CDT": ("America/Chicago",),
+    "MDT": ("America/Denver",),
+    "PST": ("America/Los_Angeles",),
+    "PDT": ("America/Los_Angeles",),
+    "AKST": ("America/Anchorage",),
+    "AKDT": ("America/Anchorage",),
+    "BRT": ("America/Sao_Paulo",),
+    "JST": ("Asia/Tokyo",),
+    "KST": ("Asia/Seoul",),
+    "HKT": ("Asia/Hong_Kong",),
+    "SGT": ("Asia/Singapore",),
+    "AEST": ("Australia/Sydney",),
+    "AEDT": ("Australia/Sydney",),
+    "ACST": ("Australia/Adelaide",),
+    "AWST": ("Australia/Perth",),
+    "NZST": ("Pacific/Auckland",),
+    "NZDT": ("Pacific/Auckland",),
+}
+
+
+def _zone_hint(value: str) -> str:
+    """Which IANA zones the user may mean: by abbreviation, by city, else by spelling."""
+    meant = _ABBREVIATIONS.get(value.strip().upper())
+    if meant is not None:
+        names = " or ".join(repr(name) for name in meant)
+        return f" (an abbreviation, not a zone: use an IANA name such as {names})"
+    city = value.strip().replace(" ", "_").lower()
+    for name in _zone_names():
+        if "/" in name and name.rsplit("/", 1)[1].lower() == city:
+            return f" (did you mean {name!r}?)"
+    return did_you_mean(value, _zone_names())
 
 
 @lru_cache(maxsize=1)
@@ -334,6 +382,8 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
         if kind == "cron":
             spec = Cron(timing.normalize_cron(" ".join(_text(value).split())))
         elif kind == "rrule":
+            if isinstance(value, str) and "DTSTART" in value.upper():  # before _text: a newline
+                raise ValueError(timing.NO_DTSTART)
             rule = _text(value).strip()
             if rule.upper().startswith("RRULE:"):
                 rule = rule[len("RRULE:") :]
@@ -342,24 +392,10 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
             spec = Every(_duration(value, zero_ok=False))
         else:
             return Once(parse_instant(value, zone))
-        if not isinstance(spec, Every):
-            _check_spec(spec, zone, name)
     except ValueError as exc:
         problems.add(kind, str(exc))
         return None
     return spec
-
-
-def _check_spec(spec: Spec, zone: ZoneInfo, name: str) -> None:
-    """timing.check_spec, once per distinct spec and zone (the name only matters to H)."""
-    hashed = isinstance(spec, Cron) and "h" in spec.expr.lower()
-    _checked(spec, zone, name if hashed else "")
-
-
-@lru_cache(maxsize=4096)
-def _checked(spec: Spec, zone: ZoneInfo, name: str) -> None:
-    # An invalid spec raises and is not cached: it is checked again (and refused) each time.
-    timing.check_spec(spec, zone, name)
 
 
 def _anchor(
@@ -436,7 +472,8 @@ def schedule_from_table(
         raise ConfigError(problems.lines[0], problems=problems.lines)
     for key in table:
         if key not in _KEY_SET:
-            problems.add(show_key(key), f"unknown key{did_you_mean(str(key), KEYS)}")
+            hint = _CELERY_HINT if key in _CELERY_KEYS else did_you_mean(str(key), KEYS)
+            problems.add(show_key(key), f"unknown key{hint}")
 
     zone = defaults.timezone
     if "timezone" in table:
@@ -449,6 +486,11 @@ def schedule_from_table(
 
     spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
     options = _options(table, zone, problems)
+    if isinstance(spec, Cron | RRule):  # whether it fires depends on its start
+        try:
+            timing.check_spec(spec, zone, name, options.get("start"))
+        except ValueError as exc:
+            problems.add(kind_of(spec), str(exc))
 
     if problems.lines or spec is None:
         lines = problems.lines or [f"schedule {name!r}: invalid"]

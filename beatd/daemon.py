@@ -27,24 +27,24 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from beatd import timing
+from beatd import planner, timing
 from beatd.clock import Clock, SystemClock
 from beatd.config import Settings, load_settings
 from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
-from beatd.model import Schedule
-from beatd.publish.base import Message, Publisher
+from beatd.model import Message, Once, Schedule
+from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay
-from beatd.store.base import Store
+from beatd.store.base import ReconcileResult, Store
 from beatd.systemd import Notifier
 from beatd.tick import LOOKAHEAD, Ticker
 
@@ -53,6 +53,8 @@ log = logging.getLogger("beatd.daemon")
 MAX_IDLE = 5.0  # seconds a loop waits at most, even with nothing to do
 CHANGE_POLL = 0.5  # seconds between change_count() polls
 DRAIN_TIMEOUT = 10.0  # seconds SIGTERM may spend publishing what is due
+DRAIN_MARGIN = timedelta(milliseconds=50)  # ...which is what is due within the lookahead
+OUTAGE_REPEAT = 30.0  # seconds between "still unavailable" lines
 BACKLOG_EVERY = 1.0  # seconds between outbox counts (metric and status)
 HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
 HEALTH_GRACE = 10.0  # ...or when a loop has been failing this long (a blip is not unhealthy)
@@ -94,20 +96,22 @@ _CANNOT = {
 class _Failures:
     """What each loop is failing at, since when and why: the outage log lines and /healthz.
 
-    A database failure logs one line when the database goes away and one
-    when it is back, whichever loop notices. Any failure that lasts
-    HEALTH_GRACE makes the daemon unhealthy, with its reason.
+    A database failure logs a line when the database goes away, one every
+    OUTAGE_REPEAT while it stays away, and one when it is back, whichever
+    loop notices. Any failure that lasts HEALTH_GRACE makes the daemon
+    unhealthy, with its reason.
     """
 
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
+    def __init__(self, monotonic: Callable[[], float]) -> None:
         self._lock = threading.Lock()
+        self._monotonic = monotonic
         self._failing: dict[str, _Failing] = {}
+        self._since = self._said = 0.0
 
-    def _note(self, loop: str, why: str, database: bool) -> int:
+    def _note(self, loop: str, why: str, database: bool, now: float) -> int:
         known = self._failing.get(loop)
         if known is None:
-            known = self._failing[loop] = _Failing(0, self._clock.monotonic(), why, database)
+            known = self._failing[loop] = _Failing(0, now, why, database)
         known.count += 1
         known.why, known.database = why, database
         return known.count
@@ -117,17 +121,26 @@ class _Failures:
 
     def failed(self, loop: str, exc: BaseException) -> int:
         """Count a database failure of `loop`; returns its failures in a row."""
+        now = self._monotonic()
         with self._lock:
             first = not self._database_down()
-            count = self._note(loop, str(exc), database=True)
+            count = self._note(loop, str(exc), True, now)
+            if first:
+                self._since = self._said = now
+            again = not first and now - self._said >= OUTAGE_REPEAT
+            if again:
+                self._said = now
         if first:
             log.error(f"database unavailable, retrying with backoff: {exc}")
+        elif again:
+            log.error(f"database still unavailable after {now - self._since:.0f}s: {exc}")
         return count
 
     def failing(self, loop: str, why: str) -> None:
         """Note a failure that is not the database's (the broker, a bug)."""
+        now = self._monotonic()
         with self._lock:
-            self._note(loop, why, database=False)
+            self._note(loop, why, False, now)
 
     def recovered(self, loop: str) -> None:
         with self._lock:
@@ -138,7 +151,7 @@ class _Failures:
 
     def problems(self, grace: float) -> list[str]:
         """One line per loop failing for `grace` seconds or more."""
-        now = self._clock.monotonic()
+        now = self._monotonic()
         with self._lock:
             failing = sorted(self._failing.items())
         return [
@@ -176,7 +189,7 @@ class Daemon:
         self.ticker = Ticker(
             store, self.leader, build_message, self.metrics, on_recorded=self._recorded
         )
-        self.relay = Relay(store, publisher, self.time, self.metrics, term=self._term)
+        self.relay = Relay(store, publisher, self.time, self.metrics, leader=self.leader)
         self._stop = threading.Event()  # stop deciding
         self._decided = threading.Event()  # the tick loop has stopped: nothing more to record
         self._release = threading.Event()  # relay drained: give the lease up
@@ -185,7 +198,7 @@ class Daemon:
         self._reload_pending = False
         self._heartbeat = self._pinged = self.clock.monotonic()
         self._broken = False
-        self._failures = _Failures(self.clock)
+        self._failures = _Failures(self.clock.monotonic)
         self._threads: list[threading.Thread] = []
         self._status = ""
         self._backlog = 0
@@ -217,12 +230,8 @@ class Daemon:
         self.metrics.renew_failures.inc()
         self._failures.failed("lease", exc)
 
-    def _term(self) -> int | None:
-        lease = self.leader.lease
-        return None if lease is None else lease.epoch
-
-    def _recorded(self, epoch: int, messages: list[Message]) -> None:
-        self.relay.offer(epoch, messages)
+    def _recorded(self, messages: list[Message]) -> None:
+        self.relay.offer(messages)
         self._relay_wake.set()
 
     def _wake_all(self) -> None:
@@ -255,7 +264,9 @@ class Daemon:
         """Make the file's schedules the store's; retries while the database is down."""
         while not self._stop.is_set():
             try:
-                result = self.store.load_file(settings.schedules, _first_after(self.time.now()))
+                now = self.time.now()
+                result = self.store.load_file(settings.schedules, _first_after(now))
+                self._record_missed(settings.schedules, result, now)
             except SchemaError:
                 raise
             except StoreError as exc:
@@ -275,16 +286,43 @@ class Daemon:
             self._tick_wake.set()
             return
 
+    def _record_missed(
+        self, schedules: Sequence[Schedule], result: ReconcileResult, now: datetime
+    ) -> None:
+        """A one-off loaded with its instant already past is missed at once (SPEC §4).
+
+        Only one the store will not decide (no next instant): a one-off that
+        fell due while no daemon ran is left to its misfire policy.
+        """
+        loaded = set(result.added).union(result.changed)
+        decisions = [
+            missed
+            for s in schedules
+            if isinstance(s.spec, Once)
+            and s.name in loaded
+            and (missed := planner.missed_once(s, now)) is not None
+            and self.store.get(s.name).next_at is None
+        ]
+        if decisions:
+            self.store.record(None, decisions, [])
+
     def reload(self) -> None:
-        """SIGHUP: re-read the TOML file; a broken one keeps the last good schedules."""
+        """SIGHUP: re-read the TOML file; a broken one keeps the last good schedules.
+
+        Whatever loading raises, the daemon goes on: a broken file, a name the API owns
+        and a schema problem are BeatdErrors; anything else is a defect of ours, told in
+        one line too (its traceback at debug level).
+        """
         self.notifier.reloading()
         try:
             settings = self._reload_settings(self.settings.path)
             self.load_schedules(settings)
-        except BeatdError as exc:  # a broken file, a name the API owns, a schema problem
+        except Exception as exc:
             more = len(exc.problems) - 1 if isinstance(exc, ConfigError) else 0
             extra = f" (and {more} more problems)" if more > 0 else ""
-            log.error(f"reload failed, keeping the last good schedules: {exc}{extra}")
+            text = str(exc) if isinstance(exc, BeatdError) else f"{type(exc).__name__}: {exc}"
+            log.error(f"reload failed, keeping the last good schedules: {text}{extra}")
+            log.debug("the reload's failure", exc_info=True)
         else:
             self.settings = settings
         finally:
@@ -319,8 +357,23 @@ class Daemon:
 
     # -- the loops -------------------------------------------------------------
 
+    def _say_standby(self) -> bool | None:
+        """Log once per standby spell who leads; None while the database cannot say."""
+        try:
+            lease = self.store.current()
+        except StoreError:
+            return None
+        if lease is None:
+            return None  # free: the next step takes it, or says who did
+        log.info(
+            "standby: another instance leads",
+            extra={"leader": lease.holder, "epoch": lease.epoch, "holder": self.leader.holder},
+        )
+        return True
+
     def _lease_loop(self) -> None:
         was_leading = False
+        standby_seen: bool | None = None
         while not self._release.is_set():
             self.time.sync()
             wait = self.leader.step(acquire=not self._stop.is_set())
@@ -328,6 +381,8 @@ class Daemon:
                 self._failures.recovered("lease")
             leading = self.leader.is_leading()
             self.metrics.is_leader.set(1 if leading else 0)
+            if not leading and standby_seen is None:
+                standby_seen = self._say_standby()
             if leading != was_leading:
                 was_leading = leading
                 if leading:  # not this loop: a renew now would only slow the first tick down
@@ -337,6 +392,7 @@ class Daemon:
                     threading.Thread(target=self.publisher.check, daemon=True).start()
                 else:
                     self._wake_all()
+                    standby_seen = None
                 self._update_status()
             self._lease_wake.wait(wait)
             self._lease_wake.clear()
@@ -380,14 +436,14 @@ class Daemon:
         while True:
             if self._decided.is_set() and deadline is None:  # the last fires recorded are in
                 deadline = self.clock.monotonic() + DRAIN_TIMEOUT
-            wait, due_in = 1.0, None  # due_in: seconds until the next fire to publish
+            wait, drained = 1.0, False
             try:
                 next_at = self.relay.run_once(self.time.now())
+                if deadline is not None:  # fires recorded ahead are due this soon
+                    drained = self.relay.drained(self.time.now(), LOOKAHEAD + DRAIN_MARGIN)
                 leading = self.leader.is_leading()
                 if leading:
                     wait = _seconds_until(next_at, self.time.now(), 1.0)
-                    if next_at is not None:
-                        due_in = (next_at - self.time.now()).total_seconds()
                     if self.clock.monotonic() - counted >= BACKLOG_EVERY:
                         counted = self.clock.monotonic()
                         self._backlog = self.store.backlog()
@@ -404,8 +460,6 @@ class Daemon:
                 log.exception("relay failed")
                 wait = 1.0
             self._update_status()
-            soon = LOOKAHEAD.total_seconds() + 0.05  # fires recorded ahead are due this soon
-            drained = due_in is None or due_in > soon
             if deadline is not None and (drained or self.clock.monotonic() > deadline):
                 self._settle_quietly()
                 return  # drained what is due (or out of time): the rest waits for the next leader
@@ -437,7 +491,7 @@ class Daemon:
                     )
                     self.request_reload()
                 seen = count
-                self.relay.recheck()
+                self.relay.poke()  # e.g. a trigger from another process
                 self._tick_wake.set()
                 self._relay_wake.set()
 

@@ -21,6 +21,7 @@ import pika.frame
 import pika.spec
 
 from beatd.errors import BrokerError
+from beatd.model import Message
 from beatd.publish.amqp_wire import (
     ENCODE_ERRORS,
     FRAME_OVERHEAD,
@@ -29,7 +30,7 @@ from beatd.publish.amqp_wire import (
     marshal,
     properties,
 )
-from beatd.publish.base import Message, Result, Status
+from beatd.publish.base import Result, Status
 
 log = logging.getLogger("beatd.publish.amqp")
 
@@ -116,6 +117,8 @@ class Link:
         return self._dead is None and self._opened.is_set() and self._thread.is_alive()
 
     def start(self, timeout: float) -> None:
+        if self._dead is not None:  # closed before it began
+            raise BrokerError(self._dead)
         self._thread.start()
         if not self._opened.wait(timeout):
             self._die(f"connection not open after {timeout:g}s")

@@ -20,8 +20,8 @@ from beatd import daemon as daemon_module
 from beatd.config import Settings, load_settings
 from beatd.daemon import Daemon
 from beatd.errors import BrokerError, StoreError
-from beatd.model import Outcome
-from beatd.publish.base import Message, Result
+from beatd.model import Message, Outcome
+from beatd.publish.base import Result
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store.memory import MemoryStore
 
@@ -118,7 +118,7 @@ def test_a_leader_that_cannot_publish_is_unhealthy_and_says_why() -> None:
 
 def test_a_standby_is_not_blamed_for_the_broker() -> None:
     store = MemoryStore()
-    held = store.acquire("someone-else", timedelta(seconds=60))
+    held = store.acquire("someone-else", timedelta(seconds=60), "someone-else")
     assert held is not None
     publisher = RefusingPublisher(Lines())
     publisher.down.set()
@@ -162,11 +162,6 @@ def test_a_database_that_lost_beatd_s_rows_gets_the_file_s_schedules_again(
         assert running.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay.settle() drops the confirmed ids before mark_sent; when it raises, those "
-    "fires stay in the outbox, never marked, never resent (their ids are in _recent)",
-)
 def test_a_confirmed_fire_whose_mark_sent_failed_is_marked_later() -> None:
     store = Swappable()
     out = Lines()

@@ -19,10 +19,10 @@ from beatd.config import Settings
 from beatd.daemon import Daemon
 from beatd.errors import ConfigError
 from beatd.ids import fire_id
-from beatd.model import Outcome
+from beatd.model import Decision, Outcome
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store import open_store
-from beatd.store.base import Decision, Store
+from beatd.store.base import Store
 from beatd.store.sql import SqlStore
 
 
@@ -83,7 +83,7 @@ def test_a_standby_prunes_nothing(
 ) -> None:
     monkeypatch.setattr(daemon_module, "PRUNE_EVERY", 0.05)
     old_history(store, "gone", 10, ago=timedelta(hours=2))
-    held = store.acquire("someone-else", timedelta(seconds=30))
+    held = store.acquire("someone-else", timedelta(seconds=30), "someone-else")
     assert held is not None
     settings = Settings(
         database=db_url, lease=timedelta(seconds=3), keep_history=timedelta(minutes=1)
@@ -110,10 +110,13 @@ def test_backfill_refuses_a_range_whose_history_may_be_pruned(store: SqlStore, d
             ConfigError, match=r"before the history kept \(\[beatd\] keep_history = 1d"
         ):
             beat.backfill("hourly", now - timedelta(days=2), now - timedelta(hours=1))
-        assert beat.backfill("hourly", now - timedelta(hours=20), now - timedelta(hours=10)) == 11
+        done = beat.backfill("hourly", now - timedelta(hours=20), now - timedelta(hours=10))
+        assert len(done.recorded) == 11
 
         beat.add("capped", every="1h", task="t", history_limit=3)
-        assert beat.backfill("capped", now - timedelta(hours=10), now - timedelta(hours=5)) == 6
+        done = beat.backfill("capped", now - timedelta(hours=10), now - timedelta(hours=5))
+        assert len(done.recorded) == 6
         with pytest.raises(ConfigError, match=r"history_limit = 3 of 'capped'"):
             beat.backfill("capped", now - timedelta(hours=9), now - timedelta(hours=5))
-        assert beat.backfill("capped", now - timedelta(hours=7), now - timedelta(hours=4)) == 1
+        done = beat.backfill("capped", now - timedelta(hours=7), now - timedelta(hours=4))
+        assert len(done.recorded) == 1

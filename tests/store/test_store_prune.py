@@ -10,8 +10,8 @@ from store_helpers import Backend, sched
 from test_store_contract import dropped, pending
 
 from beatd.ids import fire_id
-from beatd.model import Outcome
-from beatd.store.base import Decision, Store
+from beatd.model import Decision, Outcome
+from beatd.store.base import Store
 from beatd.store.sql import SqlStore
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -46,7 +46,9 @@ def test_prune_deletes_settled_rows_before_the_cut_off_oldest_first(store: Store
     assert kept(store) == [("a", 4), ("a", 5), ("stuck", 0)]
     assert store.prune(at(4), 10) == 0
     assert store.backlog() == 1  # the pending fire and its message stay
-    assert [m.schedule for m in store.pending(at(10), 10)] == ["stuck"]
+    lease = store.acquire("relay", timedelta(seconds=30), "relay")
+    assert lease is not None
+    assert [m.schedule for m in store.claim(lease, at(10), 10)] == ["stuck"]
 
 
 def test_prune_keeps_the_newest_history_limit_rows_of_a_schedule(store: Store) -> None:
