@@ -18,7 +18,7 @@ from beatd.model import Cron, Every, Fire, Once, Schedule
 StartAt = Callable[[Schedule], "datetime | None"]
 
 
-class _Shared:
+class SharedTiming:
     """timing.next_after, remembered per (timing, instant) for the length of one call."""
 
     def __init__(self) -> None:
@@ -43,7 +43,7 @@ def _aware(value: datetime, what: str) -> datetime:
 
 
 def _instants(
-    schedule: Schedule, after: datetime, first: datetime | None, shared: _Shared
+    schedule: Schedule, after: datetime, first: datetime | None, shared: SharedTiming
 ) -> Iterator[datetime]:
     """The schedule's fires strictly after `after`, from `first` (inclusive) when given."""
     at = first if first is not None and first > after else shared.next_after(schedule, after)
@@ -61,7 +61,7 @@ def _heads(
     """One heap entry per enabled schedule that fires in range: its first instant."""
     heap: list[_Head] = []
     by_index: list[Schedule] = []
-    shared = _Shared()
+    shared = SharedTiming()
     for s in schedules:
         if not s.enabled:
             continue

@@ -174,3 +174,26 @@ def test_schedules_sharing_a_timing_share_its_instants(monkeypatch: pytest.Monke
     assert [f.at for f in fires if f.schedule.startswith("r")] == [first] * 500
     minutes = {f.at.minute for f in fires if f.schedule.startswith("h")}
     assert len(minutes) == 3  # each H schedule kept its own minute
+
+
+def test_the_file_s_views_share_work_between_schedules_of_one_timing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`list` and `upcoming` show each file schedule's next fire: one rrule walk for all 500."""
+    from beatd import views
+
+    calls: list[str] = []
+    real = timing.next_after
+
+    def counting(schedule: Schedule, after: datetime) -> datetime | None:
+        calls.append(schedule.name)
+        return real(schedule, after)
+
+    monkeypatch.setattr(timing, "next_after", counting)
+    rule = RRule("FREQ=WEEKLY;BYDAY=MO,FR;BYHOUR=18")
+    shared = [
+        Schedule(f"r{i:04}", rule, "t", timezone=ZoneInfo("Europe/Berlin")) for i in range(500)
+    ]
+    shown = views.merged(shared, None, NOW)
+    assert len(calls) == 1
+    assert {v.info.next_at for v in shown} == {real(shared[0], NOW)}
