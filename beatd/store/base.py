@@ -36,6 +36,16 @@ class ReconcileResult:
     removed: tuple[str, ...]
 
 
+def first_version(now: datetime) -> int:
+    """A new schedule's version: the database time in microseconds, not 1.
+
+    A name removed and added again must not reuse a version its earlier self
+    had, or a tick that read the old one just before the removal would pass
+    the version check and record its fires as the new one's (ABA).
+    """
+    return int(now.timestamp() * 1_000_000)
+
+
 class ScheduleStore(Protocol):
     """Schedules and their run state.
 

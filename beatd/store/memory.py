@@ -28,7 +28,7 @@ from beatd.model import (
     StoredSchedule,
 )
 from beatd.store import check_unique
-from beatd.store.base import NextAt, ReconcileResult
+from beatd.store.base import NextAt, ReconcileResult, first_version
 
 
 @dataclass(slots=True)
@@ -86,7 +86,13 @@ class MemoryStore:
         self._lease = Lease("", 0, EPOCH)
         self._instances: dict[str, Instance] = {}
         self._changes = 0
+        self._last_version = 0
         self._closed = False
+
+    def _new_version(self, now: datetime) -> int:
+        """first_version, and past any version handed out before (a fake clock stands still)."""
+        self._last_version = max(first_version(now), self._last_version + 1)
+        return self._last_version
 
     def _bump(self) -> None:
         self._changes += 1
@@ -110,7 +116,9 @@ class MemoryStore:
             for schedule in listed:
                 row = self._rows.get(schedule.name)
                 if row is None:
-                    self._rows[schedule.name] = _Row(schedule, next_at(schedule), created_at=now)
+                    self._rows[schedule.name] = _Row(
+                        schedule, next_at(schedule), version=self._new_version(now), created_at=now
+                    )
                     added.append(schedule.name)
                 elif row.schedule != schedule:
                     self._redefine(row, schedule, next_at(schedule), now)
@@ -137,7 +145,10 @@ class MemoryStore:
             if row is not None and not replace:
                 raise AlreadyExists(f"schedule {schedule.name!r} already exists")
             if row is None:
-                self._rows[schedule.name] = _Row(schedule, next_at, created_at=self.clock.now())
+                now = self.clock.now()
+                self._rows[schedule.name] = _Row(
+                    schedule, next_at, version=self._new_version(now), created_at=now
+                )
             else:
                 self._redefine(row, schedule, next_at, self.clock.now())
             self._bump()

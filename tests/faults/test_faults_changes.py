@@ -43,13 +43,14 @@ class Driver:
     def __init__(self, beat: Beat, queue: str, seed: int) -> None:
         self.beat, self.queue, self.rng = beat, queue, random.Random(seed)
         self.version: dict[str, int] = {}
+        self.versions = 0
         self.paused: set[str] = set()
         self.log: dict[str, list[tuple[float, int | None]]] = {n: [] for n in NAMES}
         self.triggers: list[str] = []
         self.calls = 0
 
     def add(self, name: str, replace: bool) -> None:
-        version = self.version.get(name, -1) + 1
+        version = self.versions = self.versions + 1  # never reused, even after a re-add
         self.beat.add(
             name,
             replace=replace,

@@ -22,7 +22,7 @@ from beatd import codec
 from beatd.errors import AlreadyExists, Conflict, NotFound
 from beatd.model import UTC_ZONE, Format, Schedule, Source, StoredSchedule
 from beatd.store import check_unique
-from beatd.store.base import NextAt, ReconcileResult
+from beatd.store.base import NextAt, ReconcileResult, first_version
 from beatd.store.sql import engine as eng
 from beatd.store.sql import firelog
 from beatd.store.sql.tables import changes, schedules
@@ -228,7 +228,12 @@ def put(
     if existing is None:
         conn.execute(
             sa.insert(schedules).values(
-                name=schedule.name, next_at=next_at, created_at=now, updated_at=now, **columns
+                name=schedule.name,
+                next_at=next_at,
+                created_at=now,
+                updated_at=now,
+                version=first_version(now),
+                **columns,
             )
         )
     else:
@@ -375,7 +380,11 @@ def _load_chunk(
         prev = existing.get(item.name)
         if prev is None:
             columns.update(
-                name=item.name, next_at=next_at(_from_file(item)), created_at=now, updated_at=now
+                name=item.name,
+                next_at=next_at(_from_file(item)),
+                created_at=now,
+                updated_at=now,
+                version=first_version(now),
             )
             inserts.append(columns)
         elif prev.digest != columns["digest"]:
