@@ -35,6 +35,7 @@ from beatd.model import (
     Source,
     Spec,
 )
+from beatd.publish.messages import frame_problem, header_problems
 from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
 
 KINDS = ("cron", "every", "rrule", "at")
@@ -61,7 +62,9 @@ OPTIONS = (
 )
 KEYS = KINDS + OPTIONS
 _KEY_SET = frozenset(KEYS)
-MAX_NAME = 200
+MAX_NAME = 200  # characters: the schema's name columns
+MAX_TASK = 255  # characters of a task name
+MAX_SHORT = 255  # bytes of UTF-8: an AMQP short string (exchange, routing key, queue name)
 MAX_PAYLOAD = 64 * 1024  # bytes of serialised JSON for args, kwargs and headers each
 MAX_DEPTH = 32  # nesting levels of args, kwargs and headers
 
@@ -114,6 +117,34 @@ def did_you_mean(word: str, choices: Any) -> str:
     """' (did you mean 'x'?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def in_range(instant: datetime) -> datetime:
+    """An aware instant as UTC, or ValueError when it lies outside the years beatd handles.
+
+    An offset can carry an instant past year 9999 (``9999-12-31T23:00:00-14:00``),
+    where Python's datetime overflows; beatd handles years MIN_YEAR+1 to MAX_YEAR-1.
+    """
+    try:
+        utc = instant.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not MIN_YEAR < utc.year < MAX_YEAR:
+        raise ValueError(
+            f"{instant.isoformat()} is out of range: "
+            f"instants from year {MIN_YEAR + 1} to {MAX_YEAR - 1} are supported"
+        )
+    return utc
+
+
+def check_instant(value: datetime, what: str) -> datetime:
+    """An instant given to a command or the API: aware and in range, as UTC; else ConfigError."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigError(f"{what}: needs a time zone (an aware datetime)")
+    try:
+        return in_range(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def parse_zone(value: object) -> ZoneInfo:
@@ -199,7 +230,7 @@ def parse_instant(value: object, zone: ZoneInfo) -> datetime:
         )
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         return localize(parsed, zone)
-    return parsed.astimezone(UTC)
+    return in_range(parsed)
 
 
 def format_instant(value: datetime) -> str:
@@ -214,6 +245,24 @@ def _shared_text(value: object, *, empty: bool = False) -> str:
     """A checked string, interned: a hundred thousand schedules share one task or queue name."""
     text = _text(value, empty=empty)
     return sys.intern(text) if type(text) is str else text
+
+
+def _amqp_name(value: object, *, empty: bool = False) -> str:
+    """A name that goes out as an AMQP short string: at most MAX_SHORT bytes of UTF-8."""
+    text = _shared_text(value, empty=empty)
+    size = len(text.encode())  # printable text holds no lone surrogate
+    if size > MAX_SHORT:
+        raise ValueError(
+            f"must be at most {MAX_SHORT} bytes as UTF-8 (an AMQP short string), got {size}"
+        )
+    return text
+
+
+def _task(value: object) -> str:
+    text = _shared_text(value)
+    if len(text) > MAX_TASK:
+        raise ValueError(f"must be at most {MAX_TASK} characters, got {len(text)}")
+    return text
 
 
 def _text(value: object, *, empty: bool = False) -> str:
@@ -270,10 +319,16 @@ def _json_payload(value: object, kind: type) -> Any:
     if _too_deep(value):
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_no_json)
+        text = json.dumps(
+            value, allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=_no_json
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"must hold only JSON values: {exc}") from None
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise ValueError(f"holds text that is not valid Unicode: {bad!r}") from None
     if size > MAX_PAYLOAD:
         raise ValueError(f"too large: {size} bytes as JSON, at most {MAX_PAYLOAD} (64 KiB)")
     loaded = json.loads(text)  # a deep, plain copy: nothing shared with the caller
@@ -372,13 +427,13 @@ _Parser = Callable[[Any], Any]
 def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
     """The parser of each option (cached per zone: built once, not once per schedule)."""
     return {
-        "task": _shared_text,
+        "task": _task,
         "args": lambda v: _json_payload(v, list),
         "kwargs": lambda v: _json_payload(v, dict),
         "headers": lambda v: _json_payload(v, dict),
-        "queue": _shared_text,
-        "exchange": lambda v: _shared_text(v, empty=True),
-        "routing_key": lambda v: _shared_text(v, empty=True),
+        "queue": _amqp_name,
+        "exchange": lambda v: _amqp_name(v, empty=True),
+        "routing_key": lambda v: _amqp_name(v, empty=True),
         "format": lambda v: _choice(v, Format),
         "misfire": lambda v: _choice(v, Misfire),
         "start": lambda v: parse_instant(v, zone),
@@ -407,11 +462,19 @@ def _options(table: Mapping[str, Any], zone: ZoneInfo, problems: _Problems) -> d
 
 
 def schedule_from_table(
-    name: str, table: Mapping[str, Any], defaults: Defaults, source: Source
+    name: str,
+    table: Mapping[str, Any],
+    defaults: Defaults,
+    source: Source,
+    *,
+    stored: bool = False,
 ) -> Schedule:
     """Validate one schedule's table and build it; ConfigError lists every problem.
 
-    Each problem is one line: ``schedule 'nightly': cron: ...``.
+    Each problem is one line: ``schedule 'nightly': cron: ...``. Unless
+    `stored` (a definition read back from the database, checked when it was
+    written), what its messages carry is checked too: headers AMQP can carry
+    and beatd does not set itself, a header frame that fits (publish/messages.py).
     """
     bad_name = check_name(name)
     if bad_name is not None:
@@ -435,14 +498,22 @@ def schedule_from_table(
 
     spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
     options = _options(table, zone, problems)
+    options.setdefault("format", defaults.format)
+    if options.get("headers") and not stored:
+        for key, problem in header_problems(options["headers"], options["format"]):
+            problems.add(key, problem)
 
     if problems.lines or spec is None:
         lines = problems.lines or [f"schedule {name!r}: invalid"]
         raise ConfigError(lines[0], problems=lines)
-    options.setdefault("format", defaults.format)
     options.setdefault("kwargs", _NO_OPTIONS)
     options.setdefault("headers", _NO_OPTIONS)
-    return Schedule(name=name, spec=_shared_spec(spec), timezone=zone, source=source, **options)
+    schedule = Schedule(name=name, spec=_shared_spec(spec), timezone=zone, source=source, **options)
+    too_big = None if stored else frame_problem(schedule)
+    if too_big is not None:
+        problems.add("headers", too_big)
+        raise ConfigError(problems.lines[0], problems=problems.lines)
+    return schedule
 
 
 _NO_OPTIONS: Mapping[str, Any] = {}

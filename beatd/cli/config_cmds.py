@@ -10,6 +10,7 @@ from beatd import timing
 from beatd.api import opened
 from beatd.cli.main import EXIT_OK, add_command
 from beatd.cli.output import iso_local, iso_utc, print_json, print_table, relative, table_time
+from beatd.codec import check_instant
 from beatd.config import load_settings
 from beatd.errors import ConfigError
 from beatd.model import Fire
@@ -64,7 +65,7 @@ def parse_instant(flag: str, text: str) -> datetime:
         raise ConfigError(
             f"{flag}: not an ISO-8601 time such as 2027-03-14T09:00:00Z: {text!r}"
         ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return check_instant(value if value.tzinfo is not None else value.replace(tzinfo=UTC), flag)
 
 
 def _upcoming(args: argparse.Namespace) -> int:
@@ -87,7 +88,8 @@ def _upcoming(args: argparse.Namespace) -> int:
             return EXIT_OK
         now = beat.clock.now()
         names = {f.schedule for f in fires}
-        schedules = {i.name: i.schedule for i in beat.list() if i.name in names}
+        # Worded once per schedule, not once per fire: cron-descriptor is slow.
+        specs = {i.name: timing.describe(i.schedule.spec) for i in beat.list() if i.name in names}
     if not fires:
         print("no upcoming fires")
         return EXIT_OK
@@ -99,7 +101,7 @@ def _upcoming(args: argparse.Namespace) -> int:
                 table_time(f.local),
                 table_time(f.at.astimezone(UTC)),
                 relative(f.at, now),
-                timing.describe(schedules[f.schedule].spec) if f.schedule in schedules else "-",
+                specs.get(f.schedule, "-"),
             )
             for f in fires
         ],

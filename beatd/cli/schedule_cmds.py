@@ -12,7 +12,7 @@ from beatd.api import Beat, ScheduleInfo, opened
 from beatd.cli.config_cmds import parse_limit
 from beatd.cli.main import add_command
 from beatd.cli.output import print_table
-from beatd.codec import schedule_to_table
+from beatd.codec import check_instant, schedule_to_table
 from beatd.errors import ConfigError
 from beatd.model import FireRecord
 
@@ -144,7 +144,7 @@ def parse_instant(flag: str, text: str) -> datetime:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(f"{flag}: not an ISO-8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return check_instant(value if value.tzinfo else value.replace(tzinfo=UTC), flag)
 
 
 def _backfill(args: argparse.Namespace) -> int:

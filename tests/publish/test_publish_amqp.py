@@ -203,7 +203,7 @@ def test_a_missing_exchange_returns_its_messages_and_sends_the_rest(
         amqp_channel.exchange_delete(exchange)
 
 
-def test_a_message_pika_cannot_encode_is_returned_alone(
+def test_a_message_pika_cannot_encode_fails_alone(
     amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
 ) -> None:
     good = build_message(make_schedule(queue=queue_name), NOW, NOW)
@@ -211,8 +211,9 @@ def test_a_message_pika_cannot_encode_is_returned_alone(
 
     results = amqp_publisher.publish([bad, good], NOW)
 
-    assert results[0].status is Status.RETURNED
-    assert results[0].reason is not None and results[0].reason.startswith("cannot encode")
+    assert results[0] == Result(
+        "bad", Status.FAILED, "cannot be sent: AMQP headers cannot carry a float value"
+    )
     assert results[1] == Result(good.fire_id, Status.CONFIRMED)
     assert [g.fire_id for g in consume(amqp_channel, queue_name, 1)] == [good.fire_id]
 
@@ -387,11 +388,13 @@ def test_names_the_broker_refuses_fail_alone(
     results = amqp_publisher.publish([reserved, too_long, long_exchange, good], NOW)
 
     statuses = [r.status for r in results]
-    assert statuses == [Status.RETURNED, Status.RETURNED, Status.RETURNED, Status.CONFIRMED]
+    assert statuses == [Status.RETURNED, Status.FAILED, Status.FAILED, Status.CONFIRMED]
     assert results[0].reason == (
         f"unroutable: NO_ROUTE (exchange '', routing key 'amq.{queue_name}')"
     )
-    assert results[1].reason is not None and results[1].reason.startswith("cannot encode")
+    assert results[1].reason is not None and results[1].reason.startswith(
+        "cannot be sent: a name is over 255 bytes"
+    )
     assert amqp_publisher.publish([good], NOW)[0].status is Status.CONFIRMED  # still connected
     assert queue_depth(amqp_channel, queue_name) == 2
 
