@@ -25,10 +25,10 @@ from beatd.codec import check_instant, schedule_from_table
 from beatd.config import Settings, load_settings, settings_from_document
 from beatd.errors import ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
-from beatd.model import Every, Fire, FireRecord, Outcome, Schedule, Source
+from beatd.model import Decision, Every, Fire, FireRecord, Outcome, Schedule, Source, StoredSchedule
 from beatd.publish.messages import build_message
 from beatd.store import has_tables, open_store
-from beatd.store.base import Decision, Store, StoredSchedule
+from beatd.store.base import Store
 from beatd.upcoming import upcoming as merge_upcoming
 
 MAX_HISTORY = 100_000  # rows one history call may return

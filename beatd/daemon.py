@@ -23,7 +23,7 @@ import gc
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
 from beatd.model import Schedule
-from beatd.publish.base import Message, Publisher
+from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay
@@ -47,6 +47,7 @@ log = logging.getLogger("beatd.daemon")
 MAX_IDLE = 5.0  # seconds a loop waits at most, even with nothing to do
 CHANGE_POLL = 0.5  # seconds between change_count() polls
 DRAIN_TIMEOUT = 10.0  # seconds SIGTERM may spend publishing what is due
+DRAIN_MARGIN = timedelta(milliseconds=50)  # ...which is what is due within the lookahead
 BACKLOG_EVERY = 1.0  # seconds between outbox counts (metric and status)
 HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
 STORE_RETRY = RetryPolicy(initial=0.5, max=5.0)
@@ -115,7 +116,7 @@ class Daemon:
         self.ticker = Ticker(
             store, self.leader, build_message, self.metrics, on_recorded=self._recorded
         )
-        self.relay = Relay(store, publisher, self.time, self.metrics, term=self._term)
+        self.relay = Relay(store, publisher, self.time, self.metrics, leader=self.leader)
         self._stop = threading.Event()  # stop deciding
         self._decided = threading.Event()  # the tick loop has stopped: nothing more to record
         self._release = threading.Event()  # relay drained: give the lease up
@@ -147,12 +148,8 @@ class Daemon:
         self.metrics.renew_failures.inc()
         self._outage.failed("lease", exc)
 
-    def _term(self) -> int | None:
-        lease = self.leader.lease
-        return None if lease is None else lease.epoch
-
-    def _recorded(self, epoch: int, messages: list[Message]) -> None:
-        self.relay.offer(epoch, messages)
+    def _recorded(self) -> None:
+        self.relay.poke()
         self._relay_wake.set()
 
     def _wake_all(self) -> None:
@@ -307,13 +304,13 @@ class Daemon:
         while True:
             if self._decided.is_set() and deadline is None:  # the last fires recorded are in
                 deadline = self.clock.monotonic() + DRAIN_TIMEOUT
-            wait, due_in = 1.0, None  # due_in: seconds until the next fire to publish
+            wait, drained = 1.0, False
             try:
                 next_at = self.relay.run_once(self.time.now())
+                if deadline is not None:  # fires recorded ahead are due this soon
+                    drained = self.relay.drained(self.time.now(), LOOKAHEAD + DRAIN_MARGIN)
                 if self.leader.is_leading():
                     wait = _seconds_until(next_at, self.time.now(), 1.0)
-                    if next_at is not None:
-                        due_in = (next_at - self.time.now()).total_seconds()
                     if self.clock.monotonic() - counted >= BACKLOG_EVERY:
                         counted = self.clock.monotonic()
                         self._backlog = self.store.backlog()
@@ -325,8 +322,6 @@ class Daemon:
                 log.exception("relay failed")
                 wait = 1.0
             self._update_status()
-            soon = LOOKAHEAD.total_seconds() + 0.05  # fires recorded ahead are due this soon
-            drained = due_in is None or due_in > soon
             if deadline is not None and (drained or self.clock.monotonic() > deadline):
                 self._settle_quietly()
                 return  # drained what is due (or out of time): the rest waits for the next leader
@@ -352,7 +347,7 @@ class Daemon:
                 continue
             if count != seen:
                 seen = count
-                self.relay.recheck()
+                self.relay.poke()  # e.g. a trigger from another process
                 self._tick_wake.set()
                 self._relay_wake.set()
 

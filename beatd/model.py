@@ -142,8 +142,80 @@ class FireRecord:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Who leads, under which fencing epoch, until when (database clock)."""
+    """Who leads, under which fencing epoch, until when (database clock).
+
+    `holder` is the configured instance id (shown in logs and status; several
+    processes may share it); `token` is the process's own nonce. Renew,
+    release and every fenced write compare (token, epoch), so two processes
+    with one `instance_id` never pass fencing at one epoch.
+    """
 
     holder: str
     epoch: int
     expires_at: datetime
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A running beatd process as the cluster sees it (leader or standby)."""
+
+    holder: str
+    token: str
+    started_at: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    fire_id: str  # AMQP message_id (and Celery task id)
+    schedule: str
+    scheduled_for: datetime  # nominal instant, aware UTC
+    publish_at: datetime  # scheduled_for + jitter
+    exchange: str
+    routing_key: str
+    body: bytes
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    priority: int | None = None
+    expires_at: datetime | None = None  # TTL is computed from this at publish time
+    queue: str | None = None  # declare this durable queue if it does not exist
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSchedule:
+    """A schedule with the run state the store keeps for it."""
+
+    schedule: Schedule
+    next_at: datetime | None  # the next instant not yet decided; None = finished
+    last_at: datetime | None  # the latest instant decided (sent or dropped)
+    fires: int  # instants recorded as fires so far (for max_fires)
+    paused: bool
+    note: str | None
+    version: int  # bumped on every change of definition or pause
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the planner decided for one instant of one schedule."""
+
+    schedule: str
+    scheduled_for: datetime
+    fire_id: str
+    outcome: Outcome  # PENDING (to send; `message` is set) or DROPPED
+    reason: str | None = None
+    message: Message | None = None
+    manual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """Move a schedule's run state forward, if its version is still `version`."""
+
+    name: str
+    version: int
+    next_at: datetime | None
+    last_at: datetime | None
+    fires_added: int

@@ -27,10 +27,9 @@ import sqlalchemy as sa
 
 from beatd import migrate
 from beatd.ids import fire_id
-from beatd.model import Every, Outcome, Schedule
-from beatd.publish.base import Message
+from beatd.model import Advance, Decision, Every, Message, Outcome, Schedule
 from beatd.store import open_store
-from beatd.store.base import Advance, Decision, Store
+from beatd.store.base import Store
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DUE = 100
@@ -101,7 +100,7 @@ def run(url: str, n: int) -> dict[str, float]:
         assert len(due) == min(n, DUE), len(due)
         figures["due_ms"] = median_ms(lambda: store.due(NOW, 1000))
         figures["next_due_at_ms"] = median_ms(store.next_due_at)
-        lease = store.acquire("bench", timedelta(minutes=5))
+        lease = store.acquire("bench", timedelta(minutes=5), "bench")
         batch = decisions(1000)
         versions = {s.schedule.name: s.version for s in due}
         advances = [

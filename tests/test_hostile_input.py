@@ -305,7 +305,9 @@ def test_what_is_accepted_at_every_bound_is_stored_and_sent(
         beat.add(name, every="1m", task="t" * 255, queue=queue, headers=headers, kwargs={"a": 1})
         beat.add("json", every="1m", task="t", queue=queue, format="json", headers={"task": "ok"})
         fires = [beat.trigger(name), beat.trigger("json")]  # PostgreSQL stores the outbox rows
-        pending = beat.store.pending(beat.clock.now() + timedelta(seconds=1), 10)
+        lease = beat.store.acquire("test", timedelta(seconds=30), "token")
+        assert lease is not None
+        pending = beat.store.claim(lease, beat.clock.now() + timedelta(seconds=1), 10)
         assert sorted(m.fire_id for m in pending) == sorted(fires)
     publisher = AmqpPublisher(amqp_server, name=f"beatd-test-{uuid.uuid4().hex[:12]}")
     try:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -20,6 +21,7 @@ from beatd.daemon import STORE_RETRY, Daemon
 from beatd.errors import BeatdError, SchemaError, StoreError
 from beatd.http import HttpServer
 from beatd.logs import FORMATS, scrub, setup
+from beatd.model import Lease
 from beatd.publish import open_publisher
 from beatd.store import MEMORY, has_tables, open_store
 from beatd.store.base import Store
@@ -145,6 +147,20 @@ def _health(check: Any, secrets: list[str]) -> str:
     return "ok" if problem is None else f"error: {scrub(str(problem), secrets)}"
 
 
+def _instances(store: Store, lease: Lease | None, ttl: timedelta) -> list[dict[str, Any]]:
+    """Every process seen within two leases: its id, role and when it was last seen."""
+    seen = store.instances(store.db_now() - 2 * max(ttl, timedelta(seconds=2)))
+    return [
+        {
+            "id": i.holder,
+            "role": "leader" if lease is not None and i.token == lease.token else "standby",
+            "started_at": iso_utc(i.started_at),
+            "last_seen": iso_utc(i.last_seen),
+        }
+        for i in seen
+    ]
+
+
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     secrets = _secrets(settings)
@@ -153,6 +169,7 @@ def _status(args: argparse.Namespace) -> int:
         "epoch": None,
         "lease_expires": None,
         "backlog": None,
+        "instances": [],
         "database": "ok",
         "broker": "ok",
         "database_url": redact_url(settings.database),
@@ -167,6 +184,7 @@ def _status(args: argparse.Namespace) -> int:
                     leader=lease.holder, epoch=lease.epoch, lease_expires=iso_utc(lease.expires_at)
                 )
             report["backlog"] = store.backlog()
+            report["instances"] = _instances(store, lease, settings.lease)
         finally:
             store.close()
     except BeatdError as exc:
@@ -184,6 +202,11 @@ def _status(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         for key, value in report.items():
+            if key == "instances":
+                value = (
+                    ", ".join(f"{i['id']} ({i['role']}, seen {i['last_seen']})" for i in value)
+                    or None
+                )
             print(f"{key + ':':<15}{'-' if value is None else value}")
     healthy = report["database"] == "ok" and report["broker"] == "ok"
     sys.stdout.flush()

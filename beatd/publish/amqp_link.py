@@ -21,6 +21,7 @@ import pika.frame
 import pika.spec
 
 from beatd.errors import BrokerError
+from beatd.model import Message
 from beatd.publish import amqp_wire
 from beatd.publish.amqp_wire import (
     ENCODE_ERRORS,
@@ -30,7 +31,7 @@ from beatd.publish.amqp_wire import (
     marshal,
     properties,
 )
-from beatd.publish.base import Message, Result, Status
+from beatd.publish.base import Result, Status
 
 log = logging.getLogger("beatd.publish.amqp")
 

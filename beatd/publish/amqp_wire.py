@@ -23,7 +23,7 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
-from beatd.publish.base import Message
+from beatd.model import Message
 from beatd.publish.messages import MESSAGE_MAX
 
 FRAME_OVERHEAD = pika.spec.FRAME_HEADER_SIZE + pika.spec.FRAME_END_SIZE

@@ -14,49 +14,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from beatd.model import FireRecord, Lease, Outcome, Schedule
-from beatd.publish.base import Message
+from beatd.model import (
+    Advance,
+    Decision,
+    FireRecord,
+    Instance,
+    Lease,
+    Message,
+    Schedule,
+    StoredSchedule,
+)
 
 NextAt = Callable[[Schedule], "datetime | None"]
 """Computes a schedule's first instant to decide (strictly after "now")."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSchedule:
-    """A schedule with the run state the store keeps for it."""
-
-    schedule: Schedule
-    next_at: datetime | None  # the next instant not yet decided; None = finished
-    last_at: datetime | None  # the latest instant decided (sent or dropped)
-    fires: int  # instants recorded as fires so far (for max_fires)
-    paused: bool
-    note: str | None
-    version: int  # bumped on every change of definition or pause
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the planner decided for one instant of one schedule."""
-
-    schedule: str
-    scheduled_for: datetime
-    fire_id: str
-    outcome: Outcome  # PENDING (to send; `message` is set) or DROPPED
-    reason: str | None = None
-    message: Message | None = None
-    manual: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Advance:
-    """Move a schedule's run state forward, if its version is still `version`."""
-
-    name: str
-    version: int
-    next_at: datetime | None
-    last_at: datetime | None
-    fires_added: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +40,11 @@ class ScheduleStore(Protocol):
     """Schedules and their run state.
 
     Every change (load_file, put, delete, pausing) also withdraws the
-    schedule's fires recorded ahead whose instant is still to come: their
-    fire and outbox rows go, and a schedule whose timing did not change is
-    decided again from the earliest of them, so the change applies to every
-    fire not due yet.
+    schedule's fires recorded ahead whose instant is still to come and that
+    the relay has not claimed (manual fires excepted): their fire and outbox
+    rows go, and a schedule whose timing did not change is decided again from
+    the earliest of them, so the change applies to every fire not going out
+    yet. A claimed fire goes out as recorded, and history says so.
     """
 
     def load_file(self, schedules: Sequence[Schedule], next_at: NextAt) -> ReconcileResult:
@@ -151,16 +122,18 @@ class FireLog(Protocol):
         """
         ...
 
-    def still_pending(self, fire_ids: Sequence[str]) -> set[str]:
-        """The ids among `fire_ids` still in the outbox (a change may have withdrawn some)."""
+    def claim(self, lease: Lease, through: datetime, limit: int) -> list[Message]:
+        """Take outbox messages with publish_at <= through to publish them now.
+
+        Fenced like record (Fenced, nothing written, unless `lease` is
+        current). Marks at most `limit` messages not claimed in this epoch
+        (never claimed, or by an older epoch) as claimed by it and returns
+        them, oldest publish_at first. From then on no change withdraws them.
+        """
         ...
 
-    def pending(self, now: datetime, limit: int) -> list[Message]:
-        """Outbox messages with publish_at <= now, oldest publish_at first."""
-        ...
-
-    def next_publish_at(self) -> datetime | None:
-        """The earliest publish_at in the outbox."""
+    def next_publish_at(self, epoch: int) -> datetime | None:
+        """The earliest publish_at among outbox messages not claimed in `epoch`."""
         ...
 
     def mark_sent(self, fire_ids: Sequence[str], sent_at: datetime) -> None:
@@ -181,12 +154,17 @@ class FireLog(Protocol):
 
 
 class LeaseStore(Protocol):
-    def acquire(self, holder: str, ttl: timedelta) -> Lease | None:
-        """Take the lease if free or expired (epoch + 1), or renew it if ours."""
+    """The leader lease (compare-and-set, judged by the database clock) and the roll call."""
+
+    def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:
+        """Take the lease if free, expired or still marked as `token`'s; always epoch + 1.
+
+        `token` is the calling process's nonce; None when another holds it.
+        """
         ...
 
     def renew(self, lease: Lease, ttl: timedelta) -> Lease | None:
-        """Extend our lease by compare-and-set on holder and epoch; None if lost."""
+        """Extend our lease by compare-and-set on token and epoch; None if lost."""
         ...
 
     def release(self, lease: Lease) -> None:
@@ -199,6 +177,14 @@ class LeaseStore(Protocol):
 
     def db_now(self) -> datetime:
         """The database's clock, aware UTC: the time authority for leases."""
+        ...
+
+    def heartbeat(self, holder: str, token: str, *, leaving: bool = False) -> None:
+        """Note this process as seen now (database clock); `leaving` removes it."""
+        ...
+
+    def instances(self, since: datetime) -> list[Instance]:
+        """The processes seen since `since`, oldest first."""
         ...
 
 

@@ -12,8 +12,7 @@ from publish_support import NOW, make_schedule
 
 from beatd.errors import ScheduleError
 from beatd.ids import fire_id
-from beatd.model import Format
-from beatd.publish.base import Message
+from beatd.model import Format, Message
 from beatd.publish.messages import build_message, iso_z, message_from_json, message_to_json
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
