@@ -35,7 +35,7 @@ from beatd.model import (
     Source,
     Spec,
 )
-from beatd.publish.messages import frame_problem, header_problems
+from beatd.publish.messages import TTL_MAX, frame_problem, header_problems
 from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
 
 KINDS = ("cron", "every", "rrule", "at")
@@ -85,11 +85,16 @@ class _Problems:
     lines: list[str] = field(default_factory=list)
 
     def add(self, key: str, message: str) -> None:
+        key, message = _clip(key, 80), _clip(message, 240)  # a value quoted in it may be huge
         self.lines.append(
             f"schedule {self.name!r}: {key}: {message}"
             if key
             else f"schedule {self.name!r}: {message}"
         )
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def check_name(name: object) -> str | None:
@@ -288,6 +293,16 @@ def _check_duration(value: object, zero_ok: bool) -> timedelta:
     return delta
 
 
+def _expires(value: object) -> timedelta:
+    delta = _duration(value, zero_ok=False)
+    if delta > TTL_MAX:
+        raise ValueError(
+            f"must be at most {format_duration(TTL_MAX)} (RabbitMQ refuses a message TTL "
+            f"over 10 years), got {value!r}"
+        )
+    return delta
+
+
 def _choice(value: object, enum: Any) -> Any:
     choices = [str(member) for member in enum]
     if not isinstance(value, str) or value not in choices:
@@ -439,7 +454,7 @@ def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
         "start": lambda v: parse_instant(v, zone),
         "end": lambda v: parse_instant(v, zone),
         "jitter": lambda v: _duration(v, zero_ok=True),
-        "expires": lambda v: _duration(v, zero_ok=False),
+        "expires": _expires,
         "grace": lambda v: _duration(v, zero_ok=False),
         "max_fires": lambda v: _integer(v, 1, None),
         "enabled": _boolean,

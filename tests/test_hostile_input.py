@@ -70,6 +70,10 @@ CASES = {
     # item 2: a message no frame carries
     "task-200000": Case({"task": "t" * 200_000}, "task", "at most 255 characters"),
     "headers-over-frame-max": Case({"headers": {"k": BIG_INTS}}, "headers", "frame_max of 131072"),
+    "expires-over-10-years": Case({"expires": "3651d"}, "expires", "at most 3650d"),
+    "every-of-100000-characters": Case(
+        {"every": "x" * 100_000}, "every", "expected a duration"
+    ),  # found by fuzz/fuzz_message.py: the line quoted all of it
     # item 3: instants whose offset overflows
     "at-overflow": Case({"at": OVERFLOW}, "at", "out of range"),
     "start-overflow": Case({"start": OVERFLOW}, "start", "out of range"),
@@ -105,7 +109,7 @@ TOML_PARAMS = [pytest.param(case, id=name) for name, case in CASES.items() if ca
 def _table(case: Case) -> dict[str, Any]:
     table: dict[str, Any] = {"task": "app.tasks.t"} | case.options
     if "at" not in table:
-        table["every"] = "1m"
+        table.setdefault("every", "1m")
     return table
 
 
@@ -333,13 +337,13 @@ def test_without_headers_no_schedule_can_outgrow_a_frame() -> None:
         routing_key=wide * 63,
         args=(wide * 16_000,),
         kwargs={wide: wide * 16_000},
-        expires=timedelta(days=36_500),
+        expires=timedelta(days=3650),
         priority=255,
     )
     at = datetime(2000, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC)
     for fmt in Format:
         message = build_message(dataclasses.replace(schedule, format=fmt), at, at, manual=True)
-        frame = header_frame(1, message, properties(message, at, 10**12), 1 << 30)
+        frame = header_frame(1, message, properties(message, at, 315_360_000_000), 1 << 30)
         assert len(frame) < FRAME_MAX // 8
 
 

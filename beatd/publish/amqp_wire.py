@@ -16,7 +16,7 @@ import functools
 import math
 import struct
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pika
 import pika.exceptions
@@ -24,10 +24,11 @@ import pika.frame
 import pika.spec
 
 from beatd.model import Message
-from beatd.publish.messages import MESSAGE_MAX
+from beatd.publish.messages import MESSAGE_MAX, TTL_MAX
 
 FRAME_OVERHEAD = pika.spec.FRAME_HEADER_SIZE + pika.spec.FRAME_END_SIZE
 PREPARED_CHANNEL = 1  # the confirm channel: the first one opened on every connection
+TTL_MAX_MS = TTL_MAX // timedelta(milliseconds=1)
 PREPARED_FRAME_MAX = pika.spec.FRAME_MIN_SIZE  # frames this size fit any negotiated frame_max
 
 
@@ -80,6 +81,8 @@ def header_frame(
             f"its header frame (properties, headers, task name, argument reprs) is "
             f"{len(header)} bytes, over the frame_max of {frame_max}"
         )
+    if props.expiration is not None and int(props.expiration) > TTL_MAX_MS:
+        raise Unframeable(f"its TTL of {props.expiration} ms is over RabbitMQ's 10 years")
     if len(message.body) > MESSAGE_MAX:
         raise Unframeable(
             f"its body is {len(message.body)} bytes, over RabbitMQ's {MESSAGE_MAX} bytes"

@@ -43,6 +43,7 @@ _LONG = (-(2**63), 2**63 - 1)  # an AMQP signed long: the widest integer pika en
 # Never reached: args and kwargs are at most 64 KiB of JSON each (codec.MAX_PAYLOAD).
 MESSAGE_MAX = 16 * 1024 * 1024  # RabbitMQ 4's default max_message_size (3.x: 128 MiB)
 FRAME_MAX = 131_072  # RabbitMQ's and pika's default frame_max: one header frame must fit
+TTL_MAX = timedelta(days=3650)  # RabbitMQ refuses a message TTL over 10 years (check_expiry)
 _SAMPLE_AT = datetime(2000, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC)  # the longest ISO instant
 
 

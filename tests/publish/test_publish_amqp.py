@@ -533,3 +533,22 @@ def test_a_header_frame_of_exactly_frame_max_is_sent_one_byte_more_is_not(
 
     assert [r.status for r in results] == [Status.CONFIRMED, Status.FAILED]
     assert [g.fire_id for g in consume(amqp_channel, queue_name, 1)] == [exact.fire_id]
+
+
+def test_a_message_whose_ttl_rabbitmq_refuses_fails_alone(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    # RabbitMQ closes the channel (406 PRECONDITION_FAILED, value_too_large) on a
+    # TTL over 10 years (found by fuzz/fuzz_message.py: expires = "36500d").
+    good = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    forever = dataclasses.replace(good, fire_id="forever", expires_at=NOW + timedelta(days=3651))
+
+    results = amqp_publisher.publish([forever, good], NOW)
+
+    assert results[0] == Result(
+        "forever",
+        Status.FAILED,
+        "cannot be sent: its TTL of 315446400000 ms is over RabbitMQ's 10 years",
+    )
+    assert results[1] == Result(good.fire_id, Status.CONFIRMED)
+    assert [g.fire_id for g in consume(amqp_channel, queue_name, 1)] == [good.fire_id]
