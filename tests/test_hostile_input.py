@@ -259,6 +259,18 @@ def test_an_overflowing_instant_on_the_command_line_is_one_line(
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_backfill_of_fires_that_would_expire_after_9999_is_one_line(
+    api_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Beat.from_config(api_config) as beat:
+        beat.add("e", every="1d", task="t", expires="3650d")
+    argv = ["backfill", "e", "--from", "9997-01-01T00:00:00Z", "--to", "9997-01-02T00:00:00Z"]
+
+    assert main(["--config", str(api_config), *argv]) == 2
+
+    _one_line(capsys.readouterr().err, "expires", "would expire after 9999", schedule="e")
+
+
 def test_the_api_refuses_overflowing_instants(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/beatd.db"
     migrate.upgrade(url)

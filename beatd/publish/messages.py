@@ -73,7 +73,7 @@ def build_message(
         raise ValueError("build_message needs aware datetimes")
     scheduled_for = scheduled_for.astimezone(UTC)
     fid = fire_id(schedule.name, scheduled_for)
-    expires_at = scheduled_for + schedule.expires if schedule.expires is not None else None
+    expires_at = _expires_at(schedule, scheduled_for)
     headers = _user_headers(schedule) if schedule.headers else {}
     if schedule.format is Format.CELERY:
         body = _celery_body(schedule)
@@ -97,6 +97,17 @@ def build_message(
         # On the default exchange the routing key *is* the queue's name.
         queue=schedule.route if schedule.exchange == "" else None,
     )
+
+
+def _expires_at(schedule: Schedule, scheduled_for: datetime) -> datetime | None:
+    if schedule.expires is None:
+        return None
+    try:
+        return scheduled_for + schedule.expires
+    except OverflowError:  # a fire in year 9997 (backfill) that expires after 9999
+        raise ScheduleError(
+            schedule.name, "expires", f"a fire at {iso_z(scheduled_for)} would expire after 9999"
+        ) from None
 
 
 def _celery_headers(
