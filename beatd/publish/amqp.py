@@ -39,9 +39,12 @@ Errors (all pika exceptions become BrokerError in ``_mapped``)
     the wait (``RetryPolicy``), during which ``publish`` fails fast without
     touching the network. Authentication and virtual-host errors are raised
     the same way but need an operator. Per message, never raised: RETURNED
-    (unroutable, missing exchange, or a message pika cannot encode), NACKED
-    (``basic.nack``: the broker refused it, e.g. a full queue with
-    ``overflow=reject-publish``), EXPIRED (``expires_at`` reached first).
+    (unroutable, missing exchange), FAILED (pika cannot encode it, or its
+    header frame is over the connection's frame_max, or its TTL over the 10
+    years RabbitMQ takes: any of these would close the connection or channel
+    for everyone, so it is never written), NACKED (``basic.nack``: the broker
+    refused it, e.g. a full queue with ``overflow=reject-publish``), EXPIRED
+    (``expires_at`` reached first).
 """
 
 from __future__ import annotations
