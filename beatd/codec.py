@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -124,22 +124,29 @@ def did_you_mean(word: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def in_range(instant: datetime) -> datetime:
-    """An aware instant as UTC, or ValueError when it lies outside the years beatd handles.
-
-    An offset can carry an instant past year 9999 (``9999-12-31T23:00:00-14:00``),
-    where Python's datetime overflows; beatd handles years MIN_YEAR+1 to MAX_YEAR-1.
-    """
+def to_utc(instant: datetime) -> datetime:
+    """An aware instant as UTC; ValueError when its offset carries it past the calendar
+    (``9999-12-31T23:00:00-14:00``, where Python's datetime overflows)."""
     try:
-        utc = instant.astimezone(UTC)
+        return instant.astimezone(UTC)
     except OverflowError:
-        utc = None
-    if utc is None or not MIN_YEAR < utc.year < MAX_YEAR:
-        raise ValueError(
-            f"{instant.isoformat()} is out of range: "
-            f"instants from year {MIN_YEAR + 1} to {MAX_YEAR - 1} are supported"
-        )
+        raise ValueError(_out_of_range(instant)) from None
+
+
+def in_range(instant: datetime) -> datetime:
+    """An aware instant as UTC, or ValueError outside the years beatd handles
+    (MIN_YEAR+1 to MAX_YEAR-1: the DST rule needs a year of room at both ends)."""
+    utc = to_utc(instant)
+    if not MIN_YEAR < utc.year < MAX_YEAR:
+        raise ValueError(_out_of_range(instant))
     return utc
+
+
+def _out_of_range(instant: datetime) -> str:
+    return (
+        f"{instant.isoformat()} is out of range: "
+        f"instants from year {MIN_YEAR + 1} to {MAX_YEAR - 1} are supported"
+    )
 
 
 def check_instant(value: datetime, what: str) -> datetime:
@@ -235,7 +242,7 @@ def parse_instant(value: object, zone: ZoneInfo) -> datetime:
         )
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         return localize(parsed, zone)
-    return in_range(parsed)
+    return to_utc(parsed)
 
 
 def format_instant(value: datetime) -> str:
@@ -514,8 +521,8 @@ def schedule_from_table(
     spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
     options = _options(table, zone, problems)
     options.setdefault("format", defaults.format)
-    if options.get("headers") and not stored:
-        for key, problem in header_problems(options["headers"], options["format"]):
+    if not stored:  # what a definition stored by an older beatd holds keeps loading
+        for key, problem in _unstorable(spec, options):
             problems.add(key, problem)
 
     if problems.lines or spec is None:
@@ -529,6 +536,20 @@ def schedule_from_table(
         problems.add("headers", too_big)
         raise ConfigError(problems.lines[0], problems=problems.lines)
     return schedule
+
+
+def _unstorable(spec: Spec | None, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Instants out of range, headers AMQP cannot carry or beatd sets: (key, problem)."""
+    instants = [(key, options.get(key)) for key in ("start", "end")]
+    if isinstance(spec, Once):
+        instants.append(("at", spec.at))
+    elif isinstance(spec, Every):
+        instants.append(("anchor", spec.anchor))
+    for key, instant in instants:
+        if instant is not None and not MIN_YEAR < instant.year < MAX_YEAR:
+            yield key, _out_of_range(instant)
+    if options.get("headers"):
+        yield from header_problems(options["headers"], options["format"])
 
 
 _NO_OPTIONS: Mapping[str, Any] = {}

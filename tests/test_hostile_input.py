@@ -335,6 +335,25 @@ def test_what_is_accepted_at_every_bound_is_stored_and_sent(
     assert got == set(fires)
 
 
+def test_a_definition_an_older_beatd_stored_keeps_loading(db_url: str) -> None:
+    # What the door refuses now may be in a database already: reading it back must not
+    # break `list` or the leader's due query (it is checked when written, not when read).
+    migrate.upgrade(db_url)
+    old = Schedule(
+        "old",
+        Every(timedelta(hours=1)),
+        "t",
+        end=datetime(9999, 6, 1, tzinfo=UTC),
+        headers={"task": "ignored", "ratio": 0.5},
+    )
+    with Beat(database_url=db_url) as beat:
+        beat.store.put(old, datetime(2026, 1, 1, tzinfo=UTC), replace=False)
+        assert [info.schedule for info in beat.list()] == [old]
+        assert [s.schedule for s in beat.store.due(datetime(2026, 1, 2, tzinfo=UTC), 10)] == [old]
+        with pytest.raises(ConfigError, match="out of range"):
+            beat.add("new", every="1h", task="t", end="9999-06-01T00:00:00Z")
+
+
 def test_without_headers_no_schedule_can_outgrow_a_frame() -> None:
     # messages.frame_problem encodes only schedules with headers: every other
     # part of the header frame is bounded. The largest (4-byte characters in
