@@ -259,24 +259,6 @@ def _shared_text(value: object, *, empty: bool = False) -> str:
     return sys.intern(text) if type(text) is str else text
 
 
-def _amqp_name(value: object, *, empty: bool = False) -> str:
-    """A name that goes out as an AMQP short string: at most MAX_SHORT bytes of UTF-8."""
-    text = _shared_text(value, empty=empty)
-    size = len(text.encode())  # printable text holds no lone surrogate
-    if size > MAX_SHORT:
-        raise ValueError(
-            f"must be at most {MAX_SHORT} bytes as UTF-8 (an AMQP short string), got {size}"
-        )
-    return text
-
-
-def _task(value: object) -> str:
-    text = _shared_text(value)
-    if len(text) > MAX_TASK:
-        raise ValueError(f"must be at most {MAX_TASK} characters, got {len(text)}")
-    return text
-
-
 def _text(value: object, *, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {_show(value)}")
@@ -449,13 +431,13 @@ _Parser = Callable[[Any], Any]
 def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
     """The parser of each option (cached per zone: built once, not once per schedule)."""
     return {
-        "task": _task,
+        "task": _shared_text,
         "args": lambda v: _json_payload(v, list),
         "kwargs": lambda v: _json_payload(v, dict),
         "headers": lambda v: _json_payload(v, dict),
-        "queue": _amqp_name,
-        "exchange": lambda v: _amqp_name(v, empty=True),
-        "routing_key": lambda v: _amqp_name(v, empty=True),
+        "queue": _shared_text,
+        "exchange": lambda v: _shared_text(v, empty=True),
+        "routing_key": lambda v: _shared_text(v, empty=True),
         "format": lambda v: _choice(v, Format),
         "misfire": lambda v: _choice(v, Misfire),
         "start": lambda v: parse_instant(v, zone),
@@ -539,7 +521,21 @@ def schedule_from_table(
 
 
 def _unstorable(spec: Spec | None, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """Instants out of range, headers AMQP cannot carry or beatd sets: (key, problem)."""
+    """What cannot be stored or sent: (key, problem) pairs.
+
+    Names longer than their column (and an AMQP short string), instants out
+    of range, headers AMQP cannot carry or beatd sets itself.
+    """
+    task = options.get("task")
+    if task is not None and len(task) > MAX_TASK:
+        yield "task", f"must be at most {MAX_TASK} characters, got {len(task)}"
+    for key in ("queue", "exchange", "routing_key"):
+        size = len(options.get(key, "").encode())  # printable text holds no lone surrogate
+        if size > MAX_SHORT:
+            yield (
+                key,
+                f"must be at most {MAX_SHORT} bytes as UTF-8 (an AMQP short string), got {size}",
+            )
     instants = [(key, options.get(key)) for key in ("start", "end")]
     if isinstance(spec, Once):
         instants.append(("at", spec.at))
