@@ -477,8 +477,10 @@ def schedule_from_table(
 
     Each problem is one line: ``schedule 'nightly': cron: ...``. Unless
     `stored` (a definition read back from the database, checked when it was
-    written), what its messages carry is checked too: headers AMQP can carry
-    and beatd does not set itself, a header frame that fits (publish/messages.py).
+    written, perhaps by an older beatd), what cannot be stored or sent is
+    refused too: names longer than their columns or an AMQP short string,
+    instants out of range, headers AMQP cannot carry or beatd sets itself, a
+    header frame over RabbitMQ's frame_max (publish/messages.py).
     """
     bad_name = check_name(name)
     if bad_name is not None:

@@ -70,10 +70,11 @@ def ttl_ms(message: Message, now: datetime) -> int | None:
 def header_frame(
     channel: int, message: Message, props: pika.BasicProperties, frame_max: int
 ) -> bytes:
-    """The message's content header frame; Unframeable when it is over `frame_max` bytes.
+    """The message's content header frame; Unframeable when RabbitMQ would refuse it.
 
     RabbitMQ closes the whole connection (501 frame_too_large) on a frame over
-    the negotiated frame_max, so such a message must never be written.
+    the negotiated frame_max, and the channel (406) on a TTL over 10 years or
+    a body over its max_message_size, so such a message must never be written.
     """
     header: bytes = pika.frame.Header(channel, len(message.body), props).marshal()
     if len(header) > frame_max:
@@ -90,7 +91,7 @@ def header_frame(
     return header
 
 
-def framing_problem(message: Message, frame_max: int) -> str | None:
+def message_problem(message: Message, frame_max: int) -> str | None:
     """Why `message` cannot be sent on a connection with `frame_max`, or None when it can."""
     try:
         props = properties(message, message.publish_at, ttl_ms(message, message.scheduled_for))

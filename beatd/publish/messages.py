@@ -199,15 +199,16 @@ def _user_headers(schedule: Schedule) -> dict[str, Any]:
     Headers beatd sets itself are left out (a definition stored before they
     were refused at the door keeps loading).
     """
-    headers: dict[str, Any] = {}
     reserved = BEATD_HEADERS[schedule.format]
-    for key, value in schedule.headers.items():
-        if key not in reserved:
-            try:
-                headers[_header_key("headers", key)] = _header_value(_where("headers", key), value)
-            except _Unsendable as exc:
-                raise ScheduleError(schedule.name, exc.where, exc.problem) from None
-    return headers
+    try:
+        return dict(_header(k, v) for k, v in schedule.headers.items() if k not in reserved)
+    except _Unsendable as exc:
+        raise ScheduleError(schedule.name, exc.where, exc.problem) from None
+
+
+def _header(key: str, value: object) -> tuple[str, object]:
+    """One of a schedule's headers as pika encodes it; _Unsendable when it cannot be."""
+    return _header_key("headers", key), _header_value(_where("headers", key), value)
 
 
 class _Unsendable(Exception):
@@ -260,11 +261,10 @@ def _header_value(where: str, value: object) -> object:
         return [_header_value(where, item) for item in value]
     if isinstance(value, Mapping):
         return {_header_key(where, k): _header_value(_where(where, k), v) for k, v in value.items()}
-    shown = (
-        f"{value!r} is a number with a fraction"
-        if isinstance(value, float)
-        else (f"{type(value).__name__} values cannot be sent")
-    )
+    if isinstance(value, float):
+        shown = f"{value!r} is a number with a fraction"
+    else:
+        shown = f"{type(value).__name__} values cannot be sent"
     raise _Unsendable(
         where,
         f"{shown}: AMQP headers carry strings, whole numbers, booleans, lists and tables "
@@ -276,13 +276,13 @@ def header_problems(headers: Mapping[str, Any], format: Format) -> list[tuple[st
     """Headers beatd sets itself or AMQP cannot carry: (key, problem) pairs, [] when none."""
     problems: list[tuple[str, str]] = []
     for key, value in headers.items():
-        where = _where("headers", key)
         if key in BEATD_HEADERS[format]:
-            problems.append((where, f"beatd sets this header itself ({format} format)"))
+            problems.append(
+                (_where("headers", key), f"beatd sets this header itself ({format} format)")
+            )
             continue
         try:
-            _header_key("headers", key)
-            _header_value(where, value)
+            _header(key, value)
         except _Unsendable as exc:
             problems.append((exc.where, exc.problem))
     return problems
@@ -298,10 +298,10 @@ def frame_problem(schedule: Schedule) -> str | None:
     """
     if not schedule.headers:
         return None
-    from beatd.publish.amqp_wire import framing_problem  # pika: only when headers are set
+    from beatd.publish.amqp_wire import message_problem  # pika: only when headers are set
 
     message = build_message(schedule, _SAMPLE_AT, _SAMPLE_AT, manual=True)
-    return framing_problem(message, FRAME_MAX)
+    return message_problem(message, FRAME_MAX)
 
 
 # Most schedules have no args and no kwargs: their Celery body and reprs are
