@@ -2,8 +2,15 @@
 
 `Beat` parses user input at the edge (through the same codec as the TOML
 file), computes first instants with the pure timing engine, and writes only
-through the Store protocols. Reads use the database when it holds beatd's
-tables, else the config file alone, so `upcoming` works with no database.
+through the Store protocols; a change opens the database as `beatd run` does
+(an empty one first gets beatd's tables).
+
+Reads show the config file as it is now (SPEC §5): its schedules, merged
+with the database's API schedules and run state (pause, last fire) when the
+database holds beatd's tables, else the file alone. A file schedule the
+running daemon has not loaded as it now reads is marked `reload_pending`.
+A naive instant given to a read (`after=`, `until=`, backfill's range) is
+read in `[beatd] timezone`.
 """
 
 from __future__ import annotations
@@ -15,51 +22,37 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from beatd import timing
+from beatd import planner, timing, views
 from beatd.clock import Clock, SystemClock
-from beatd.codec import check_instant, schedule_from_table
+from beatd.codec import check_instant, format_instant, localize, schedule_from_table
 from beatd.config import Settings, load_settings, settings_from_document
-from beatd.errors import ConfigError, Conflict, NotFound
+from beatd.durations import format_duration
+from beatd.errors import AlreadyExists, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
 from beatd.model import Decision, Every, Fire, FireRecord, Outcome, Schedule, Source, StoredSchedule
 from beatd.publish.messages import build_message
-from beatd.store import has_tables, open_store
+from beatd.store import has_tables, open_or_create, open_store
 from beatd.store.base import Store
 from beatd.upcoming import upcoming as merge_upcoming
+from beatd.views import ScheduleInfo
 
 MAX_HISTORY = 100_000  # rows one history call may return
 MAX_BACKFILL = 100_000  # instants one backfill call may record
 
 
 @dataclass(frozen=True, slots=True)
-class ScheduleInfo:
-    """A schedule as `list` shows it."""
+class Backfill:
+    """What `backfill` recorded."""
 
-    schedule: Schedule
-    next_at: datetime | None
-    last_at: datetime | None
-    state: str  # active | paused | disabled | finished
-    note: str | None
-
-    @property
-    def name(self) -> str:
-        return self.schedule.name
-
-    @property
-    def source(self) -> str:
-        return str(self.schedule.source)
-
-
-def _state(stored: StoredSchedule) -> str:
-    if stored.paused:
-        return "paused"
-    if not stored.schedule.enabled:
-        return "disabled"
-    return "active" if stored.next_at is not None else "finished"
+    schedule: str
+    instants: int  # instants of the schedule in the range
+    recorded: tuple[str, ...]  # ids of the fires recorded now (the others were already)
+    expired: int  # of those, how many were past their `expires` already: never sent
 
 
 class Beat:
@@ -113,8 +106,30 @@ class Beat:
             self._store = open_store(self.settings.database)
         return self._store
 
+    def _writable(self) -> Store:
+        """The database for a change: an empty one first gets beatd's tables, as `run` does."""
+        if self._store is None:
+            self._store = open_or_create(self.settings.database)
+        return self._store
+
     def _uses_database(self) -> bool:
         return self._store is not None or has_tables(self.settings.database)
+
+    @cached_property
+    def _in_file(self) -> dict[str, Schedule]:
+        return {s.name: s for s in self.settings.schedules}
+
+    def instant(self, value: datetime, what: str = "instant") -> datetime:
+        """`value` as an aware instant: a naive one is read in `[beatd] timezone`.
+
+        ConfigError names `what` when it is out of range (years 2 to 9997).
+        """
+        if value.tzinfo is not None and value.utcoffset() is not None:
+            return check_instant(value, what)
+        try:
+            return localize(value, self.settings.timezone)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
 
     # -- changes ---------------------------------------------------------
 
@@ -122,11 +137,21 @@ class Beat:
         """Add an API schedule: one of cron=, every=, rrule=, at= and task=, plus SPEC §2 options.
 
         Options are validated by the same code as the TOML file. The new
-        schedule is never due for instants before now.
+        schedule is never due for instants before now; a one-off whose
+        instant is already past is recorded as missed at once (SPEC §4).
+        Raises AlreadyExists when the name is taken and not `replace`.
         """
         self._refuse_file_owned(name, "add")
         schedule = self.parse(name, options)
-        self.store.put(schedule, self._first_at(schedule), replace=replace)
+        now = self.clock.now()
+        store = self._writable()
+        try:
+            store.put(schedule, timing.next_after(schedule, now), replace=replace)
+        except AlreadyExists as exc:
+            raise AlreadyExists(f"{exc}; pass replace=True to change it") from None
+        missed = planner.missed_once(schedule, now)
+        if missed is not None:
+            store.record(None, [missed], [])
         return schedule
 
     def parse(self, name: str, options: Mapping[str, Any]) -> Schedule:
@@ -136,22 +161,38 @@ class Beat:
 
     def remove(self, name: str) -> None:
         self._refuse_file_owned(name, "remove")
-        self.store.delete(name)
+        self._writable().delete(name)
 
     def _refuse_file_owned(self, name: str, verb: str) -> None:
-        if any(s.name == name for s in self.settings.schedules):
+        if name in self._in_file:
             where = self.settings.path or "the config file"
             raise Conflict(
                 f"cannot {verb} {name!r}: it is declared in {where}; edit the file and reload"
             )
 
     def pause(self, name: str, note: str | None = None) -> None:
-        self.store.set_paused(name, True, note, None)
+        with self._not_loaded_yet(name, "pause"):
+            self._writable().set_paused(name, True, note, None)
 
     def resume(self, name: str) -> None:
         """Resume; fires that fell in the pause are not made up."""
-        schedule = self.store.get(name).schedule
-        self.store.set_paused(name, False, None, self._first_at(schedule))
+        store = self._writable()
+        with self._not_loaded_yet(name, "resume"):
+            schedule = store.get(name).schedule
+        store.set_paused(name, False, None, self._first_at(schedule))
+
+    @contextmanager
+    def _not_loaded_yet(self, name: str, verb: str) -> Iterator[None]:
+        """NotFound for a file schedule no daemon has loaded yet says so."""
+        try:
+            yield
+        except NotFound:
+            if name not in self._in_file:
+                raise
+            raise NotFound(
+                f"cannot {verb} {name!r}: no daemon has loaded it from the config file yet; "
+                "start or reload the daemon first"
+            ) from None
 
     def trigger(self, name: str) -> str:
         """Record a fire now, marked manual; the leader's relay sends it. Returns its id."""
@@ -165,15 +206,21 @@ class Beat:
             message=build_message(schedule, now, now, manual=True),
             manual=True,
         )
-        self.store.record(None, [decision], [])
+        self._writable().record(None, [decision], [])
         return decision.fire_id
 
-    def backfill(self, name: str, start: datetime, end: datetime) -> int:
-        """Record every instant in [start, end] not recorded yet; returns how many were new."""
-        start, end = check_instant(start, "--from"), check_instant(end, "--to")
+    def backfill(self, name: str, start: datetime, end: datetime) -> Backfill:
+        """Record every instant in [start, end] not recorded yet, for the leader to send.
+
+        Naive bounds are read in `[beatd] timezone`. Fires whose `expires`
+        has passed already are recorded too; the leader marks them failed,
+        unsent, and `expired` counts them.
+        """
+        start, end = self.instant(start, "--from"), self.instant(end, "--to")
         if end < start:
             raise ConfigError("backfill: --to is before --from")
         schedule = self.get(name).schedule
+        self._refuse_pruned_range(schedule, start)
         # The cap bounds the work, not only the rows: an interval's instants are counted
         # without enumerating them; other kinds enumerate at most one past the cap.
         if _every_beyond(schedule, start, end):
@@ -183,47 +230,79 @@ class Beat:
         if len(instants) > MAX_BACKFILL:
             raise _too_many(start, end)
         now = self.clock.now()
+        messages = [build_message(schedule, at, now) for at in instants]
         decisions = [
             Decision(
                 schedule=name,
                 scheduled_for=at,
-                fire_id=fire_id(name, at),
+                fire_id=message.fire_id,
                 outcome=Outcome.PENDING,
                 reason="backfill",
-                message=build_message(schedule, at, now),
+                message=message,
             )
-            for at in instants
+            for at, message in zip(instants, messages, strict=True)
         ]
-        return len(self.store.record(None, decisions, []))
+        recorded = self._writable().record(None, decisions, [])
+        new = set(recorded)
+        expired = sum(
+            1
+            for m in messages
+            if m.fire_id in new and m.expires_at is not None and m.expires_at <= now
+        )
+        return Backfill(name, len(instants), tuple(recorded), expired)
+
+    def _refuse_pruned_range(self, schedule: Schedule, start: datetime) -> None:
+        """Backfill tells "not fired yet" by the history: refuse where it may be pruned.
+
+        History is kept for `[beatd] keep_history` (and a schedule's newest
+        `history_limit` rows); before that, a missing row may be a fire that
+        was sent and pruned, and sending it again would double it.
+        """
+        kept_since = self.clock.now() - self.settings.keep_history
+        why = f"[beatd] keep_history = {format_duration(self.settings.keep_history)}"
+        cap = schedule.history_limit
+        if cap is not None:
+            newest = self.store.history(schedule.name, cap)
+            if len(newest) == cap and newest[-1].scheduled_for > kept_since:
+                kept_since = newest[-1].scheduled_for
+                why = f"history_limit = {cap} of {schedule.name!r}"
+        if start < kept_since:
+            raise ConfigError(
+                f"backfill: --from {format_instant(start)} is before the history kept "
+                f"({why}: since {format_instant(kept_since)}); beatd cannot tell which "
+                "earlier instants were sent, so it does not send them again"
+            )
 
     # -- reads -----------------------------------------------------------
 
     def get(self, name: str) -> ScheduleInfo:
-        if self._uses_database():
-            s = self.store.get(name)
-            return ScheduleInfo(s.schedule, s.next_at, s.last_at, _state(s), s.note)
-        for info in self.list():
-            if info.name == name:
-                return info
-        raise NotFound(f"no schedule named {name!r}")
+        """One schedule as `list` shows it; NotFound."""
+        in_file = self._in_file.get(name)
+        now = self.clock.now()
+        if not self._uses_database():
+            if in_file is None:
+                raise NotFound(f"no schedule named {name!r}")
+            return views.file_view(in_file, None, now, database=False).info
+        try:
+            stored: StoredSchedule | None = self.store.get(name)
+        except NotFound:
+            if in_file is None:
+                raise
+            stored = None
+        if in_file is not None:
+            return views.file_view(in_file, stored, now, database=True).info
+        assert stored is not None
+        if stored.schedule.source is Source.FILE:  # gone from the file: gone at the next load
+            raise NotFound(f"no schedule named {name!r}")
+        return views.stored_view(stored).info
 
     def list(self) -> builtins.list[ScheduleInfo]:
-        if self._uses_database():
-            return [
-                ScheduleInfo(s.schedule, s.next_at, s.last_at, _state(s), s.note)
-                for s in self.store.all()
-            ]
-        now = self.clock.now()
-        return [
-            ScheduleInfo(
-                s,
-                timing.next_after(s, now),
-                None,
-                "active" if s.enabled else "disabled",
-                None,
-            )
-            for s in sorted(self.settings.schedules, key=lambda s: s.name)
-        ]
+        """Every schedule, by name: the file as it is now, and the database's API schedules."""
+        return [view.info for view in self._views(self.clock.now())]
+
+    def _views(self, now: datetime) -> builtins.list[views.View]:
+        stored = self.store.all() if self._uses_database() else None
+        return views.merged(self.settings.schedules, stored, now)
 
     def upcoming(
         self,
@@ -232,34 +311,36 @@ class Beat:
         until: datetime | None = None,
         schedule: str | None = None,
     ) -> builtins.list[Fire]:
-        """The next fires, merged across schedules, by instant then name; `after` is exclusive."""
-        if not self._uses_database():
-            return merge_upcoming(
-                self.settings.schedules,
-                self.clock.now(),
-                limit=limit,
-                after=after,
-                until=until,
-                schedule=schedule,
-            )
-        infos = {info.name: info for info in self.list()}
+        """The next fires, merged across schedules, by instant then name; `after` is exclusive.
+
+        Naive `after` and `until` are read in `[beatd] timezone`.
+        """
+        now = self.clock.now()
+        start = self.instant(after, "after") if after is not None else now
+        end = self.instant(until, "until") if until is not None else None
+        shown = {view.info.name: view for view in self._views(now)}
 
         def start_at(s: Schedule) -> datetime | None:
+            view = shown[s.name]
+            if view.info.state in ("paused", "disabled"):
+                return None
             # The store's next_at is the first undecided instant: earlier ones are history.
-            info = infos[s.name]
-            return info.next_at if info.state == "active" else None
+            # A schedule the store has no history for starts at `after`; its next_at is
+            # the first fire after now, so it is that start when `after` is now.
+            return view.info.next_at if view.decided or start == now else start
 
         return merge_upcoming(
-            [info.schedule for info in infos.values()],
-            self.clock.now(),
+            [view.info.schedule for view in shown.values()],
+            now,
             limit=limit,
-            after=after,
-            until=until,
+            after=start,
+            until=end,
             schedule=schedule,
             start_at=start_at,
         )
 
     def history(self, name: str | None = None, limit: int = 50) -> builtins.list[FireRecord]:
+        """Past fires, newest scheduled instant first."""
         if not 1 <= limit <= MAX_HISTORY:
             raise ConfigError(f"limit must be from 1 to {MAX_HISTORY}, got {limit}")
         records = self.store.history(name, limit)

@@ -34,6 +34,7 @@ from beatd.model import (
     Schedule,
     Source,
     Spec,
+    kind_of,
 )
 from beatd.publish.messages import TTL_MAX, frame_problem, header_problems
 from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
@@ -57,11 +58,17 @@ OPTIONS = (
     "grace",
     "misfire",
     "max_fires",
+    "history_limit",
     "enabled",
     "priority",
 )
 KEYS = KINDS + OPTIONS
 _KEY_SET = frozenset(KEYS)
+_CELERY_KEYS = frozenset({"schedule", "options", "relative"})  # a Celery beat_schedule entry's
+_CELERY_HINT = (
+    " (a Celery beat_schedule key: here the timing is cron, every, rrule or at and each option "
+    "is a key of its own; `beatd import celery MODULE:APP` converts a Celery app's schedule)"
+)
 MAX_NAME = 200  # characters: the schema's name columns
 MAX_TASK = 255  # characters of a task name
 MAX_SHORT = 255  # bytes of UTF-8: an AMQP short string (exchange, routing key, queue name)
@@ -168,9 +175,51 @@ def parse_zone(value: object) -> ZoneInfo:
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown time zone {value!r}{did_you_mean(value, _zone_names())}"
-        ) from None
+        raise ValueError(f"unknown time zone {value!r}{_zone_hint(value)}") from None
+
+
+# Abbreviations people write for a zone: not IANA names, and the closest
+# spelling of one is rarely the zone meant ('CEST' is not 'EST').
+_ABBREVIATIONS: Mapping[str, tuple[str, ...]] = {
+    "CEST": ("Europe/Berlin", "Europe/Paris"),
+    "EEST": ("Europe/Athens", "Europe/Helsinki"),
+    "WEST": ("Europe/Lisbon",),
+    "BST": ("Europe/London",),
+    "IST": ("Asia/Kolkata", "Europe/Dublin"),
+    "MSK": ("Europe/Moscow",),
+    "EDT": ("America/New_York",),
+    "CST": ("America/Chicago", "Asia/Shanghai"),
+    "CDT": ("America/Chicago",),
+    "MDT": ("America/Denver",),
+    "PST": ("America/Los_Angeles",),
+    "PDT": ("America/Los_Angeles",),
+    "AKST": ("America/Anchorage",),
+    "AKDT": ("America/Anchorage",),
+    "BRT": ("America/Sao_Paulo",),
+    "JST": ("Asia/Tokyo",),
+    "KST": ("Asia/Seoul",),
+    "HKT": ("Asia/Hong_Kong",),
+    "SGT": ("Asia/Singapore",),
+    "AEST": ("Australia/Sydney",),
+    "AEDT": ("Australia/Sydney",),
+    "ACST": ("Australia/Adelaide",),
+    "AWST": ("Australia/Perth",),
+    "NZST": ("Pacific/Auckland",),
+    "NZDT": ("Pacific/Auckland",),
+}
+
+
+def _zone_hint(value: str) -> str:
+    """Which IANA zones the user may mean: by abbreviation, by city, else by spelling."""
+    meant = _ABBREVIATIONS.get(value.strip().upper())
+    if meant is not None:
+        names = " or ".join(repr(name) for name in meant)
+        return f" (an abbreviation, not a zone: use an IANA name such as {names})"
+    city = value.strip().replace(" ", "_").lower()
+    for name in _zone_names():
+        if "/" in name and name.rsplit("/", 1)[1].lower() == city:
+            return f" (did you mean {name!r}?)"
+    return did_you_mean(value, _zone_names())
 
 
 @lru_cache(maxsize=1)
@@ -392,6 +441,8 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
         if kind == "cron":
             spec = Cron(timing.normalize_cron(" ".join(_text(value).split())))
         elif kind == "rrule":
+            if isinstance(value, str) and "DTSTART" in value.upper():  # before _text: a newline
+                raise ValueError(timing.NO_DTSTART)
             rule = _text(value).strip()
             if rule.upper().startswith("RRULE:"):
                 rule = rule[len("RRULE:") :]
@@ -400,8 +451,6 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
             spec = Every(_duration(value, zero_ok=False))
         else:
             return Once(parse_instant(value, zone))
-        if not isinstance(spec, Every):
-            timing.check_spec(spec, zone, name)
     except ValueError as exc:
         problems.add(kind, str(exc))
         return None
@@ -446,6 +495,7 @@ def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
         "expires": _expires,
         "grace": lambda v: _duration(v, zero_ok=False),
         "max_fires": lambda v: _integer(v, 1, None),
+        "history_limit": lambda v: _integer(v, 1, None),
         "enabled": _boolean,
         "priority": lambda v: _integer(v, 0, 255),
     }
@@ -491,7 +541,8 @@ def schedule_from_table(
         raise ConfigError(problems.lines[0], problems=problems.lines)
     for key in table:
         if key not in _KEY_SET:
-            problems.add(show_key(key), f"unknown key{did_you_mean(str(key), KEYS)}")
+            hint = _CELERY_HINT if key in _CELERY_KEYS else did_you_mean(str(key), KEYS)
+            problems.add(show_key(key), f"unknown key{hint}")
 
     zone = defaults.timezone
     if "timezone" in table:
@@ -505,9 +556,7 @@ def schedule_from_table(
     spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
     options = _options(table, zone, problems)
     options.setdefault("format", defaults.format)
-    if not stored:  # what a definition stored by an older beatd holds keeps loading
-        for key, problem in _unstorable(spec, options):
-            problems.add(key, problem)
+    _check_together(spec, zone, options, problems, stored=stored)
 
     if problems.lines or spec is None:
         lines = problems.lines or [f"schedule {name!r}: invalid"]
@@ -520,6 +569,25 @@ def schedule_from_table(
         problems.add("headers", too_big)
         raise ConfigError(problems.lines[0], problems=problems.lines)
     return schedule
+
+
+def _check_together(
+    spec: Spec | None,
+    zone: ZoneInfo,
+    options: Mapping[str, Any],
+    problems: _Problems,
+    *,
+    stored: bool,
+) -> None:
+    """The checks that need several keys at once."""
+    if isinstance(spec, Cron | RRule):  # whether it fires depends on its start
+        try:
+            timing.check_spec(spec, zone, problems.name, options.get("start"))
+        except ValueError as exc:
+            problems.add(kind_of(spec), str(exc))
+    if not stored:  # what a definition stored by an older beatd holds keeps loading
+        for key, problem in _unstorable(spec, options):
+            problems.add(key, problem)
 
 
 def _unstorable(spec: Spec | None, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -1,8 +1,8 @@
 """Settings from the TOML file and BEATD_* environment variables, validated in one pass.
 
 The file is found as `--config PATH`, else `./beatd.toml`, else
-`$BEATD_CONFIG`; with none of them, beatd runs on defaults and the
-environment alone. `BEATD_DATABASE` and `BEATD_BROKER` override the file.
+`$BEATD_CONFIG`; with none of them, loading fails (no silent defaults).
+`BEATD_DATABASE` and `BEATD_BROKER` override the file.
 Every problem (TOML syntax aside, which stops parsing) is collected and
 reported together, one line each.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ from beatd.codec import Defaults, did_you_mean, parse_zone, schedule_from_table,
 from beatd.durations import format_duration, parse_duration
 from beatd.errors import ConfigError
 from beatd.model import Format, Schedule, Source
+from beatd.redact import redact
 
 DEFAULT_FILE = "beatd.toml"
 BROKER_SCHEMES = ("amqp", "amqps", "stdout")
 MIN_LEASE = timedelta(seconds=2)
+MIN_KEEP_HISTORY = timedelta(minutes=1)
 LOG_FORMATS = ("text", "json")
 DEFAULT_BIND = "127.0.0.1"
 
@@ -39,9 +42,13 @@ BEATD_KEYS: Mapping[str, tuple[Any, str]] = {
     "timezone": ("UTC", "default IANA time zone of schedules"),
     "lease": ("10s", "leader lease; failover happens within it (at least 2s)"),
     "format": ("celery", "default message format: celery or json"),
-    "http": (None, "host:port for /metrics and /healthz (host defaults to 127.0.0.1)"),
+    "http": (
+        None,
+        "host:port for /metrics and /healthz (host defaults to 127.0.0.1; env BEATD_HTTP)",
+    ),
     "log_format": ("text", "text or json"),
     "instance_id": (None, "this instance's id (default <hostname>:<pid>)"),
+    "keep_history": ("30d", "how long run history is kept; the leader deletes older rows"),
 }
 TABLES = ("beatd", "schedules")
 
@@ -63,45 +70,55 @@ class Settings:
     http: str | None = _default("http")
     log_format: str = _default("log_format")
     instance_id: str | None = _default("instance_id")
+    keep_history: timedelta = field(
+        default_factory=lambda: parse_duration(_default("keep_history"))
+    )
     schedules: tuple[Schedule, ...] = ()
     defaults: Defaults = field(default_factory=Defaults)
 
 
 # -- URLs ---------------------------------------------------------------------------
 
-_QUERY_SECRET = re.compile(r"((?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
 
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe to log or print."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return _QUERY_SECRET.sub(r"\1***", url)
-    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    at = rest.rfind("@", 0, end)
-    if at >= 0:
-        user, colon, _ = rest[:at].partition(":")
-        if colon:
-            rest = f"{user}:***{rest[at:]}"
-    return scheme + "://" + _QUERY_SECRET.sub(r"\1***", rest)
+_POSTGRESQL_HINT = "postgresql:// (psycopg 3, installed with beatd)"
 
 
 def check_database_url(url: object) -> str:
-    """A usable SQLAlchemy URL, or ValueError saying why (password masked)."""
+    """A usable SQLAlchemy URL whose driver is installed, or ValueError saying why.
+
+    `postgresql://` means psycopg 3, as the store opens it (engine.parse_url).
+    The password is masked in every message.
+    """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"expected a SQLAlchemy URL such as 'sqlite:///beatd.db', got {url!r}")
+    shown = redact(url)
     try:
         parsed = make_url(url)
-        parsed.get_dialect()
-    except NoSuchModuleError:
-        raise ValueError(f"unsupported database in {redact_url(url)!r}") from None
     except (ArgumentError, ValueError):
         raise ValueError(
-            f"not a valid SQLAlchemy URL: {redact_url(url)!r} "
-            "(expected e.g. 'sqlite:///beatd.db' or 'postgresql+psycopg://user@host/db')"
+            f"not a valid SQLAlchemy URL: {shown!r} "
+            "(expected e.g. 'sqlite:///beatd.db' or 'postgresql://user@host/db')"
+        ) from None
+    if parsed.get_backend_name() == "postgres":
+        raise ValueError(
+            f"unsupported database scheme 'postgres' in {shown!r}: write postgresql://"
+        )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"unsupported database in {shown!r}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        use = _POSTGRESQL_HINT if parsed.get_backend_name() == "postgresql" else "another driver"
+        raise ValueError(
+            f"the database driver {parsed.get_driver_name()!r} of {shown!r} is not installed "
+            f"({exc}); install it or use {use}"
         ) from None
     return url
 
@@ -110,7 +127,7 @@ def check_broker_url(url: object) -> str:
     """An amqp://, amqps:// or stdout:// URL, or ValueError saying why (password masked)."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"expected a broker URL such as 'amqp://host/', got {url!r}")
-    shown = redact_url(url)
+    shown = redact(url)
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ValueError(f"not a URL: {shown!r} (expected amqp://, amqps:// or stdout://)")
@@ -146,14 +163,17 @@ def check_http(value: object) -> str:
 # -- [beatd] -------------------------------------------------------------------------
 
 
-def _lease(value: object) -> timedelta:
-    try:
-        lease = parse_duration(value)
-    except OverflowError:
-        raise ValueError(f"duration out of range: {value!r}") from None
-    if lease < MIN_LEASE:
-        raise ValueError(f"must be at least {format_duration(MIN_LEASE)}, got {value!r}")
-    return lease
+def _at_least(low: timedelta) -> Callable[[object], timedelta]:
+    def parse(value: object) -> timedelta:
+        try:
+            duration = parse_duration(value)
+        except OverflowError:
+            raise ValueError(f"duration out of range: {value!r}") from None
+        if duration < low:
+            raise ValueError(f"must be at least {format_duration(low)}, got {value!r}")
+        return duration
+
+    return parse
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
@@ -179,13 +199,14 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "database": check_database_url,
     "broker": check_broker_url,
     "timezone": parse_zone,
-    "lease": _lease,
+    "lease": _at_least(MIN_LEASE),
     "format": _format,
     "http": check_http,
     "log_format": _one_of(LOG_FORMATS),
     "instance_id": _instance_id,
+    "keep_history": _at_least(MIN_KEEP_HISTORY),
 }
-_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER"}
+_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER", "http": "BEATD_HTTP"}
 
 
 def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
@@ -219,15 +240,67 @@ def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> 
 # -- the file ------------------------------------------------------------------------
 
 
-def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, bool]:
-    """The config file to read and whether it was asked for explicitly."""
+NO_CONFIG = (
+    f"no config file: pass --config PATH, set $BEATD_CONFIG or create ./{DEFAULT_FILE} "
+    "(schedules.example.toml shows every option)"
+)
+
+
+def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read and whether it was asked for explicitly.
+
+    ConfigError when none is named and ./beatd.toml does not exist: beatd
+    never runs on silent defaults.
+    """
     if path is not None:
         return Path(path), True
     if Path(DEFAULT_FILE).is_file():
         return Path(DEFAULT_FILE), False
     if env.get("BEATD_CONFIG"):
         return Path(env["BEATD_CONFIG"]), True
-    return None, False
+    raise ConfigError(NO_CONFIG)
+
+
+def environment() -> list[tuple[str, str]]:
+    """The environment variables beatd reads, with what each does (for the CLI help)."""
+    found = ("BEATD_CONFIG", f"the config file, when there is no --config and no ./{DEFAULT_FILE}")
+    return [found, *((var, f"overrides [beatd] {key}") for key, var in _ENV.items())]
+
+
+MAX_FILE_BYTES = 64 * 2**20  # the largest config file read (100,000 schedules take ~10 MiB)
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_config(path: Path) -> BinaryIO:
+    """The config file open for reading; ConfigError unless it is a regular file of at
+    most MAX_FILE_BYTES. Opened without blocking: a FIFO is refused, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((kind for test, kind in _NOT_REGULAR if test(info.st_mode)), "special")
+        problem = f"not a regular file ({kind})"
+    elif info.st_size > MAX_FILE_BYTES:
+        problem = _too_large()
+    if problem is not None:
+        os.close(fd)
+        raise ConfigError(f"{path}: cannot read config file: {problem}")
+    return os.fdopen(fd, "rb")
+
+
+def _too_large() -> str:
+    return f"larger than {MAX_FILE_BYTES // 2**20} MiB"
 
 
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
@@ -236,8 +309,11 @@ _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; ConfigError names the file and the line of a syntax error."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        with open_config(path) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:  # it grew since it was opened
+            raise ConfigError(f"{path}: cannot read config file: {_too_large()}")
+        return tomllib.loads(data.decode())
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = _TOML_AT.search(message)
@@ -249,8 +325,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
 
@@ -258,8 +332,6 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load_settings(path: str | Path | None, env: Mapping[str, str] = os.environ) -> Settings:
     """Read, validate and return the settings; ConfigError lists every problem."""
     found, explicit = resolve_path(path, env)
-    if found is None:
-        return settings_from_document({}, env, path=None)
     if explicit and not found.exists():
         raise ConfigError(f"{found}: config file not found")
     try:
@@ -295,9 +367,12 @@ class _NotStreamable(Exception):
 def _parts(handle: BinaryIO) -> Iterator[dict[str, Any]]:
     """The head (all before the first `[schedules.NAME]` line), then batches of tables."""
     lines: list[bytes] = []
-    headers = 0
+    headers = read = 0
     in_schedules = False
     for line in handle:
+        read += len(line)
+        if read > MAX_FILE_BYTES:  # it grew since it was opened: read_toml says so
+            raise _NotStreamable
         if line[:1] == b"[" and _SCHEDULE_HEADER.fullmatch(line):
             if not in_schedules or headers >= _BATCH:
                 yield tomllib.loads(b"".join(lines).decode())
@@ -311,7 +386,7 @@ def _parts(handle: BinaryIO) -> Iterator[dict[str, Any]]:
 
 def _stream_settings(path: Path, env: Mapping[str, str]) -> Settings:
     """Settings from the file read in parts; _NotStreamable when it must be read whole."""
-    with path.open("rb") as handle:
+    with open_config(path) as handle:
         parts = _parts(handle)
         head = next(parts)
         batch = next(parts, None)

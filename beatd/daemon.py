@@ -10,6 +10,9 @@ time to its next piece of work, so none ever sleeps blindly:
              holds up deciding
     watcher  store.wait_for_change (PostgreSQL LISTEN) or change_count() every
              0.5 s: wakes tick and relay, so API changes apply within a second
+    pruner   leader only: deletes history older than keep_history (and beyond
+             each schedule's history_limit), PRUNE_BATCH rows per transaction
+             with a pause between, every PRUNE_EVERY: off the tick's path
 
 The main thread handles signals: SIGHUP reloads the TOML file (a broken file
 logs one line and keeps the last good schedules); SIGTERM/SIGINT stop
@@ -22,23 +25,23 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from beatd import timing
+from beatd import planner, timing
 from beatd.clock import Clock, SystemClock
 from beatd.config import Settings, load_settings
 from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
-from beatd.model import Schedule
+from beatd.model import Message, Once, Schedule
 from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay
-from beatd.store.base import Store
+from beatd.store.base import ReconcileResult, Store
 from beatd.systemd import Notifier
 from beatd.tick import LOOKAHEAD, Ticker
 
@@ -48,8 +51,12 @@ MAX_IDLE = 5.0  # seconds a loop waits at most, even with nothing to do
 CHANGE_POLL = 0.5  # seconds between change_count() polls
 DRAIN_TIMEOUT = 10.0  # seconds SIGTERM may spend publishing what is due
 DRAIN_MARGIN = timedelta(milliseconds=50)  # ...which is what is due within the lookahead
+OUTAGE_REPEAT = 30.0  # seconds between "still unavailable" lines
 BACKLOG_EVERY = 1.0  # seconds between outbox counts (metric and status)
 HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
+PRUNE_EVERY = 60.0  # seconds between history pruning rounds
+PRUNE_BATCH = 1000  # history rows deleted per transaction
+PRUNE_PAUSE = 0.2  # seconds between two batches of one round: other writes go between
 STORE_RETRY = RetryPolicy(initial=0.5, max=5.0)
 
 
@@ -64,19 +71,30 @@ def _first_after(now: datetime) -> Callable[[Schedule], datetime | None]:
 
 
 class _Outage:
-    """One log line when the database goes away and one when it is back, whichever loop notices."""
+    """A log line when the database goes away, one every OUTAGE_REPEAT while it stays away,
+    and one when it is back, whichever loop notices."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float]) -> None:
         self._lock = threading.Lock()
+        self._monotonic = monotonic
         self._failing: dict[str, int] = {}
+        self._since = self._said = 0.0
 
     def failed(self, loop: str, exc: BaseException) -> int:
         """Count a failure of `loop`; returns its failures in a row."""
+        now = self._monotonic()
         with self._lock:
             first = not self._failing
             count = self._failing[loop] = self._failing.get(loop, 0) + 1
+            if first:
+                self._since = self._said = now
+            again = not first and now - self._said >= OUTAGE_REPEAT
+            if again:
+                self._said = now
         if first:
             log.error(f"database unavailable, retrying with backoff: {exc}")
+        elif again:
+            log.error(f"database still unavailable after {now - self._since:.0f}s: {exc}")
         return count
 
     def recovered(self, loop: str) -> None:
@@ -125,7 +143,7 @@ class Daemon:
         self._reload_pending = False
         self._heartbeat = self._pinged = self.clock.monotonic()
         self._broken = False
-        self._outage = _Outage()
+        self._outage = _Outage(self.clock.monotonic)
         self._threads: list[threading.Thread] = []
         self._status = ""
         self._backlog = 0
@@ -148,8 +166,8 @@ class Daemon:
         self.metrics.renew_failures.inc()
         self._outage.failed("lease", exc)
 
-    def _recorded(self) -> None:
-        self.relay.poke()
+    def _recorded(self, messages: list[Message]) -> None:
+        self.relay.offer(messages)
         self._relay_wake.set()
 
     def _wake_all(self) -> None:
@@ -182,7 +200,9 @@ class Daemon:
         """Make the file's schedules the store's; retries while the database is down."""
         while not self._stop.is_set():
             try:
-                result = self.store.load_file(settings.schedules, _first_after(self.time.now()))
+                now = self.time.now()
+                result = self.store.load_file(settings.schedules, _first_after(now))
+                self._record_missed(settings.schedules, result, now)
             except SchemaError:
                 raise
             except StoreError as exc:
@@ -202,16 +222,43 @@ class Daemon:
             self._tick_wake.set()
             return
 
+    def _record_missed(
+        self, schedules: Sequence[Schedule], result: ReconcileResult, now: datetime
+    ) -> None:
+        """A one-off loaded with its instant already past is missed at once (SPEC §4).
+
+        Only one the store will not decide (no next instant): a one-off that
+        fell due while no daemon ran is left to its misfire policy.
+        """
+        loaded = set(result.added).union(result.changed)
+        decisions = [
+            missed
+            for s in schedules
+            if isinstance(s.spec, Once)
+            and s.name in loaded
+            and (missed := planner.missed_once(s, now)) is not None
+            and self.store.get(s.name).next_at is None
+        ]
+        if decisions:
+            self.store.record(None, decisions, [])
+
     def reload(self) -> None:
-        """SIGHUP: re-read the TOML file; a broken one keeps the last good schedules."""
+        """SIGHUP: re-read the TOML file; a broken one keeps the last good schedules.
+
+        Whatever loading raises, the daemon goes on: a broken file, a name the API owns
+        and a schema problem are BeatdErrors; anything else is a defect of ours, told in
+        one line too (its traceback at debug level).
+        """
         self.notifier.reloading()
         try:
             settings = self._reload_settings(self.settings.path)
             self.load_schedules(settings)
-        except BeatdError as exc:  # a broken file, a name the API owns, a schema problem
+        except Exception as exc:
             more = len(exc.problems) - 1 if isinstance(exc, ConfigError) else 0
             extra = f" (and {more} more problems)" if more > 0 else ""
-            log.error(f"reload failed, keeping the last good schedules: {exc}{extra}")
+            text = str(exc) if isinstance(exc, BeatdError) else f"{type(exc).__name__}: {exc}"
+            log.error(f"reload failed, keeping the last good schedules: {text}{extra}")
+            log.debug("the reload's failure", exc_info=True)
         else:
             self.settings = settings
         finally:
@@ -223,6 +270,7 @@ class Daemon:
             "tick": self._tick_loop,
             "relay": self._relay_loop,
             "watcher": self._watch_loop,
+            "pruner": self._prune_loop,
         }
         for name, target in loops.items():
             thread = threading.Thread(target=target, name=f"beatd-{name}", daemon=True)
@@ -233,19 +281,35 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: no new fires; publishing what is due, then releasing the lease")
         self._wake_all()
-        lease, tick, relay, watcher = self._threads
+        lease, tick, relay, watcher, pruner = self._threads
         tick.join(DRAIN_TIMEOUT)  # a write still running after this is fenced by the release
         relay.join(DRAIN_TIMEOUT + 5)
         self._release.set()
         self._lease_wake.set()
         lease.join(10)
         watcher.join(CHANGE_POLL * 4)
+        pruner.join(CHANGE_POLL * 4)  # a batch is one short transaction
         log.info("stopped")
 
     # -- the loops -------------------------------------------------------------
 
+    def _say_standby(self) -> bool | None:
+        """Log once per standby spell who leads; None while the database cannot say."""
+        try:
+            lease = self.store.current()
+        except StoreError:
+            return None
+        if lease is None:
+            return None  # free: the next step takes it, or says who did
+        log.info(
+            "standby: another instance leads",
+            extra={"leader": lease.holder, "epoch": lease.epoch, "holder": self.leader.holder},
+        )
+        return True
+
     def _lease_loop(self) -> None:
         was_leading = False
+        standby_seen: bool | None = None
         while not self._release.is_set():
             self.time.sync()
             wait = self.leader.step(acquire=not self._stop.is_set())
@@ -253,6 +317,8 @@ class Daemon:
                 self._outage.recovered("lease")
             leading = self.leader.is_leading()
             self.metrics.is_leader.set(1 if leading else 0)
+            if not leading and standby_seen is None:
+                standby_seen = self._say_standby()
             if leading != was_leading:
                 was_leading = leading
                 if leading:  # not this loop: a renew now would only slow the first tick down
@@ -262,6 +328,7 @@ class Daemon:
                     threading.Thread(target=self.publisher.check, daemon=True).start()
                 else:
                     self._wake_all()
+                    standby_seen = None
                 self._update_status()
             self._lease_wake.wait(wait)
             self._lease_wake.clear()
@@ -350,6 +417,25 @@ class Daemon:
                 self.relay.poke()  # e.g. a trigger from another process
                 self._tick_wake.set()
                 self._relay_wake.set()
+
+    def _prune_loop(self) -> None:
+        """Delete expired history in small batches while leading (SPEC §7 keep_history)."""
+        wait = PRUNE_EVERY  # the first round waits too: a new term's first fires come first
+        while not self._stop.wait(wait):
+            wait = PRUNE_EVERY
+            if not self.leader.is_leading():
+                continue
+            before = self.time.now() - self.settings.keep_history
+            try:
+                pruned = self.store.prune(before, PRUNE_BATCH)
+            except StoreError as exc:
+                wait = STORE_RETRY.delay(self._outage.failed("pruner", exc))
+                continue
+            self._outage.recovered("pruner")
+            self.metrics.pruned.inc(pruned)
+            if pruned == PRUNE_BATCH:
+                wait = PRUNE_PAUSE  # more to delete: the next batch after a breath
+            log.debug("history pruned", extra={"rows": pruned, "before": before.isoformat()})
 
     # -- helpers ---------------------------------------------------------------
 

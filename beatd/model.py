@@ -8,6 +8,7 @@ and ZoneInfo. A naive datetime below the edges is a bug.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,7 @@ class Schedule:
     misfire: Misfire = Misfire.COALESCE
     grace: timedelta | None = None
     max_fires: int | None = None
+    history_limit: int | None = None  # keep at most this many history rows (newest)
     enabled: bool = True
     priority: int | None = None
     source: Source = Source.API
@@ -98,6 +100,11 @@ class Schedule:
     @property
     def kind(self) -> str:
         return kind_of(self.spec)
+
+    @property
+    def timing(self) -> tuple[object, ...]:
+        """The fields that decide its instants: when they change, the next instant is recomputed."""
+        return (self.spec, self.timezone, self.start, self.end, self.enabled)
 
     @property
     def route(self) -> str:
@@ -168,6 +175,8 @@ class Instance:
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One fire's message, as built when it is recorded and as the outbox holds it."""
+
     fire_id: str  # AMQP message_id (and Celery task id)
     schedule: str
     scheduled_for: datetime  # nominal instant, aware UTC
@@ -181,6 +190,33 @@ class Message:
     priority: int | None = None
     expires_at: datetime | None = None  # TTL is computed from this at publish time
     queue: str | None = None  # declare this durable queue if it does not exist
+    # A 63-bit digest of all of the above, made once. Stored beside the outbox row and
+    # returned by a claim, it lets the relay use a message it already has (and its
+    # prepared frames) only when it is exactly what the row holds.
+    digest: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", _digest(self))
+
+
+def _digest(message: Message) -> int:
+    fields = (
+        message.fire_id,
+        message.schedule,
+        message.scheduled_for,
+        message.publish_at,
+        message.exchange,
+        message.routing_key,
+        message.content_type,
+        message.content_encoding,
+        sorted(message.headers.items()),
+        message.priority,
+        message.expires_at,
+        message.queue,
+    )
+    digest = hashlib.blake2b(message.body, digest_size=8)
+    digest.update(repr(fields).encode())
+    return int.from_bytes(digest.digest()) >> 1
 
 
 @dataclass(frozen=True, slots=True)

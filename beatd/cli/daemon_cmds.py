@@ -5,28 +5,32 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 from datetime import timedelta
-from types import FrameType
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from beatd.cli.main import EXIT_FAILURE, EXIT_OK, add_command
+from beatd.cli.main import EXIT_OK, Signals, add_command, one_line
 from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
-from beatd.config import Settings, load_settings, redact_url
+from beatd.config import Settings, load_settings
 from beatd.daemon import STORE_RETRY, Daemon
-from beatd.errors import BeatdError, SchemaError, StoreError
+from beatd.errors import BeatdError, BrokerError, SchemaError, StoreError
 from beatd.http import HttpServer
-from beatd.logs import FORMATS, scrub, setup
+from beatd.logs import FORMATS, setup
 from beatd.model import Lease
 from beatd.publish import open_publisher
-from beatd.store import MEMORY, has_tables, open_store
+from beatd.redact import redact
+from beatd.store import open_or_create, open_store
 from beatd.store.base import Store
 
 log = logging.getLogger("beatd")
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -36,40 +40,22 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument(
         "--log-format", choices=FORMATS, default=None, help="log lines as json or text"
     )
+    run.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="the least severe lines logged: info has one line per fire published or dropped "
+        "(default: %(default)s)",
+    )
     status = add_command(
         sub, "status", "leader, lease, fencing epoch, backlog, database and broker health", _status
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _password(url: str) -> str:
-    try:
-        return unquote(urlsplit(url).password or "")
-    except ValueError:
-        return ""
-
-
-def _secrets(settings: Settings) -> list[str]:
-    return [_password(settings.database), _password(settings.broker)]
-
-
-def _open_or_create(url: str) -> Store:
-    """Open the store; an empty database first gets beatd's tables.
-
-    An older schema still needs `db upgrade`. The tables are looked for only
-    when opening fails, so a normal start connects once, not twice. Safe
-    when several instances start at once: the upgrade takes a lock.
-    """
-    try:
-        return open_store(url)
-    except SchemaError:
-        if url.startswith(MEMORY) or has_tables(url):
-            raise
-    from beatd import migrate
-
-    _before, after = migrate.upgrade(url)
-    log.info("created beatd's tables", extra={"database": redact_url(url), "revision": after})
-    return open_store(url)
+def _shown(exc: object, settings: Settings) -> str:
+    """An error's text without the passwords of the database and broker URLs."""
+    return redact(str(exc), settings.database, settings.broker)
 
 
 def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
@@ -77,46 +63,35 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
     failures = 0
     while not stop.is_set():
         try:
-            return _open_or_create(settings.database)
+            return open_or_create(settings.database)
         except SchemaError:
             raise
         except StoreError as exc:
             failures += 1
             if failures == 1:
-                log.error(
-                    f"cannot open the database, retrying: {scrub(str(exc), _secrets(settings))}"
-                )
+                log.error(f"cannot open the database, retrying: {_shown(exc, settings)}")
             stop.wait(STORE_RETRY.delay(failures))
     return None
 
 
 def _run(args: argparse.Namespace) -> int:
+    signals = args.signals or Signals()  # main() installed them before anything slow
     settings = load_settings(args.config)
-    setup(args.log_format or settings.log_format)
-    stop = threading.Event()
-    daemon: list[Daemon] = []
-
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        if daemon:
-            daemon[0].request_stop()
-
-    def on_reload(signum: int, frame: FrameType | None) -> None:
-        if daemon:
-            daemon[0].request_reload()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_stop)
-    signal.signal(signal.SIGHUP, on_reload)
+    setup(
+        args.log_format or settings.log_format,
+        LEVELS[args.log_level],
+        urls=(settings.database, settings.broker),
+        background=True,
+    )
     log.info(
         "beatd starting",
         extra={
-            "database": redact_url(settings.database),
-            "broker": redact_url(settings.broker),
+            "database": redact(settings.database),
+            "broker": redact(settings.broker),
             "config": str(settings.path) if settings.path else None,
         },
     )
-    store = _open_store(settings, stop)
+    store = _open_store(settings, signals.stop)
     if store is None:
         return EXIT_OK
     publisher = open_publisher(settings.broker)
@@ -125,26 +100,17 @@ def _run(args: argparse.Namespace) -> int:
     if os.environ.get(TEST_OFFSET_ENV):
         log.warning(f"test clock: wall time shifted by the seconds in ${TEST_OFFSET_ENV}")
     try:
-        daemon.append(Daemon(settings, store, publisher, clock))
-        if stop.is_set():
-            daemon[0].request_stop()
+        daemon = Daemon(settings, store, publisher, clock)
+        signals.attach(daemon)
         if settings.http:
-            http = HttpServer(settings.http, daemon[0].metrics, daemon[0].healthy)
+            http = HttpServer(settings.http, daemon.metrics, daemon.healthy)
             log.info("serving /metrics and /healthz", extra={"http": settings.http})
-        return daemon[0].run()
+        return daemon.run()
     finally:
         if http is not None:
             http.close()
         publisher.close()
         store.close()
-
-
-def _health(check: Any, secrets: list[str]) -> str:
-    try:
-        problem = check()
-    except BeatdError as exc:
-        problem = str(exc)
-    return "ok" if problem is None else f"error: {scrub(str(problem), secrets)}"
 
 
 def _instances(store: Store, lease: Lease | None, ttl: timedelta) -> list[dict[str, Any]]:
@@ -163,7 +129,6 @@ def _instances(store: Store, lease: Lease | None, ttl: timedelta) -> list[dict[s
 
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    secrets = _secrets(settings)
     report: dict[str, Any] = {
         "leader": None,
         "epoch": None,
@@ -172,9 +137,10 @@ def _status(args: argparse.Namespace) -> int:
         "instances": [],
         "database": "ok",
         "broker": "ok",
-        "database_url": redact_url(settings.database),
-        "broker_url": redact_url(settings.broker),
+        "database_url": redact(settings.database),
+        "broker_url": redact(settings.broker),
     }
+    problems: list[BeatdError] = []
     try:
         store = open_store(settings.database)
         try:
@@ -188,16 +154,19 @@ def _status(args: argparse.Namespace) -> int:
         finally:
             store.close()
     except BeatdError as exc:
-        report["database"] = f"error: {scrub(str(exc), secrets)}"
+        problems.append(exc)
+        report["database"] = f"error: {_shown(exc, settings)}"
     try:
         publisher = open_publisher(settings.broker)
-    except BeatdError as exc:
-        report["broker"] = f"error: {scrub(str(exc), secrets)}"
-    else:
         try:
-            report["broker"] = _health(publisher.check, secrets)
+            unreachable = publisher.check()
         finally:
             publisher.close()
+        if unreachable is not None:
+            raise BrokerError(unreachable)
+    except BeatdError as exc:
+        problems.append(exc)
+        report["broker"] = f"error: {_shown(exc, settings)}"
     if args.json:
         print_json(report)
     else:
@@ -208,6 +177,7 @@ def _status(args: argparse.Namespace) -> int:
                     or None
                 )
             print(f"{key + ':':<15}{'-' if value is None else value}")
-    healthy = report["database"] == "ok" and report["broker"] == "ok"
     sys.stdout.flush()
-    return EXIT_OK if healthy else EXIT_FAILURE
+    for problem in problems:  # as every command says what is wrong, and exits the same way
+        print(f"beatd: {one_line(_shown(problem, settings))}", file=sys.stderr)
+    return max((problem.exit_code for problem in problems), default=EXIT_OK)

@@ -5,15 +5,19 @@
     postgresql://...     SqlStore on PostgreSQL through psycopg 3
 
 The SQL store checks the schema revision when opened (SchemaError: run
-`beatd db upgrade`). `has_tables(url)` tells the CLI whether to read the
-database at all, without creating a SQLite file.
+`beatd db upgrade`); `open_or_create(url)` first creates beatd's tables in
+an empty database, as `beatd run` and the API's changes do. `has_tables(url)`
+tells the CLI whether to read the database at all, without creating a
+SQLite file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from beatd.errors import ConfigError
 from beatd.model import Advance, Decision, Schedule, StoredSchedule
@@ -28,8 +32,12 @@ __all__ = [
     "StoredSchedule",
     "check_unique",
     "has_tables",
+    "open_or_create",
     "open_store",
 ]
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 MEMORY = "memory://"
 
@@ -42,12 +50,37 @@ def open_store(url: str) -> Store:
         return MemoryStore()
     from beatd.errors import SchemaError
     from beatd.store.sql import SqlStore
-    from beatd.store.sql.engine import parse_url
+    from beatd.store.sql.engine import check_directory, parse_url
 
     parsed = parse_url(url)
-    if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
+    if not _sqlite_file_exists(parsed):
+        check_directory(parsed)  # a missing directory is not a missing upgrade
         raise SchemaError("database has no beatd tables; run: beatd db upgrade")
     return SqlStore(parsed)
+
+
+def open_or_create(url: str) -> Store:
+    """Open the store; an empty database first gets beatd's tables.
+
+    An older schema still needs `db upgrade`. The tables are looked for only
+    when opening fails, so a normal open connects once, not twice. Safe
+    when several processes open at once: the upgrade takes a lock.
+    """
+    from beatd.errors import SchemaError
+
+    try:
+        return open_store(url)
+    except SchemaError:
+        if url.startswith(MEMORY) or has_tables(url):
+            raise
+    from beatd import migrate
+    from beatd.redact import redact
+
+    _before, after = migrate.upgrade(url)
+    logging.getLogger("beatd").info(
+        "created beatd's tables", extra={"database": redact(url), "revision": after}
+    )
+    return open_store(url)
 
 
 def has_tables(url: str) -> bool:
@@ -64,7 +97,7 @@ def has_tables(url: str) -> bool:
     from beatd.store.sql.tables import schedules
 
     parsed = eng.parse_url(url)
-    if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
+    if not _sqlite_file_exists(parsed):
         return False
     engine = eng.make_engine(parsed)
     try:
@@ -81,9 +114,9 @@ def check_unique(schedules: Sequence[Schedule]) -> None:
         raise ConfigError(f"schedule names listed more than once: {', '.join(twice)}")
 
 
-def _sqlite_file_exists(backend: str, database: str | None) -> bool:
-    if backend != "sqlite" or not database or database == ":memory:":
-        return True
-    if database.startswith("file:"):  # a URI filename: let SQLite judge
-        return True
-    return os.path.exists(database)
+def _sqlite_file_exists(url: URL) -> bool:
+    """False for a SQLite file that does not exist (True for any other database)."""
+    from beatd.store.sql.engine import sqlite_file
+
+    path = sqlite_file(url)
+    return path is None or os.path.exists(path)

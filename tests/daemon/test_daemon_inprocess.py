@@ -431,3 +431,52 @@ def test_json_logs_are_one_object_per_line() -> None:
             root.removeHandler(handler)
         root.propagate = True
         root.setLevel(logging.NOTSET)
+
+
+def test_a_running_daemon_says_what_it_does(caplog: pytest.LogCaptureFixture) -> None:
+    """An INFO line per fire published (schedule, id, instant, lag); a standby says who leads."""
+    store = MemoryStore()
+    out = Lines()
+    settings = Settings(database="memory://", lease=timedelta(seconds=3), schedules=(every("a"),))
+    with caplog.at_level(logging.INFO, "beatd"):
+        leader = Running(Daemon(settings, store, StdoutPublisher(out)))
+        wait_for(lambda: len(out.lines()) >= 2, what="two fires")
+        standby = Running(Daemon(settings, store, StdoutPublisher(io.StringIO())))
+        wait_for(
+            lambda: any(r.getMessage().startswith("standby") for r in caplog.records),
+            what="the standby's line",
+        )
+        assert standby.stop() == 0
+        assert leader.stop() == 0
+    published = [r for r in caplog.records if r.getMessage() == "fire published"]
+    sent = {line["fire_id"] for line in out.lines()}
+    assert {r.__dict__["fire_id"] for r in published} == sent
+    first = published[0].__dict__
+    assert first["schedule"] == "a" and first["scheduled_for"].startswith("20")
+    assert isinstance(first["lag_ms"], float)
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("standby")]
+    assert line.__dict__["leader"] == leader.daemon.leader.holder
+
+
+def test_a_long_database_outage_is_logged_again_every_30_seconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from beatd.daemon import OUTAGE_REPEAT, _Outage
+
+    now = [100.0]
+    outage = _Outage(lambda: now[0])
+    with caplog.at_level(logging.ERROR, "beatd"):
+        for _ in range(3):  # three loops notice at once: one line
+            outage.failed("tick", StoreError("refused"))
+        now[0] += OUTAGE_REPEAT - 1
+        outage.failed("relay", StoreError("refused"))
+        now[0] += 1
+        outage.failed("lease", StoreError("refused"))
+        now[0] += OUTAGE_REPEAT
+        outage.failed("tick", StoreError("refused"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "database unavailable, retrying with backoff: refused",
+        "database still unavailable after 30s: refused",
+        "database still unavailable after 60s: refused",
+    ]

@@ -9,7 +9,7 @@ escape. Writers that change definitions serialise on an advisory lock
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from beatd.model import (
 )
 from beatd.store.base import NextAt, ReconcileResult
 from beatd.store.sql import engine as eng
-from beatd.store.sql import firelog, lease, schedules
+from beatd.store.sql import firelog, history, lease, schedules
 
 POLL_SECONDS = 0.1
 """How often `wait_for_change` polls the counter where LISTEN is not available."""
@@ -157,9 +157,15 @@ class SqlStore:
         with self._write() as conn:
             return firelog.record(conn, lease_, decisions, advances)
 
-    def claim(self, lease_: Lease, through: datetime, limit: int) -> list[Message]:
+    def claim(
+        self,
+        lease_: Lease,
+        through: datetime,
+        limit: int,
+        known: Mapping[str, tuple[int, Message]] | None = None,
+    ) -> list[Message]:
         with self._write() as conn:
-            return firelog.claim(conn, lease_, through, limit)
+            return firelog.claim(conn, lease_, through, limit, known or {})
 
     def next_publish_at(self, epoch: int) -> datetime | None:
         with self._read() as conn:
@@ -182,6 +188,10 @@ class SqlStore:
     def backlog(self) -> int:
         with self._read() as conn:
             return firelog.backlog(conn)
+
+    def prune(self, before: datetime, limit: int) -> int:
+        with self._write() as conn:
+            return history.prune(conn, before, limit)
 
     # -- lease -----------------------------------------------------------------
 

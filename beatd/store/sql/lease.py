@@ -85,18 +85,22 @@ def current(conn: Connection) -> Lease | None:
     return found
 
 
-def check(conn: Connection, expected: Lease) -> datetime:
-    """Lock the lease row and verify it is still `expected`'s; else raise Fenced.
+def check(conn: Connection, expected: Lease, *, lock: bool = True) -> datetime:
+    """Verify the lease row is still `expected`'s; else raise Fenced.
 
     Returns the database clock's reading it judged expiry by.
 
-    On PostgreSQL `FOR UPDATE` holds the row until commit, so a takeover waits
-    for the caller's transaction; on SQLite `BEGIN IMMEDIATE` already holds
-    the database's write lock.
+    With `lock`, on PostgreSQL `FOR UPDATE` holds the row until commit, so a
+    takeover waits for the caller's transaction; on SQLite `BEGIN IMMEDIATE`
+    already holds the database's write lock. Without it (the relay's claim,
+    a short statement) the check does not queue behind the tick's record
+    transaction; a takeover committing in between is still safe, because the
+    old leader stopped deciding a margin before its lease could expire.
     """
     # A leader frozen inside this transaction would keep the row lock, and so block
     # every takeover: on PostgreSQL the server ends it (engine.FROZEN_MS).
-    row = conn.execute(sa.select(*_RETURNING).where(_ROW).with_for_update()).one_or_none()
+    query = sa.select(*_RETURNING).where(_ROW)
+    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
     found = _lease(row)
     now = eng.db_now(conn)
     if found is None:
