@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import itertools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,12 +29,12 @@ from typing import Any
 
 from beatd import planner, timing, views
 from beatd.clock import Clock, SystemClock
-from beatd.codec import format_instant, localize, schedule_from_table
+from beatd.codec import check_instant, format_instant, localize, schedule_from_table
 from beatd.config import Settings, load_settings, settings_from_document
 from beatd.durations import format_duration
 from beatd.errors import AlreadyExists, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
-from beatd.model import Decision, Fire, FireRecord, Outcome, Schedule, Source, StoredSchedule
+from beatd.model import Decision, Every, Fire, FireRecord, Outcome, Schedule, Source, StoredSchedule
 from beatd.publish.messages import build_message
 from beatd.store import has_tables, open_or_create, open_store
 from beatd.store.base import Store
@@ -41,6 +42,7 @@ from beatd.upcoming import upcoming as merge_upcoming
 from beatd.views import ScheduleInfo
 
 MAX_HISTORY = 100_000  # rows one history call may return
+MAX_BACKFILL = 100_000  # instants one backfill call may record
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +120,12 @@ class Beat:
         return {s.name: s for s in self.settings.schedules}
 
     def instant(self, value: datetime, what: str = "instant") -> datetime:
-        """`value` as an aware instant: a naive one is read in `[beatd] timezone`."""
+        """`value` as an aware instant: a naive one is read in `[beatd] timezone`.
+
+        ConfigError names `what` when it is out of range (years 2 to 9997).
+        """
         if value.tzinfo is not None and value.utcoffset() is not None:
-            return value
+            return check_instant(value, what)
         try:
             return localize(value, self.settings.timezone)
         except ValueError as exc:
@@ -216,11 +221,14 @@ class Beat:
             raise ConfigError("backfill: --to is before --from")
         schedule = self.get(name).schedule
         self._refuse_pruned_range(schedule, start)
-        instants = list(timing.fires_between(schedule, start - timedelta(microseconds=1), end))
-        if len(instants) > 100_000:
-            raise ConfigError(
-                f"backfill: {len(instants)} instants in that range; at most 100000 at once"
-            )
+        # The cap bounds the work, not only the rows: an interval's instants are counted
+        # without enumerating them; other kinds enumerate at most one past the cap.
+        if _every_beyond(schedule, start, end):
+            raise _too_many(start, end)
+        found = timing.fires_between(schedule, start - timedelta(microseconds=1), end)
+        instants = list(itertools.islice(found, MAX_BACKFILL + 1))
+        if len(instants) > MAX_BACKFILL:
+            raise _too_many(start, end)
         now = self.clock.now()
         messages = [build_message(schedule, at, now) for at in instants]
         decisions = [
@@ -342,6 +350,27 @@ class Beat:
 
     def _first_at(self, schedule: Schedule) -> datetime | None:
         return timing.next_after(schedule, self.clock.now())
+
+
+def _every_beyond(schedule: Schedule, start: datetime, end: datetime) -> bool:
+    """Whether an interval schedule fires more than MAX_BACKFILL times in [start, end]."""
+    spec = schedule.spec
+    first = timing.next_after(schedule, start - timedelta(microseconds=1))
+    if not isinstance(spec, Every) or first is None:
+        return False
+    if schedule.end is not None:
+        end = min(end, schedule.end)
+    try:
+        return first + MAX_BACKFILL * spec.period <= end  # instants are first + k·period
+    except OverflowError:  # past year 9999, so past `end`
+        return False
+
+
+def _too_many(start: datetime, end: datetime) -> ConfigError:
+    return ConfigError(
+        f"backfill: more than {MAX_BACKFILL} instants from {start.isoformat()} "
+        f"to {end.isoformat()}; backfill a shorter range at a time"
+    )
 
 
 def _with_database(settings: Settings, url: str) -> Settings:

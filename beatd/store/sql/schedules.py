@@ -88,7 +88,7 @@ def change_count(conn: Connection) -> int:
 
 def _stored(row: Any) -> StoredSchedule:
     schedule = codec.schedule_from_table(
-        row.name, row.definition, _READ_DEFAULTS, Source(row.source)
+        row.name, row.definition, _READ_DEFAULTS, Source(row.source), stored=True
     )
     return _with_run_state(schedule, row)
 
@@ -170,7 +170,7 @@ def due(
             )
             for row in conn.execute(query.where(eng.in_list(schedules.c.name, chunk, dialect))):
                 schedule = codec.schedule_from_table(
-                    row.name, row.definition, _READ_DEFAULTS, Source(row.source)
+                    row.name, row.definition, _READ_DEFAULTS, Source(row.source), stored=True
                 )
                 decoded[row.name] = (_digest(row.digest), schedule)
     return [_with_run_state(decoded[row.name][1], row) for row in rows if row.name in decoded]
