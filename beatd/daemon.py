@@ -9,7 +9,9 @@ time to its next piece of work, so none ever sleeps blindly:
     relay    leader only: outbox -> broker; a slow or absent broker never
              holds up deciding
     watcher  store.wait_for_change (PostgreSQL LISTEN) or change_count() every
-             0.5 s: wakes tick and relay, so API changes apply within a second
+             0.5 s: wakes tick and relay, so API changes apply within a second; a
+             counter that went back means the database lost beatd's rows
+             (recreated, restored): it reloads the file, as SIGHUP does
     pruner   leader only: deletes history older than keep_history (and beyond
              each schedule's history_limit), PRUNE_BATCH rows per transaction
              with a pause between, every PRUNE_EVERY: off the tick's path
@@ -26,6 +28,7 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,7 @@ DRAIN_MARGIN = timedelta(milliseconds=50)  # ...which is what is due within the 
 OUTAGE_REPEAT = 30.0  # seconds between "still unavailable" lines
 BACKLOG_EVERY = 1.0  # seconds between outbox counts (metric and status)
 HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
+HEALTH_GRACE = 10.0  # ...or when a loop has been failing this long (a blip is not unhealthy)
 PRUNE_EVERY = 60.0  # seconds between history pruning rounds
 PRUNE_BATCH = 1000  # history rows deleted per transaction
 PRUNE_PAUSE = 0.2  # seconds between two batches of one round: other writes go between
@@ -70,22 +74,57 @@ def _first_after(now: datetime) -> Callable[[Schedule], datetime | None]:
     return lambda schedule: timing.next_after(schedule, now)
 
 
-class _Outage:
-    """A log line when the database goes away, one every OUTAGE_REPEAT while it stays away,
-    and one when it is back, whichever loop notices."""
+@dataclass(slots=True)
+class _Failing:
+    count: int  # failures in a row
+    since: float  # monotonic: the first of them
+    why: str  # the last of them
+    database: bool  # a database failure (the outage log lines are about those)
+
+
+_CANNOT = {
+    "tick": "cannot record fires",
+    "relay": "cannot read or settle the outbox",
+    "broker": "cannot publish",
+    "lease": "cannot renew or take the lease",
+    "watcher": "cannot watch for changes",
+    "pruner": "cannot prune the history",
+    "load": "cannot load the schedules",
+}
+
+
+class _Failures:
+    """What each loop is failing at, since when and why: the outage log lines and /healthz.
+
+    A database failure logs a line when the database goes away, one every
+    OUTAGE_REPEAT while it stays away, and one when it is back, whichever
+    loop notices. Any failure that lasts HEALTH_GRACE makes the daemon
+    unhealthy, with its reason.
+    """
 
     def __init__(self, monotonic: Callable[[], float]) -> None:
         self._lock = threading.Lock()
         self._monotonic = monotonic
-        self._failing: dict[str, int] = {}
+        self._failing: dict[str, _Failing] = {}
         self._since = self._said = 0.0
 
+    def _note(self, loop: str, why: str, database: bool, now: float) -> int:
+        known = self._failing.get(loop)
+        if known is None:
+            known = self._failing[loop] = _Failing(0, now, why, database)
+        known.count += 1
+        known.why, known.database = why, database
+        return known.count
+
+    def _database_down(self) -> bool:
+        return any(f.database for f in self._failing.values())
+
     def failed(self, loop: str, exc: BaseException) -> int:
-        """Count a failure of `loop`; returns its failures in a row."""
+        """Count a database failure of `loop`; returns its failures in a row."""
         now = self._monotonic()
         with self._lock:
-            first = not self._failing
-            count = self._failing[loop] = self._failing.get(loop, 0) + 1
+            first = not self._database_down()
+            count = self._note(loop, str(exc), True, now)
             if first:
                 self._since = self._said = now
             again = not first and now - self._said >= OUTAGE_REPEAT
@@ -97,13 +136,29 @@ class _Outage:
             log.error(f"database still unavailable after {now - self._since:.0f}s: {exc}")
         return count
 
+    def failing(self, loop: str, why: str) -> None:
+        """Note a failure that is not the database's (the broker, a bug)."""
+        now = self._monotonic()
+        with self._lock:
+            self._note(loop, why, False, now)
+
     def recovered(self, loop: str) -> None:
         with self._lock:
-            if self._failing.pop(loop, None) is None:
-                return
-            back = not self._failing
+            gone = self._failing.pop(loop, None)
+            back = gone is not None and gone.database and not self._database_down()
         if back:
             log.info("database available again")
+
+    def problems(self, grace: float) -> list[str]:
+        """One line per loop failing for `grace` seconds or more."""
+        now = self._monotonic()
+        with self._lock:
+            failing = sorted(self._failing.items())
+        return [
+            f"{loop}: {_CANNOT.get(loop, 'failing')} for {now - f.since:.0f} s: {f.why}"
+            for loop, f in failing
+            if now - f.since >= grace
+        ]
 
 
 class Daemon:
@@ -143,7 +198,7 @@ class Daemon:
         self._reload_pending = False
         self._heartbeat = self._pinged = self.clock.monotonic()
         self._broken = False
-        self._outage = _Outage(self.clock.monotonic)
+        self._failures = _Failures(self.clock.monotonic)
         self._threads: list[threading.Thread] = []
         self._status = ""
         self._backlog = 0
@@ -159,12 +214,21 @@ class Daemon:
         self._control.set()
 
     def healthy(self) -> bool:
-        alive = self.clock.monotonic() - self._heartbeat < HEALTH_WINDOW
-        return alive and not self._broken and not self._release.is_set()
+        return not self.problems()
+
+    def problems(self) -> list[str]:
+        """Why this instance is unhealthy, one line each (/healthz); empty when it is not."""
+        found = self._failures.problems(HEALTH_GRACE)
+        silent = self.clock.monotonic() - self._heartbeat
+        if silent >= HEALTH_WINDOW:
+            found.append(f"tick: the loop has been silent for {silent:.0f} s")
+        if self._release.is_set():
+            found.append("stopping: the lease is released or being released")
+        return found
 
     def _lease_failed(self, exc: StoreError) -> None:
         self.metrics.renew_failures.inc()
-        self._outage.failed("lease", exc)
+        self._failures.failed("lease", exc)
 
     def _recorded(self, messages: list[Message]) -> None:
         self.relay.offer(messages)
@@ -206,9 +270,9 @@ class Daemon:
             except SchemaError:
                 raise
             except StoreError as exc:
-                self._stop.wait(STORE_RETRY.delay(self._outage.failed("load", exc)))
+                self._stop.wait(STORE_RETRY.delay(self._failures.failed("load", exc)))
                 continue
-            self._outage.recovered("load")
+            self._failures.recovered("load")
             log.info(
                 "schedules loaded",
                 extra={
@@ -314,7 +378,7 @@ class Daemon:
             self.time.sync()
             wait = self.leader.step(acquire=not self._stop.is_set())
             if self.leader.renew_failures == 0:
-                self._outage.recovered("lease")
+                self._failures.recovered("lease")
             leading = self.leader.is_leading()
             self.metrics.is_leader.set(1 if leading else 0)
             if not leading and standby_seen is None:
@@ -342,12 +406,13 @@ class Daemon:
                 if self.leader.is_leading():
                     due = self.ticker.tick(self.time.now())
                     wait = _seconds_until(due, self.time.now(), MAX_IDLE) or 0.02
-                self._outage.recovered("tick")
+                self._failures.recovered("tick")
                 self._broken = False
             except StoreError as exc:
-                wait = STORE_RETRY.delay(self._outage.failed("tick", exc))
-            except Exception:
+                wait = STORE_RETRY.delay(self._failures.failed("tick", exc))
+            except Exception as exc:
                 self._broken = True
+                self._failures.failing("tick", f"{type(exc).__name__}: {exc}")
                 log.exception("tick failed")
                 wait = MAX_IDLE
             self._beat()
@@ -376,16 +441,22 @@ class Daemon:
                 next_at = self.relay.run_once(self.time.now())
                 if deadline is not None:  # fires recorded ahead are due this soon
                     drained = self.relay.drained(self.time.now(), LOOKAHEAD + DRAIN_MARGIN)
-                if self.leader.is_leading():
+                leading = self.leader.is_leading()
+                if leading:
                     wait = _seconds_until(next_at, self.time.now(), 1.0)
                     if self.clock.monotonic() - counted >= BACKLOG_EVERY:
                         counted = self.clock.monotonic()
                         self._backlog = self.store.backlog()
                         self.metrics.backlog.set(self._backlog)
-                self._outage.recovered("relay")
+                self._failures.recovered("relay")
+                if leading and self.relay.last_error is not None:
+                    self._failures.failing("broker", self.relay.last_error)
+                else:
+                    self._failures.recovered("broker")
             except StoreError as exc:
-                wait = STORE_RETRY.delay(self._outage.failed("relay", exc))
-            except Exception:
+                wait = STORE_RETRY.delay(self._failures.failed("relay", exc))
+            except Exception as exc:
+                self._failures.failing("relay", f"{type(exc).__name__}: {exc}")
                 log.exception("relay failed")
                 wait = 1.0
             self._update_status()
@@ -407,12 +478,18 @@ class Daemon:
                 else:
                     self._stop.wait(CHANGE_POLL)
                     count = self.store.change_count()
-                self._outage.recovered("watcher")
+                self._failures.recovered("watcher")
             except BeatdError as exc:
                 # capped low: after an outage, changes must be seen again within a second
-                self._stop.wait(min(STORE_RETRY.delay(self._outage.failed("watcher", exc)), 1.0))
+                self._stop.wait(min(STORE_RETRY.delay(self._failures.failed("watcher", exc)), 1.0))
                 continue
             if count != seen:
+                if count < seen:  # the counter only grows: these are not the rows we loaded
+                    log.warning(
+                        "the database lost beatd's rows (its change counter went back from "
+                        f"{seen} to {count}: recreated or restored?); loading the file again"
+                    )
+                    self.request_reload()
                 seen = count
                 self.relay.poke()  # e.g. a trigger from another process
                 self._tick_wake.set()
@@ -429,9 +506,9 @@ class Daemon:
             try:
                 pruned = self.store.prune(before, PRUNE_BATCH)
             except StoreError as exc:
-                wait = STORE_RETRY.delay(self._outage.failed("pruner", exc))
+                wait = STORE_RETRY.delay(self._failures.failed("pruner", exc))
                 continue
-            self._outage.recovered("pruner")
+            self._failures.recovered("pruner")
             self.metrics.pruned.inc(pruned)
             if pruned == PRUNE_BATCH:
                 wait = PRUNE_PAUSE  # more to delete: the next batch after a breath

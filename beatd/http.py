@@ -42,10 +42,11 @@ class HttpServer:
         self,
         bind: str,
         metrics: Metrics,
-        healthy: Callable[[], bool],
+        problems: Callable[[], list[str]],
         *,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
+        """`problems` says why the daemon is unhealthy, one line each (none: healthy)."""
         host, port = parse_bind(bind)
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,8 +57,11 @@ class HttpServer:
                 if path == "/metrics":
                     self._reply(200, metrics.render(), CONTENT_TYPE)
                 elif path == "/healthz":
-                    ok = healthy()
-                    self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n")
+                    found = problems()
+                    body = (
+                        "".join(f"{line}\n" for line in ["unhealthy", *found]) if found else "ok\n"
+                    )
+                    self._reply(503 if found else 200, body.encode())
                 else:
                     self._reply(404, b"not found\n")
 

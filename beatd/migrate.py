@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from beatd.errors import SchemaError, StoreError
 from beatd.store.sql import engine as eng
-from beatd.store.sql.tables import TABLE_NAMES
+from beatd.store.sql.tables import TABLE_NAMES, metadata
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -116,9 +116,10 @@ def _upgrade(url: str) -> tuple[str | None, str]:
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
                 after = _revision(conn)
+                assert after is not None
+                _check_tables(conn, after)
     finally:
         engine.dispose()
-    assert after is not None
     return before, after
 
 
@@ -139,13 +140,37 @@ def check_engine(engine: Engine, url: URL) -> str:
             if not present.intersection(TABLE_NAMES):
                 raise SchemaError("database has no beatd tables; run: beatd db upgrade")
             raise SchemaError("database has beatd tables but no revision; run: beatd db upgrade")
-    _reject_unknown(revision)
-    if revision != head():
+        _reject_unknown(revision)
+        if revision != head():
+            raise SchemaError(
+                f"database schema is at revision {revision!r}, this beatd needs {head()!r}; "
+                "run: beatd db upgrade"
+            )
+        _check_tables(conn, revision)
+    return revision
+
+
+def _check_tables(conn: Connection, revision: str) -> None:
+    """SchemaError unless every table and column of the schema is there (the revision
+    table says what should be, not what is: a table renamed by hand is not at head)."""
+    inspector = sa.inspect(conn)
+    present = set(inspector.get_table_names())
+    columns = inspector.get_multi_columns(filter_names=[t for t in TABLE_NAMES if t in present])
+    found = {(table, c["name"]) for (_schema, table), cols in columns.items() for c in cols}
+    missing = [f"table {t.name!r}" for t in metadata.sorted_tables if t.name not in present]
+    missing += [
+        f"column {t.name}.{c.name}"
+        for t in metadata.sorted_tables
+        if t.name in present
+        for c in t.columns
+        if (t.name, c.name) not in found
+    ]
+    if missing:
         raise SchemaError(
-            f"database schema is at revision {revision!r}, this beatd needs {head()!r}; "
+            f"database schema does not match revision {revision!r}: {', '.join(missing)} "
+            "missing (renamed or dropped?); restore it, or recreate the database and "
             "run: beatd db upgrade"
         )
-    return revision
 
 
 def check(url: str) -> str:

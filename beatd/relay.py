@@ -78,6 +78,7 @@ class Relay:
         self.leader, self.batch, self.ahead = leader, batch, ahead
         self.retry = retry or RetryPolicy()
         self.failures = 0  # broker failures in a row
+        self.last_error: str | None = None  # why the last of them failed (health reports it)
         self._retry_at: datetime | None = None  # the broker's backoff
         self._epoch: int | None = None  # the term of what is held
         self._held: list[tuple[datetime, str, Message]] = []  # claimed; a heap by publish_at
@@ -273,6 +274,7 @@ class Relay:
         for m in due:
             heapq.heappush(self._held, (m.publish_at, m.fire_id, m))
         self.failures += 1
+        self.last_error = why
         self.metrics.broker_errors.inc()
         if self.failures == 1:
             log.error(f"broker: {why}; keeping the outbox, retrying with backoff")
@@ -282,4 +284,4 @@ class Relay:
     def _recovered(self) -> None:
         if self.failures:
             log.info("broker reachable again", extra={"after_failures": self.failures})
-        self.failures, self._retry_at = 0, None
+        self.failures, self._retry_at, self.last_error = 0, None, None

@@ -70,6 +70,16 @@ def test_defaults_of_an_empty_document() -> None:
     assert settings.schedules == ()
 
 
+def test_keep_history_and_history_limit_are_read() -> None:
+    Path("beatd.toml").write_text(
+        '[beatd]\nkeep_history = "7d"\n'
+        '[schedules.x]\nevery = "1s"\ntask = "t"\nhistory_limit = 500\n'
+    )
+    settings = load_settings(None, env={})
+    assert settings.keep_history == timedelta(days=7)
+    assert settings.schedules[0].history_limit == 500
+
+
 def test_defaults_table_feeds_settings() -> None:
     settings = Settings()
     shown = {
@@ -222,6 +232,16 @@ BAD = [
         ["[beatd] lease: must be at least 2s, got '1s'"],
     ),
     ("lease-garbage", '[beatd]\nlease = "long"\n', ["[beatd] lease: expected a duration"]),
+    (
+        "keep-history-too-short",
+        '[beatd]\nkeep_history = "30s"\n',
+        ["[beatd] keep_history: must be at least 1m, got '30s'"],
+    ),
+    (
+        "history-limit-zero",
+        '[schedules.x]\nevery = "5m"\ntask = "t"\nhistory_limit = 0\n',
+        ["schedule 'x': history_limit: must be 1 or more, got 0"],
+    ),
     (
         "zone-typo",
         '[beatd]\ntimezone = "Europe/Berln"\n',

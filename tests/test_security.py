@@ -687,7 +687,7 @@ def test_http_is_off_by_default_and_binds_loopback() -> None:
     port = _free_port()
     bind = settings_from_document({"beatd": {"http": f":{port}"}}, {}).http
     assert bind == f"127.0.0.1:{port}"
-    server = HttpServer(bind, Metrics(), lambda: True)
+    server = HttpServer(bind, Metrics(), lambda: [])
     try:
         assert server.address[0] == "127.0.0.1"
         assert _listening_address(server.port) == "127.0.0.1"

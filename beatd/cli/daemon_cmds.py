@@ -7,15 +7,15 @@ import logging
 import os
 import sys
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from beatd.cli.main import EXIT_OK, Signals, add_command, one_line
+from beatd.cli.main import EXIT_FAILURE, EXIT_OK, Signals, add_command, one_line
 from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
 from beatd.config import Settings, load_settings
 from beatd.daemon import STORE_RETRY, Daemon
-from beatd.errors import BeatdError, BrokerError, SchemaError, StoreError
+from beatd.errors import BeatdError, BrokerError, NotFound, SchemaError, StoreError
 from beatd.http import HttpServer
 from beatd.logs import FORMATS, setup
 from beatd.model import Lease
@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         daemon = Daemon(settings, store, publisher, clock)
         signals.attach(daemon)
         if settings.http:
-            http = HttpServer(settings.http, daemon.metrics, daemon.healthy)
+            http = HttpServer(settings.http, daemon.metrics, daemon.problems)
             log.info("serving /metrics and /healthz", extra={"http": settings.http})
         return daemon.run()
     finally:
@@ -127,6 +127,51 @@ def _instances(store: Store, lease: Lease | None, ttl: timedelta) -> list[dict[s
     ]
 
 
+LATE_AFTER_LEASES = 2  # status calls fires late past this many leases (a failover takes one)
+FILE_SAMPLE = 5  # file schedules status looks for in the database
+ANY_CLAIM = 2**62  # an epoch above every real one: "not claimed in it" is every outbox message
+
+
+def _late(instant: datetime | None, now: datetime, settings: Settings, leader: str | None) -> str:
+    """'ok', or since when something due was left undone, and who should have done it."""
+    allowed = settings.lease * LATE_AFTER_LEASES
+    if instant is None or now - instant <= allowed:
+        return "ok"
+    who = f"leader {leader}: its /healthz or log says why" if leader else "no leader"
+    return f"due at {iso_utc(instant)}, {(now - instant).total_seconds():.0f} s ago ({who})"
+
+
+def _file_loaded(store: Store, settings: Settings) -> str:
+    """'ok' unless none of the file's schedules is in the database (recreated, or never loaded)."""
+    names = [s.name for s in settings.schedules[:FILE_SAMPLE]]
+    for name in names:
+        try:
+            store.get(name)
+            return "ok"
+        except NotFound:
+            continue
+    if not names:
+        return "ok"
+    return (
+        f"error: none of the schedules of {settings.path or 'the config file'} is in the "
+        "database (recreated, or no daemon loaded this file yet): a running daemon loads "
+        "them again by itself; else start one"
+    )
+
+
+def _progress(store: Store, settings: Settings, lease: Lease | None) -> dict[str, str]:
+    """Is the leader recording and publishing what is due, and is the file in the database?"""
+    now = store.db_now()
+    leader = None if lease is None else lease.holder
+    recording = _late(store.next_due_at(), now, settings, leader)
+    publishing = _late(store.next_publish_at(ANY_CLAIM), now, settings, leader)
+    return {
+        "recording": recording if recording == "ok" else f"error: a schedule {recording}",
+        "publishing": publishing if publishing == "ok" else f"error: a fire {publishing}",
+        "file": _file_loaded(store, settings),
+    }
+
+
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     report: dict[str, Any] = {
@@ -137,6 +182,9 @@ def _status(args: argparse.Namespace) -> int:
         "instances": [],
         "database": "ok",
         "broker": "ok",
+        "recording": None,
+        "publishing": None,
+        "file": None,
         "database_url": redact(settings.database),
         "broker_url": redact(settings.broker),
     }
@@ -151,6 +199,7 @@ def _status(args: argparse.Namespace) -> int:
                 )
             report["backlog"] = store.backlog()
             report["instances"] = _instances(store, lease, settings.lease)
+            report.update(_progress(store, settings, lease))
         finally:
             store.close()
     except BeatdError as exc:
@@ -180,4 +229,8 @@ def _status(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     for problem in problems:  # as every command says what is wrong, and exits the same way
         print(f"beatd: {one_line(_shown(problem, settings))}", file=sys.stderr)
-    return max((problem.exit_code for problem in problems), default=EXIT_OK)
+    late = [key for key in ("recording", "publishing", "file") if report[key] not in (None, "ok")]
+    for key in late:
+        print(f"beatd: {key}: {report[key].removeprefix('error: ')}", file=sys.stderr)
+    code = max((problem.exit_code for problem in problems), default=EXIT_OK)
+    return max(code, EXIT_FAILURE if late else EXIT_OK)

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from beatd import migrate
 from beatd.cli.main import main
+from beatd.ids import fire_id
+from beatd.model import Decision, Every, Outcome, Schedule
+from beatd.publish.messages import build_message
+from beatd.store import open_store
 
 
 def test_status_json_when_nothing_is_reachable(
@@ -128,3 +135,36 @@ def test_run_creates_the_tables_only_in_an_empty_database(tmp_path: Path) -> Non
     engine.dispose()
     with pytest.raises(SchemaError, match="no revision; run: beatd db upgrade"):
         open_or_create(url)
+
+
+def test_status_says_when_fires_are_not_recorded_or_published_and_the_file_is_not_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No leader at work: a due schedule nobody records, a fire nobody publishes."""
+    url = f"sqlite:///{tmp_path}/beatd.db"
+    config = tmp_path / "beatd.toml"
+    config.write_text(
+        f'[beatd]\ndatabase = "{url}"\n[schedules.nightly]\ncron = "0 3 * * *"\ntask = "t"\n'
+    )
+    migrate.upgrade(url)
+    store = open_store(url)
+    past = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    api = Schedule("api", Every(timedelta(minutes=1)), "t")
+    store.put(api, past, replace=False)
+    message = build_message(api, past, past)
+    store.record(
+        None, [Decision("api", past, fire_id("api", past), Outcome.PENDING, None, message)], []
+    )
+    store.close()
+
+    assert main(["--config", str(config), "status", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["database"] == "ok" and report["leader"] is None and report["backlog"] == 1
+    when = past.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert re.fullmatch(
+        rf"error: a schedule due at {when}, 30\d s ago \(no leader\)", report["recording"]
+    )
+    assert re.fullmatch(
+        rf"error: a fire due at {when}, 30\d s ago \(no leader\)", report["publishing"]
+    )
+    assert report["file"].startswith(f"error: none of the schedules of {config} is in the database")

@@ -65,7 +65,7 @@ def json_log() -> Iterator[io.StringIO]:
 def test_a_client_reset_is_one_debug_line_not_a_traceback(
     json_log: io.StringIO, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    server = HttpServer("127.0.0.1:0", Metrics(), lambda: True)
+    server = HttpServer("127.0.0.1:0", Metrics(), lambda: [])
     try:
         for _ in range(3):
             client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -83,7 +83,7 @@ def test_a_client_reset_is_one_debug_line_not_a_traceback(
 
 
 def test_an_idle_connection_is_closed_after_the_timeout(json_log: io.StringIO) -> None:
-    server = HttpServer("127.0.0.1:0", Metrics(), lambda: True, idle_timeout=0.3)
+    server = HttpServer("127.0.0.1:0", Metrics(), lambda: [], idle_timeout=0.3)
     try:
         client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         started = time.monotonic()

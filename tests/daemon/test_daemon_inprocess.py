@@ -378,16 +378,16 @@ def get(url: str) -> tuple[int, str]:
 def test_http_serves_metrics_and_health() -> None:
     metrics = Metrics()
     metrics.sent.inc(3)
-    health = [True]
-    server = HttpServer("127.0.0.1:0", metrics, lambda: health[0])
+    problems: list[str] = []
+    server = HttpServer("127.0.0.1:0", metrics, lambda: problems)
     try:
         base = f"http://127.0.0.1:{server.port}"
         code, body = get(base + "/metrics")
         assert code == 200 and "beatd_fires_sent_total 3.0" in body
         assert "beatd_fire_lag_seconds_bucket" in body and "beatd_is_leader" in body
-        assert get(base + "/healthz")[0] == 200
-        health[0] = False
-        assert get(base + "/healthz")[0] == 503
+        assert get(base + "/healthz") == (200, "ok\n")
+        problems.append("tick: cannot record fires for 12 s: database ...: value too long")
+        assert get(base + "/healthz") == (503, f"unhealthy\n{problems[0]}\n")
         assert get(base + "/nope")[0] == 404
     finally:
         server.close()
@@ -461,10 +461,10 @@ def test_a_running_daemon_says_what_it_does(caplog: pytest.LogCaptureFixture) ->
 def test_a_long_database_outage_is_logged_again_every_30_seconds(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from beatd.daemon import OUTAGE_REPEAT, _Outage
+    from beatd.daemon import OUTAGE_REPEAT, _Failures
 
     now = [100.0]
-    outage = _Outage(lambda: now[0])
+    outage = _Failures(lambda: now[0])
     with caplog.at_level(logging.ERROR, "beatd"):
         for _ in range(3):  # three loops notice at once: one line
             outage.failed("tick", StoreError("refused"))

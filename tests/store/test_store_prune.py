@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
-from store_helpers import sched
+import pytest
+from store_helpers import Backend, sched
 from test_store_contract import dropped, pending
 
 from beatd.ids import fire_id
 from beatd.model import Decision, Outcome
 from beatd.store.base import Store
+from beatd.store.sql import SqlStore
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -96,3 +99,33 @@ def test_prune_leaves_decisions_of_other_outcomes_alone_until_they_expire(store:
     )
     assert store.prune(at(1), 10) == 0  # strictly before the cut-off
     assert store.prune(at(1.001), 10) == 1
+
+
+def test_with_autovacuum_off_postgresql_s_history_is_vacuumed_after_a_round(
+    backend: Backend,
+) -> None:
+    """Else every deleted row stays a dead tuple and the table grows for ever."""
+    if backend.kind != "postgres":
+        pytest.skip("PostgreSQL only: SQLite reuses freed pages by itself")
+    store = backend.store
+    assert isinstance(store, SqlStore)
+
+    def vacuums() -> int:
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar_one()
+            count = conn.exec_driver_sql(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'fires'"
+            ).scalar_one()
+        if autovacuum == "on":
+            pytest.skip("this server's autovacuum is on: it vacuums, beatd leaves it alone")
+        return int(count)
+
+    before = vacuums()
+    sent(store, "a", *range(300))
+    assert store.prune(at(1000), 1000) == 300  # a round: fewer than the limit
+    deadline = time.monotonic() + 10
+    while vacuums() == before:
+        assert time.monotonic() < deadline, "no VACUUM of fires after pruning"
+        time.sleep(0.05)
+    store.prune(at(1000), 1000)  # nothing more deleted: no VACUUM for nothing

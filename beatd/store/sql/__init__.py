@@ -43,6 +43,7 @@ class SqlStore:
         self._listener_lock = threading.Lock()
         self._closed = threading.Event()
         self._decoded: schedules.Decoded = {}  # the due query's definition cache
+        self._pruned = 0  # history rows deleted since the last VACUUM (history.needs_vacuum)
         if check_schema:
             from beatd import migrate
 
@@ -191,7 +192,22 @@ class SqlStore:
 
     def prune(self, before: datetime, limit: int) -> int:
         with self._write() as conn:
-            return history.prune(conn, before, limit)
+            pruned = history.prune_expired(conn, before, limit)
+        if pruned < limit:  # the expired rows are done: the caps get the rest of the batch
+            with self._read() as conn:
+                caps = history.capped(conn)
+            if caps:
+                with self._write() as conn:
+                    pruned += history.prune_over_limit(conn, caps, limit - pruned)
+        self._pruned += pruned
+        if pruned < limit and self.dialect == "postgresql":  # a round ended
+            with self._read() as conn:
+                due = history.needs_vacuum(conn, self._pruned)
+            if due:
+                with eng.mapped_errors(self.url), self.engine.connect() as conn:
+                    history.vacuum(conn)
+                self._pruned = 0
+        return pruned
 
     # -- lease -----------------------------------------------------------------
 
