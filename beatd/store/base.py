@@ -9,7 +9,7 @@ when the database fails, Fenced when a lease check fails).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -33,6 +33,43 @@ class StoredSchedule:
     note: str | None
     version: int  # bumped on every change of definition or pause
     created_at: datetime
+
+    @property
+    def state(self) -> str:
+        """One of STATES: paused, else disabled, else finished (no next instant), else active."""
+        if self.paused:
+            return "paused"
+        if not self.schedule.enabled:
+            return "disabled"
+        return "active" if self.next_at is not None else "finished"
+
+
+STATES = ("active", "paused", "disabled", "finished")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFilter:
+    """Which schedules a page lists; each field that is set narrows it."""
+
+    text: str = ""  # a part of the name; ASCII letters match in either case
+    state: str | None = None  # one of STATES
+    source: str | None = None  # "file" or "api"
+
+    def matches(self, name: str, state: str, source: str) -> bool:
+        return (
+            self.text.lower() in name.lower()
+            and self.state in (None, state)
+            and self.source in (None, source)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePage:
+    """One page of schedules by name, how many match in all, and their newest history rows."""
+
+    schedules: tuple[StoredSchedule, ...]
+    total: int
+    last: Mapping[str, FireRecord]  # name -> newest row, for those with any history
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +169,14 @@ class ScheduleStore(Protocol):
 
     def change_count(self) -> int:
         """A counter bumped by every change; cheap to poll."""
+        ...
+
+    def page(self, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+        """The schedules matching `where` ordered by name, from `offset`, at most `limit`.
+
+        Reads the definitions and history of that page only (the filter runs
+        in the database), so a page costs little at 100,000 schedules.
+        """
         ...
 
 

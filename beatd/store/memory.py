@@ -17,7 +17,15 @@ from beatd.errors import Conflict, Fenced, NotFound
 from beatd.model import EPOCH, FireRecord, Lease, Outcome, Schedule, Source
 from beatd.publish.base import Message
 from beatd.store import check_unique
-from beatd.store.base import Advance, Decision, NextAt, ReconcileResult, StoredSchedule
+from beatd.store.base import (
+    Advance,
+    Decision,
+    NextAt,
+    ReconcileResult,
+    ScheduleFilter,
+    SchedulePage,
+    StoredSchedule,
+)
 
 
 @dataclass(slots=True)
@@ -182,6 +190,22 @@ class MemoryStore:
     def all(self) -> list[StoredSchedule]:
         with self._lock:
             return [self._rows[name].stored() for name in sorted(self._rows)]
+
+    def page(self, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+        with self._lock:
+            chosen = [
+                s for s in self.all() if where.matches(s.schedule.name, s.state, s.schedule.source)
+            ]
+            shown = tuple(chosen[offset : offset + limit])
+            names = {s.schedule.name for s in shown}
+            last: dict[str, FireRecord] = {}
+            for record in self._fires.values():
+                held = last.get(record.schedule)
+                if record.schedule in names and (
+                    held is None or held.scheduled_for < record.scheduled_for
+                ):
+                    last[record.schedule] = record
+            return SchedulePage(shown, len(chosen), last)
 
     def _active(self) -> list[_Row]:
         return [r for r in self._rows.values() if not r.paused and r.next_at is not None]

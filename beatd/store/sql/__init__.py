@@ -17,7 +17,15 @@ from sqlalchemy.engine import URL, Engine
 
 from beatd.model import FireRecord, Lease, Schedule
 from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision, NextAt, ReconcileResult, StoredSchedule
+from beatd.store.base import (
+    Advance,
+    Decision,
+    NextAt,
+    ReconcileResult,
+    ScheduleFilter,
+    SchedulePage,
+    StoredSchedule,
+)
 from beatd.store.sql import engine as eng
 from beatd.store.sql import firelog, lease, schedules
 
@@ -83,6 +91,10 @@ class SqlStore:
     def all(self) -> list[StoredSchedule]:
         with self._read() as conn:
             return schedules.all_(conn)
+
+    def page(self, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+        with self._read() as conn:
+            return schedules.page(conn, where, offset, limit)
 
     def due(self, now: datetime, limit: int) -> list[StoredSchedule]:
         with self._read() as conn:

@@ -300,20 +300,37 @@ def history(conn: Connection, schedule: str | None, limit: int) -> list[FireReco
     query = sa.select(fires).order_by(fires.c.scheduled_for.desc(), fires.c.schedule).limit(limit)
     if schedule is not None:
         query = query.where(fires.c.schedule == schedule)
-    return [
-        FireRecord(
-            fire_id=row.fire_id,
-            schedule=row.schedule,
-            scheduled_for=row.scheduled_for,
-            outcome=Outcome(row.outcome),
-            decided_at=row.decided_at,
-            reason=row.reason,
-            sent_at=row.sent_at,
-            manual=bool(row.manual),
-            epoch=row.epoch,
-        )
-        for row in conn.execute(query)
-    ]
+    return [_record(row) for row in conn.execute(query)]
+
+
+def latest(conn: Connection, names: Sequence[str]) -> dict[str, FireRecord]:
+    """The newest history row of each of `names` that has one (the unique index, per name)."""
+    if not names:
+        return {}
+    newest = (
+        sa.select(fires.c.schedule, sa.func.max(fires.c.scheduled_for).label("at"))
+        .where(fires.c.schedule.in_(names))
+        .group_by(fires.c.schedule)
+        .subquery()
+    )
+    query = sa.select(fires).join(
+        newest, sa.and_(fires.c.schedule == newest.c.schedule, fires.c.scheduled_for == newest.c.at)
+    )
+    return {row.schedule: _record(row) for row in conn.execute(query)}
+
+
+def _record(row: Any) -> FireRecord:
+    return FireRecord(
+        fire_id=row.fire_id,
+        schedule=row.schedule,
+        scheduled_for=row.scheduled_for,
+        outcome=Outcome(row.outcome),
+        decided_at=row.decided_at,
+        reason=row.reason,
+        sent_at=row.sent_at,
+        manual=bool(row.manual),
+        epoch=row.epoch,
+    )
 
 
 def backlog(conn: Connection) -> int:

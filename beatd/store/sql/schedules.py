@@ -22,7 +22,7 @@ from beatd import codec
 from beatd.errors import Conflict, NotFound
 from beatd.model import UTC_ZONE, Format, Schedule, Source
 from beatd.store import check_unique
-from beatd.store.base import NextAt, ReconcileResult, StoredSchedule
+from beatd.store.base import NextAt, ReconcileResult, ScheduleFilter, SchedulePage, StoredSchedule
 from beatd.store.sql import engine as eng
 from beatd.store.sql import firelog
 from beatd.store.sql.tables import changes, schedules
@@ -115,6 +115,44 @@ def get(conn: Connection, name: str) -> StoredSchedule:
 
 def all_(conn: Connection) -> list[StoredSchedule]:
     return [_stored(row) for row in conn.execute(sa.select(schedules).order_by(schedules.c.name))]
+
+
+def page(conn: Connection, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+    """A page by name, filtered in the database; only the page's definitions are decoded."""
+    condition = _matching(where)
+    total = conn.execute(sa.select(sa.func.count()).select_from(schedules).where(condition))
+    query = (
+        sa.select(schedules)
+        .where(condition)
+        .order_by(schedules.c.name)
+        .offset(max(offset, 0))
+        .limit(max(limit, 0))
+    )
+    shown = tuple(_stored(row) for row in conn.execute(query))
+    last = firelog.latest(conn, [s.schedule.name for s in shown])
+    return SchedulePage(shown, int(total.scalar_one()), last)
+
+
+def _matching(where: ScheduleFilter) -> sa.ColumnElement[bool]:
+    """`where` in SQL: the name part, the source and the state as StoredSchedule.state says."""
+    parts: list[sa.ColumnElement[bool]] = [sa.true()]
+    if where.text:
+        parts.append(schedules.c.name.icontains(where.text, autoescape=True))
+    if where.source is not None:
+        parts.append(schedules.c.source == where.source)
+    if where.state is not None:
+        # `enabled` lives in the definition only, and only when false
+        enabled = sa.func.coalesce(schedules.c.definition["enabled"].as_boolean(), sa.true())
+        running = sa.and_(schedules.c.paused == sa.false(), enabled)
+        parts.append(
+            {
+                "paused": schedules.c.paused == sa.true(),
+                "disabled": sa.and_(schedules.c.paused == sa.false(), sa.not_(enabled)),
+                "finished": sa.and_(running, schedules.c.next_at.is_(None)),
+                "active": sa.and_(running, schedules.c.next_at.is_not(None)),
+            }.get(where.state, sa.false())
+        )
+    return sa.and_(*parts)
 
 
 Decoded = dict[str, tuple[int, Schedule]]
