@@ -21,16 +21,20 @@ from typing import Any
 from beatd import timing
 from beatd.clock import Clock, SystemClock
 from beatd.codec import schedule_from_table
-from beatd.config import Settings, load_settings, settings_from_document
-from beatd.errors import ConfigError, Conflict, NotFound
+from beatd.config import Settings, load_settings, redact_url, settings_from_document, url_secrets
+from beatd.errors import BeatdError, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
+from beatd.logs import scrub
 from beatd.model import Fire, FireRecord, Outcome, Schedule, Source
+from beatd.publish import open_publisher
 from beatd.publish.messages import build_message
 from beatd.store import has_tables, open_store
-from beatd.store.base import Decision, Store, StoredSchedule
+from beatd.store.base import Decision, ScheduleFilter, Store, StoredSchedule
 from beatd.upcoming import upcoming as merge_upcoming
 
 MAX_HISTORY = 100_000  # rows one history call may return
+MAX_PAGE = 1_000  # schedules one page may hold
+LAG_SAMPLE = 1_000  # history rows status() reads for the recent fire lag
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class ScheduleInfo:
     last_at: datetime | None
     state: str  # active | paused | disabled | finished
     note: str | None
+    last_fire: FireRecord | None = None  # its newest history row, where a page read it
 
     @property
     def name(self) -> str:
@@ -52,12 +57,49 @@ class ScheduleInfo:
         return str(self.schedule.source)
 
 
-def _state(stored: StoredSchedule) -> str:
-    if stored.paused:
-        return "paused"
-    if not stored.schedule.enabled:
-        return "disabled"
-    return "active" if stored.next_at is not None else "finished"
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One page of `list`: the schedules on it and how many match in all."""
+
+    schedules: tuple[ScheduleInfo, ...]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What `beatd status` reports: who leads, the backlog, database and broker health.
+
+    `database` and `broker` are "ok" or "error: why", with passwords masked.
+    `lags` are the seconds from instant to the broker's confirm of the most
+    recent fires sent on schedule (not triggers, backfills or drops).
+    """
+
+    leader: str | None
+    epoch: int | None
+    lease_expires: datetime | None
+    backlog: int | None
+    database: str
+    broker: str
+    database_url: str
+    broker_url: str
+    lags: tuple[float, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.database == "ok" and self.broker == "ok"
+
+
+def _lags(records: builtins.list[FireRecord]) -> tuple[float, ...]:
+    return tuple(
+        (r.sent_at - r.scheduled_for).total_seconds()
+        for r in records
+        if r.outcome is Outcome.SENT and r.sent_at and not r.manual and r.reason is None
+    )
+
+
+def _info(stored: StoredSchedule, last_fire: FireRecord | None = None) -> ScheduleInfo:
+    s = stored
+    return ScheduleInfo(s.schedule, s.next_at, s.last_at, s.state, s.note, last_fire)
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -201,8 +243,7 @@ class Beat:
 
     def get(self, name: str) -> ScheduleInfo:
         if self._uses_database():
-            s = self.store.get(name)
-            return ScheduleInfo(s.schedule, s.next_at, s.last_at, _state(s), s.note)
+            return _info(self.store.get(name))
         for info in self.list():
             if info.name == name:
                 return info
@@ -210,10 +251,7 @@ class Beat:
 
     def list(self) -> builtins.list[ScheduleInfo]:
         if self._uses_database():
-            return [
-                ScheduleInfo(s.schedule, s.next_at, s.last_at, _state(s), s.note)
-                for s in self.store.all()
-            ]
+            return [_info(s) for s in self.store.all()]
         now = self.clock.now()
         return [
             ScheduleInfo(
@@ -225,6 +263,25 @@ class Beat:
             )
             for s in sorted(self.settings.schedules, key=lambda s: s.name)
         ]
+
+    def page(
+        self, where: ScheduleFilter | None = None, offset: int = 0, limit: int = 50
+    ) -> Listing:
+        """Schedules matching `where`, by name, from `offset`: `list` a page at a time.
+
+        The database filters and pages, so a page is quick at 100,000
+        schedules; each schedule on it carries its newest history row.
+        """
+        where = where or ScheduleFilter()
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise ConfigError(f"page: offset must be 0 or more and limit 1 to {MAX_PAGE}")
+        if self._uses_database():
+            page = self.store.page(where, offset, limit)
+            return Listing(
+                tuple(_info(s, page.last.get(s.schedule.name)) for s in page.schedules), page.total
+            )
+        chosen = [i for i in self.list() if where.matches(i.name, i.state, i.source)]
+        return Listing(tuple(chosen[offset : offset + limit]), len(chosen))
 
     def upcoming(
         self,
@@ -267,6 +324,37 @@ class Beat:
         if name is not None and not records:
             self.get(name)  # NotFound for a name that never existed
         return records
+
+    def status(self) -> Status:
+        """The lease, backlog and recent lag from the database, and whether the broker answers."""
+        secrets = url_secrets(self.settings)
+        lease, backlog, database = None, None, "ok"
+        lags: tuple[float, ...] = ()
+        try:
+            lease = self.store.current()
+            backlog = self.store.backlog()
+            lags = _lags(self.store.history(None, LAG_SAMPLE))
+        except BeatdError as exc:
+            database = f"error: {scrub(str(exc), secrets)}"
+        try:
+            publisher = open_publisher(self.settings.broker)
+            try:
+                problem = publisher.check()
+            finally:
+                publisher.close()
+        except BeatdError as exc:
+            problem = str(exc)
+        return Status(
+            leader=lease.holder if lease else None,
+            epoch=lease.epoch if lease else None,
+            lease_expires=lease.expires_at if lease else None,
+            backlog=backlog,
+            database=database,
+            broker="ok" if problem is None else f"error: {scrub(problem, secrets)}",
+            database_url=redact_url(self.settings.database),
+            broker_url=redact_url(self.settings.broker),
+            lags=lags,
+        )
 
     def _first_at(self, schedule: Schedule) -> datetime | None:
         return timing.next_after(schedule, self.clock.now())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from beatd.codec import Defaults, did_you_mean, parse_zone, schedule_from_table, show_key
@@ -84,6 +84,17 @@ def redact_url(url: str) -> str:
         if colon:
             rest = f"{user}:***{rest[at:]}"
     return scheme + "://" + _QUERY_SECRET.sub(r"\1***", rest)
+
+
+def url_secrets(settings: Settings) -> list[str]:
+    """The passwords in the database and broker URLs, to scrub from messages shown."""
+    found = []
+    for url in (settings.database, settings.broker):
+        try:
+            found.append(unquote(urlsplit(url).password or ""))
+        except ValueError:
+            found.append("")
+    return found
 
 
 def check_database_url(url: object) -> str:

@@ -10,14 +10,14 @@ import sys
 import threading
 from types import FrameType
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
+from beatd.api import Beat
 from beatd.cli.main import EXIT_FAILURE, EXIT_OK, add_command
 from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
-from beatd.config import Settings, load_settings, redact_url
+from beatd.config import Settings, load_settings, redact_url, url_secrets
 from beatd.daemon import STORE_RETRY, Daemon
-from beatd.errors import BeatdError, SchemaError, StoreError
+from beatd.errors import SchemaError, StoreError
 from beatd.http import HttpServer
 from beatd.logs import FORMATS, scrub, setup
 from beatd.publish import open_publisher
@@ -38,17 +38,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         sub, "status", "leader, lease, fencing epoch, backlog, database and broker health", _status
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _password(url: str) -> str:
-    try:
-        return unquote(urlsplit(url).password or "")
-    except ValueError:
-        return ""
-
-
-def _secrets(settings: Settings) -> list[str]:
-    return [_password(settings.database), _password(settings.broker)]
 
 
 def _open_or_create(url: str) -> Store:
@@ -82,7 +71,7 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
             failures += 1
             if failures == 1:
                 log.error(
-                    f"cannot open the database, retrying: {scrub(str(exc), _secrets(settings))}"
+                    f"cannot open the database, retrying: {scrub(str(exc), url_secrets(settings))}"
                 )
             stop.wait(STORE_RETRY.delay(failures))
     return None
@@ -137,54 +126,23 @@ def _run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _health(check: Any, secrets: list[str]) -> str:
-    try:
-        problem = check()
-    except BeatdError as exc:
-        problem = str(exc)
-    return "ok" if problem is None else f"error: {scrub(str(problem), secrets)}"
-
-
 def _status(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    secrets = _secrets(settings)
-    report: dict[str, Any] = {
-        "leader": None,
-        "epoch": None,
-        "lease_expires": None,
-        "backlog": None,
-        "database": "ok",
-        "broker": "ok",
-        "database_url": redact_url(settings.database),
-        "broker_url": redact_url(settings.broker),
+    with Beat.from_config(args.config) as beat:
+        status = beat.status()
+    report = {
+        "leader": status.leader,
+        "epoch": status.epoch,
+        "lease_expires": iso_utc(status.lease_expires) if status.lease_expires else None,
+        "backlog": status.backlog,
+        "database": status.database,
+        "broker": status.broker,
+        "database_url": status.database_url,
+        "broker_url": status.broker_url,
     }
-    try:
-        store = open_store(settings.database)
-        try:
-            lease = store.current()
-            if lease is not None:
-                report.update(
-                    leader=lease.holder, epoch=lease.epoch, lease_expires=iso_utc(lease.expires_at)
-                )
-            report["backlog"] = store.backlog()
-        finally:
-            store.close()
-    except BeatdError as exc:
-        report["database"] = f"error: {scrub(str(exc), secrets)}"
-    try:
-        publisher = open_publisher(settings.broker)
-    except BeatdError as exc:
-        report["broker"] = f"error: {scrub(str(exc), secrets)}"
-    else:
-        try:
-            report["broker"] = _health(publisher.check, secrets)
-        finally:
-            publisher.close()
     if args.json:
         print_json(report)
     else:
         for key, value in report.items():
             print(f"{key + ':':<15}{'-' if value is None else value}")
-    healthy = report["database"] == "ok" and report["broker"] == "ok"
     sys.stdout.flush()
-    return EXIT_OK if healthy else EXIT_FAILURE
+    return EXIT_OK if status.healthy else EXIT_FAILURE

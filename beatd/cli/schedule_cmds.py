@@ -17,7 +17,7 @@ from beatd.errors import ConfigError
 from beatd.model import FireRecord
 
 # (flag, TOML key, how the value is read): every option of SPEC §2.
-_OPTIONS: tuple[tuple[str, str, str], ...] = (
+OPTION_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--task", "task", "text"),
     ("--anchor", "anchor", "text"),
     ("--args", "args", "json"),
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     kind.add_argument("--every", metavar="DURATION")
     kind.add_argument("--rrule", metavar="RULE")
     kind.add_argument("--at", metavar="ISO")
-    for flag, _key, how in _OPTIONS:
+    for flag, _key, how in OPTION_FLAGS:
         add.add_argument(flag, metavar="JSON" if how == "json" else None)
     add.add_argument("--disabled", action="store_true", help="store it disabled")
     add.add_argument("--replace", action="store_true", help="replace a schedule of that name")
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     history.add_argument("--json", action="store_true")
 
 
-def _read(flag: str, how: str, raw: str) -> Any:
+def read_option(flag: str, how: str, raw: str) -> Any:
     if how == "json":
         try:
             return json.loads(raw)
@@ -96,10 +96,10 @@ def _add(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         key: getattr(args, key) for key in ("cron", "every", "rrule", "at") if getattr(args, key)
     }
-    for flag, key, how in _OPTIONS:
+    for flag, key, how in OPTION_FLAGS:
         raw = getattr(args, key)
         if raw is not None:
-            options[key] = _read(flag, how, raw)
+            options[key] = read_option(flag, how, raw)
     if args.disabled:
         options["enabled"] = False
     with opened(args.config) as beat:

@@ -1,0 +1,138 @@
+"""The schedule form: its fields, what a submission asks `Beat.add` for, problems by field.
+
+A field is read as the CLI reads its flag (`read_option`: JSON, whole
+numbers) and the schedule is validated by `Beat.parse`, the codec every
+other path uses, so the messages are the CLI's. Each message is shown next
+to the field its key names; an empty field means "not set".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from beatd.cli.schedule_cmds import OPTION_FLAGS, read_option
+from beatd.codec import KEYS, KINDS, check_name, schedule_to_table
+from beatd.errors import ConfigError
+from beatd.model import Format, Misfire, Schedule
+
+HINTS: Mapping[str, str] = {
+    "task": "the task to run, e.g. app.tasks.report (required)",
+    "anchor": "phase of an interval: ISO-8601 instant (every only)",
+    "args": 'JSON array, e.g. [1, "two"]',
+    "kwargs": 'JSON object, e.g. {"full": true}',
+    "queue": "default: celery",
+    "exchange": 'default: the default exchange ("")',
+    "routing_key": "default: the queue",
+    "headers": "JSON object of extra message headers",
+    "format": "message format; default: [beatd] format",
+    "timezone": "IANA zone, e.g. Europe/Berlin; default: [beatd] timezone",
+    "start": "ISO-8601; no fire before (without an offset: in the schedule's zone)",
+    "end": "ISO-8601; no fire after",
+    "jitter": "delay each fire by up to this, e.g. 30s (the same for a fire every time)",
+    "expires": "message TTL and Celery expires, e.g. 5m",
+    "misfire": "missed fires after downtime; default: coalesce",
+    "grace": "how late a missed fire may still be sent, e.g. 10m; default: no limit",
+    "max_fires": "stop after this many fires",
+    "priority": "message priority, 0 to 255",
+}
+CHOICES: Mapping[str, tuple[str, ...]] = {
+    "format": tuple(str(f) for f in Format),
+    "misfire": tuple(str(m) for m in Misfire),
+}
+SPEC_HINTS: Mapping[str, str] = {
+    "cron": "5 fields, or 6 with seconds first, e.g. */5 9-17 * * MON-FRI or @daily",
+    "every": "a duration, e.g. 90s, 1h30m, 2d",
+    "rrule": "RFC 5545, e.g. FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=18",
+    "at": "one ISO-8601 instant, e.g. 2026-12-01T09:00:00+01:00",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    key: str
+    how: str  # text | json | int (as the CLI reads the flag)
+    hint: str
+    choices: tuple[str, ...] = ()
+
+
+FIELDS: tuple[Field, ...] = tuple(
+    Field(key, how, HINTS[key], CHOICES.get(key, ())) for _flag, key, how in OPTION_FLAGS
+)
+_FIELD_KEYS = ("name", "kind", "spec", *(f.key for f in FIELDS))
+
+
+@dataclass
+class Submission:
+    """What the user typed (to show again) and the options and problems read from it."""
+
+    values: dict[str, str]
+    options: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.values["name"]
+
+    def problem(self, key: str, message: str) -> None:
+        self.errors.setdefault(key, []).append(message)
+
+
+def blank() -> dict[str, str]:
+    """An empty form: a cron schedule, enabled."""
+    values = dict.fromkeys(_FIELD_KEYS, "")
+    values.update(kind="cron", enabled="on")
+    return values
+
+
+def read(form: Mapping[str, str]) -> Submission:
+    """The options the form asks for; a field the CLI could not read either gets its message."""
+    values = {key: str(form.get(key, "")) for key in _FIELD_KEYS}
+    values["enabled"] = "on" if form.get("enabled") else ""
+    sub = Submission(values)
+    kind = values["kind"]
+    if kind not in KINDS:
+        sub.problem("spec", f"choose one of {', '.join(KINDS)}")
+    elif values["spec"].strip():
+        sub.options[kind] = values["spec"]
+    for f in FIELDS:
+        raw = values[f.key]
+        if raw.strip():
+            try:
+                sub.options[f.key] = read_option(f.key, f.how, raw)
+            except ConfigError as exc:
+                sub.problem(f.key, str(exc))
+    if not values["enabled"]:
+        sub.options["enabled"] = False
+    return sub
+
+
+def place(sub: Submission, problems: Sequence[str]) -> None:
+    """File the codec's lines (`schedule 'n': key: why`) under their keys' fields.
+
+    A line naming no key is about the name (a bad name is all the codec
+    says then) or, for a good name, about the missing kind.
+    """
+    prefix = f"schedule {sub.name!r}: "
+    for line in problems:
+        key = line[len(prefix) :].split(":", 1)[0] if line.startswith(prefix) else ""
+        if key in KINDS:
+            key = "spec"
+        elif key not in KEYS:
+            key = "name" if check_name(sub.name) is not None else "spec"
+        sub.problem(key, line)
+
+
+def values_of(schedule: Schedule) -> dict[str, str]:
+    """The form filled in with a stored schedule, for editing it."""
+    table = schedule_to_table(schedule)
+    values = blank()
+    values.update(name=schedule.name, kind=schedule.kind, spec=str(table[schedule.kind]))
+    hows = {f.key: f.how for f in FIELDS}
+    for key, value in table.items():
+        if key in hows:
+            values[key] = json.dumps(value) if hows[key] == "json" else str(value)
+    values["enabled"] = "on" if schedule.enabled else ""
+    return values
