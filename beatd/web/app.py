@@ -29,7 +29,7 @@ from flask import (
     url_for,
 )
 from jinja2 import StrictUndefined
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.wrappers import Response
 
 from beatd import timing
@@ -141,7 +141,11 @@ def _beatd_error(exc: BeatdError) -> tuple[str, int]:
     return page("error.html", code, message=one_line(scrub(str(exc), _console().secrets)))
 
 
-def _http_error(exc: HTTPException) -> tuple[str, int]:
+def _http_error(exc: HTTPException) -> Response | tuple[str, int]:
+    if isinstance(exc, SecurityError):  # an untrusted Host: no page links to make for it
+        return Response(
+            "this console answers loopback host names only\n", 400, mimetype="text/plain"
+        )
     return page("error.html", exc.code or 500, message=exc.description or exc.name)
 
 

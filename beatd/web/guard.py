@@ -109,7 +109,7 @@ def log_in(given: str, token: str) -> bool:
 
 def safe_next(target: str | None) -> str:
     """Where to go after login: a path on this console, never another site."""
-    if not target or not target.startswith("/") or target.startswith("//"):
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return url_for("schedules")
     parts = urlsplit(target)
     return target if not parts.scheme and not parts.netloc else url_for("schedules")

@@ -101,7 +101,7 @@ def percentile(ordered: Sequence[float], p: float) -> float:
 
 
 def _label(ms: int) -> str:
-    return f"≤ {ms // 1000} s" if ms >= 1000 else f"≤ {ms} ms"
+    return f"≤ {ms / 1000:g} s" if ms >= 1000 else f"≤ {ms} ms"
 
 
 def lag_chart(lags_seconds: Sequence[float]) -> LagChart:
@@ -110,7 +110,7 @@ def lag_chart(lags_seconds: Sequence[float]) -> LagChart:
     counts = [0] * (len(BUCKETS_MS) + 1)
     for ms in ordered:
         counts[next((i for i, top in enumerate(BUCKETS_MS) if ms <= top), len(BUCKETS_MS))] += 1
-    labels = [_label(top) for top in BUCKETS_MS] + [f"> {BUCKETS_MS[-1] // 1000} s"]
+    labels = [_label(top) for top in BUCKETS_MS] + [f"> {BUCKETS_MS[-1] / 1000:g} s"]
     tallest = max(counts) or 1
     bars = tuple(
         Bar(label, count, round(CHART_HEIGHT * count / tallest))
