@@ -38,7 +38,7 @@ def test_list_pages_on_the_server_and_filters(console: Console, client: Client) 
     console.beat.pause("job-007", note="disk full")
 
     first = client.text("/schedules")
-    assert "1–50 of 121" in first
+    assert "1\N{EN DASH}50 of 121" in first
     assert rows(first)[:2] == ["job-000", "job-001"] and len(rows(first)) == 50
     last = client.text("/schedules?page=3")
     assert rows(last) == [f"job-{i:03d}" for i in range(100, 120)] + [FILE_SCHEDULE]
@@ -140,7 +140,8 @@ def test_add_form_puts_each_cli_message_next_to_its_field_and_adds_nothing(
     page = bad.get_data(as_text=True)
     assert error_of(page, "spec").startswith("schedule 'report': cron: ")
     assert error_of(page, "timezone") == (
-        "schedule 'report': timezone: unknown time zone 'Europe/Berln' (did you mean 'Europe/Berlin'?)"
+        "schedule 'report': timezone: unknown time zone 'Europe/Berln'"
+        " (did you mean 'Europe/Berlin'?)"
     )
     assert error_of(page, "kwargs").startswith("kwargs: not valid JSON: ")
     assert error_of(page, "max_fires") == "max_fires: expected a whole number, got 'ten'"

@@ -57,19 +57,18 @@ def test_beatd_web_refuses_to_start_off_loopback_without_a_token(
 ) -> None:
     config = write_config(tmp_path, sqlite_url)
     env = {"PATH": "/usr/bin:/bin"}
+    beatd = [sys.executable, "-m", "beatd.cli.main", "--config", str(config), "web"]
     done = subprocess.run(
-        [sys.executable, "-m", "beatd.cli.main", "--config", str(config), "web", "--bind", "0.0.0.0:0"],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        [*beatd, "--bind", "0.0.0.0:0"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert done.returncode == 2
     assert done.stderr == (
         "beatd: web: refusing to serve on 0.0.0.0 without authentication: "
         f"set {TOKEN_ENV} (or bind to 127.0.0.1)\n"
     )
     short = subprocess.run(
-        [sys.executable, "-m", "beatd.cli.main", "--config", str(config), "web"],
-        capture_output=True, text=True, timeout=60, env={**env, TOKEN_ENV: "short"},
-    )  # fmt: skip
+        beatd, capture_output=True, text=True, timeout=60, env={**env, TOKEN_ENV: "short"}
+    )
     assert short.returncode == 2 and "use at least 16 characters" in short.stderr
 
 

@@ -56,7 +56,10 @@ BACK = "clocks go back 1 h before this fire: CEST (UTC+02:00) → CET (UTC+01:00
         ),
         pytest.param(
             "0 12 * * *", "UTC", datetime(2026, 3, 28, 13, tzinfo=UTC),
-            [("2026-03-29T12:00:00+00:00", "12:00Z", None), ("2026-03-30T12:00:00+00:00", "12:00Z", None)],
+            [
+                ("2026-03-29T12:00:00+00:00", "12:00Z", None),
+                ("2026-03-30T12:00:00+00:00", "12:00Z", None),
+            ],
             id="utc-never-changes",
         ),
     ],
