@@ -18,25 +18,25 @@ from beatd.codec import KEYS, KINDS, check_name, schedule_to_table
 from beatd.errors import ConfigError
 from beatd.model import Format, Misfire, Schedule
 
-HINTS: Mapping[str, str] = {
+HINTS: Mapping[str, str] = {  # in the order the form shows them
     "task": "the task to run, e.g. app.tasks.report (required)",
-    "anchor": "phase of an interval: ISO-8601 instant (every only)",
-    "args": 'JSON array, e.g. [1, "two"]',
-    "kwargs": 'JSON object, e.g. {"full": true}',
-    "queue": "default: celery",
-    "exchange": 'default: the default exchange ("")',
-    "routing_key": "default: the queue",
-    "headers": "JSON object of extra message headers",
-    "format": "message format; default: [beatd] format",
+    "args": "JSON array, e.g. [1, \"two\"]",
+    "kwargs": "JSON object, e.g. {\"full\": true}",
     "timezone": "IANA zone, e.g. Europe/Berlin; default: [beatd] timezone",
+    "anchor": "phase of an interval: ISO-8601 instant (every only)",
     "start": "ISO-8601; no fire before (without an offset: in the schedule's zone)",
     "end": "ISO-8601; no fire after",
-    "jitter": "delay each fire by up to this, e.g. 30s (the same for a fire every time)",
-    "expires": "message TTL and Celery expires, e.g. 5m",
     "misfire": "missed fires after downtime; default: coalesce",
     "grace": "how late a missed fire may still be sent, e.g. 10m; default: no limit",
+    "jitter": "delay each fire by up to this, e.g. 30s (the same for a fire every time)",
     "max_fires": "stop after this many fires",
+    "queue": "default: celery",
+    "routing_key": "default: the queue",
+    "exchange": "default: the default exchange (\"\")",
     "priority": "message priority, 0 to 255",
+    "expires": "message TTL and Celery expires, e.g. 5m",
+    "format": "message format; default: [beatd] format",
+    "headers": "JSON object of extra message headers",
 }
 CHOICES: Mapping[str, tuple[str, ...]] = {
     "format": tuple(str(f) for f in Format),
@@ -58,8 +58,9 @@ class Field:
     choices: tuple[str, ...] = ()
 
 
+_HOW = {key: how for _flag, key, how in OPTION_FLAGS}
 FIELDS: tuple[Field, ...] = tuple(
-    Field(key, how, HINTS[key], CHOICES.get(key, ())) for _flag, key, how in OPTION_FLAGS
+    Field(key, _HOW[key], hint, CHOICES.get(key, ())) for key, hint in HINTS.items()
 )
 _FIELD_KEYS = ("name", "kind", "spec", *(f.key for f in FIELDS))
 
