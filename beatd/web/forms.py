@@ -20,8 +20,8 @@ from beatd.model import Format, Misfire, Schedule
 
 HINTS: Mapping[str, str] = {  # in the order the form shows them
     "task": "the task to run, e.g. app.tasks.report (required)",
-    "args": "JSON array, e.g. [1, \"two\"]",
-    "kwargs": "JSON object, e.g. {\"full\": true}",
+    "args": 'JSON array, e.g. [1, "two"]',
+    "kwargs": 'JSON object, e.g. {"full": true}',
     "timezone": "IANA zone, e.g. Europe/Berlin; default: [beatd] timezone",
     "anchor": "phase of an interval: ISO-8601 instant (every only)",
     "start": "ISO-8601; no fire before (without an offset: in the schedule's zone)",
@@ -32,7 +32,7 @@ HINTS: Mapping[str, str] = {  # in the order the form shows them
     "max_fires": "stop after this many fires",
     "queue": "default: celery",
     "routing_key": "default: the queue",
-    "exchange": "default: the default exchange (\"\")",
+    "exchange": 'default: the default exchange ("")',
     "priority": "message priority, 0 to 255",
     "expires": "message TTL and Celery expires, e.g. 5m",
     "format": "message format; default: [beatd] format",
