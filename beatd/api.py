@@ -27,6 +27,7 @@ from beatd.ids import fire_id
 from beatd.logs import scrub
 from beatd.model import Fire, FireRecord, Outcome, Schedule, Source
 from beatd.publish import open_publisher
+from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.store import has_tables, open_store
 from beatd.store.base import Decision, ScheduleFilter, Store, StoredSchedule
@@ -89,14 +90,6 @@ class Status:
         return self.database == "ok" and self.broker == "ok"
 
 
-def _lags(records: builtins.list[FireRecord]) -> tuple[float, ...]:
-    return tuple(
-        (r.sent_at - r.scheduled_for).total_seconds()
-        for r in records
-        if r.outcome is Outcome.SENT and r.sent_at and not r.manual and r.reason is None
-    )
-
-
 def _info(stored: StoredSchedule, last_fire: FireRecord | None = None) -> ScheduleInfo:
     s = stored
     return ScheduleInfo(s.schedule, s.next_at, s.last_at, s.state, s.note, last_fire)
@@ -129,6 +122,7 @@ class Beat:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self._store: Store | None = None
+        self._publisher: Publisher | None = None  # kept for status(): a console asks often
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, clock: Clock | None = None) -> Beat:
@@ -140,6 +134,9 @@ class Beat:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
 
     def __enter__(self) -> Beat:
         return self
@@ -333,15 +330,13 @@ class Beat:
         try:
             lease = self.store.current()
             backlog = self.store.backlog()
-            lags = _lags(self.store.history(None, LAG_SAMPLE))
+            lags = tuple(self.store.lags(LAG_SAMPLE))
         except BeatdError as exc:
             database = f"error: {scrub(str(exc), secrets)}"
         try:
-            publisher = open_publisher(self.settings.broker)
-            try:
-                problem = publisher.check()
-            finally:
-                publisher.close()
+            if self._publisher is None:
+                self._publisher = open_publisher(self.settings.broker)
+            problem = self._publisher.check()  # reconnects when the connection is gone
         except BeatdError as exc:
             problem = str(exc)
         return Status(

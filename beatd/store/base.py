@@ -224,6 +224,13 @@ class FireLog(Protocol):
         """How many recorded fires are not yet confirmed."""
         ...
 
+    def lags(self, limit: int) -> list[float]:
+        """Seconds from instant to confirm of the `limit` latest fires sent on schedule.
+
+        Newest instant first; triggers, backfills and drops are left out.
+        """
+        ...
+
 
 class LeaseStore(Protocol):
     def acquire(self, holder: str, ttl: timedelta) -> Lease | None:

@@ -326,6 +326,16 @@ class MemoryStore:
         with self._lock:
             return len(self._outbox)
 
+    def lags(self, limit: int) -> list[float]:
+        with self._lock:
+            sent = [
+                r
+                for r in self._fires.values()
+                if r.outcome is Outcome.SENT and r.sent_at and not r.manual and r.reason is None
+            ]
+        sent.sort(key=lambda r: r.scheduled_for, reverse=True)
+        return [(r.sent_at - r.scheduled_for).total_seconds() for r in sent[:limit] if r.sent_at]
+
     # -- lease -----------------------------------------------------------------
 
     def acquire(self, holder: str, ttl: timedelta) -> Lease | None:

@@ -32,7 +32,6 @@ from jinja2 import StrictUndefined
 from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.wrappers import Response
 
-from beatd import timing
 from beatd.api import Beat, ScheduleInfo
 from beatd.cli.main import one_line
 from beatd.cli.output import relative, table_time
@@ -86,7 +85,7 @@ def create_app(beat: Beat, token: str | None = None) -> Flask:
         utc=lambda at: table_time(at.astimezone(UTC)) if at else "-",
         local=lambda at: table_time(at) if at else "-",
         ago=lambda at: relative(at, beat.clock.now()) if at else "",
-        words=timing.describe,
+        words=views.words,
         outcome=views.outcome,
     )
     app.before_request(_start_clock)

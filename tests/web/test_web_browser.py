@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, write_config
 from web_browser import Browser, WebProcess, chromium
+from web_helpers import TOKEN, write_config
 
 from beatd import migrate
 from beatd.api import Beat

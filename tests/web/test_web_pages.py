@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import FILE_SCHEDULE, Client, Console
+from web_helpers import FILE_SCHEDULE, Client, Console
 
 from beatd.errors import NotFound
 from beatd.model import Outcome

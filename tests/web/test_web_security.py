@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, Client, Console, open_console, write_config
+from web_helpers import TOKEN, Client, Console, open_console, write_config
 
 from beatd.cli.web_cmds import TOKEN_ENV, web_token
 from beatd.errors import ConfigError

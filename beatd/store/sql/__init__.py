@@ -191,6 +191,10 @@ class SqlStore:
         with self._read() as conn:
             return firelog.backlog(conn)
 
+    def lags(self, limit: int) -> list[float]:
+        with self._read() as conn:
+            return firelog.lags(conn, limit)
+
     # -- lease -----------------------------------------------------------------
 
     def acquire(self, holder: str, ttl: timedelta) -> Lease | None:

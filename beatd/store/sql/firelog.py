@@ -333,5 +333,28 @@ def _record(row: Any) -> FireRecord:
     )
 
 
+def lags(conn: Connection, limit: int) -> list[float]:
+    """Computed in the database: a row is one number, not three decoded instants."""
+    late: sa.ColumnElement[Any]
+    if conn.dialect.name == "postgresql":
+        late = sa.func.extract("epoch", fires.c.sent_at - fires.c.scheduled_for)
+    else:  # julianday() keeps milliseconds
+        late = (
+            sa.func.julianday(fires.c.sent_at) - sa.func.julianday(fires.c.scheduled_for)
+        ) * 86400
+    query = (
+        sa.select(late)
+        .where(
+            fires.c.outcome == Outcome.SENT.value,
+            fires.c.manual == sa.false(),
+            fires.c.reason.is_(None),
+            fires.c.sent_at.is_not(None),
+        )
+        .order_by(fires.c.scheduled_for.desc())
+        .limit(limit)
+    )
+    return [float(value) for value in conn.execute(query).scalars()]
+
+
 def backlog(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one())

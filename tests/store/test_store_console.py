@@ -1,4 +1,4 @@
-"""The paged, filtered read of schedules (the web console's list), on every backend."""
+"""What the web console reads: a filtered page of schedules, recent fire lags (every backend)."""
 
 from __future__ import annotations
 
@@ -100,3 +100,20 @@ def test_last_is_the_newest_history_row_of_each_listed_schedule(store: Store) ->
     assert page.last["a"].scheduled_for == T0 + timedelta(minutes=3)
     assert page.last["a"].outcome is Outcome.DROPPED
     assert page.last["a"].reason == "grace"
+
+
+def test_lags_are_of_fires_sent_on_schedule_newest_first(store: Store) -> None:
+    store.put(sched("a"), T0, replace=False)
+
+    def fire(minutes: int, manual: bool = False, reason: str | None = None) -> Decision:
+        at = T0 + timedelta(minutes=minutes)
+        return Decision("a", at, fire_id("a", at), Outcome.PENDING, reason=reason, manual=manual)
+
+    trigger, backfill = fire(4, manual=True), fire(5, reason="backfill")
+    store.record(None, [fire(1), fire(2), fire(3), trigger, backfill, fire(6)], [])
+    late = {1: 0.25, 2: 0.5, 3: 1.5, 4: 9.0, 5: 99.0}  # instant 6 stays unsent
+    for minutes, seconds in late.items():
+        at = T0 + timedelta(minutes=minutes)
+        store.mark_sent([fire_id("a", at)], at + timedelta(seconds=seconds))
+    assert store.lags(10) == pytest.approx([1.5, 0.5, 0.25], abs=0.002)
+    assert store.lags(2) == pytest.approx([1.5, 0.5], abs=0.002)
