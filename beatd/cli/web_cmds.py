@@ -71,10 +71,11 @@ def _web(args: argparse.Namespace) -> int:
     try:
         from beatd.web.server import serve
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in EXTRA:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in EXTRA:
             raise
         raise BeatdError(
-            f"web: {exc.name} is not installed; the console needs: pip install 'beatd[web]'"
+            f"web: {missing} is not installed; the console needs: pip install 'beatd[web]'"
         ) from None
     setup(args.log_format or settings.log_format)
     with Beat(settings=settings) as beat:

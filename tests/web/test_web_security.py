@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from web_helpers import TOKEN, Client, Console, open_console, write_config
 
+from beatd.cli.main import main
 from beatd.cli.web_cmds import TOKEN_ENV, web_token
 from beatd.errors import ConfigError
 from beatd.web.guard import HEADERS
@@ -163,3 +164,19 @@ def test_every_response_carries_the_security_headers(console: Console, client: C
     csp = HEADERS["Content-Security-Policy"]
     assert "script-src" not in csp and "default-src 'none'" in csp  # no script runs at all
     assert "frame-ancestors 'none'" in csp
+
+
+def test_without_the_extra_beatd_web_says_what_to_install(
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for module in ("beatd.web.server", "beatd.web.app", "waitress", "waitress.server"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "waitress", None)  # as if `pip install beatd` alone
+    config = write_config(tmp_path, sqlite_url)
+    assert main(["--config", str(config), "web"]) == 1
+    assert capsys.readouterr().err == (
+        "beatd: web: waitress is not installed; the console needs: pip install 'beatd[web]'\n"
+    )
