@@ -20,17 +20,29 @@ from typing import Any
 
 from beatd import timing
 from beatd.clock import Clock, SystemClock
-from beatd.codec import schedule_from_table
+from beatd.codec import format_instant, schedule_from_table
 from beatd.config import Settings, load_settings, redact_url, settings_from_document, url_secrets
+from beatd.durations import format_duration
 from beatd.errors import BeatdError, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
 from beatd.logs import scrub
-from beatd.model import Fire, FireRecord, Outcome, Schedule, Source
+from beatd.model import (
+    Decision,
+    Fire,
+    FireRecord,
+    Instance,
+    Lease,
+    Outcome,
+    Schedule,
+    ScheduleFilter,
+    Source,
+    StoredSchedule,
+)
 from beatd.publish import open_publisher
 from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.store import has_tables, open_store
-from beatd.store.base import Decision, ScheduleFilter, Store, StoredSchedule
+from beatd.store.base import Store
 from beatd.upcoming import upcoming as merge_upcoming
 
 MAX_HISTORY = 100_000  # rows one history call may return
@@ -67,6 +79,16 @@ class Listing:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """A running process of the cluster, as `status` lists it."""
+
+    holder: str  # its instance id
+    role: str  # leader | standby
+    started_at: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """What `beatd status` reports: who leads, the backlog, database and broker health.
 
@@ -83,11 +105,18 @@ class Status:
     broker: str
     database_url: str
     broker_url: str
+    instances: tuple[Member, ...] = ()  # every process seen within two leases
     lags: tuple[float, ...] = ()
 
     @property
     def healthy(self) -> bool:
         return self.database == "ok" and self.broker == "ok"
+
+
+def _member(instance: Instance, lease: Lease | None) -> Member:
+    leads = lease is not None and instance.token == lease.token
+    role = "leader" if leads else "standby"
+    return Member(instance.holder, role, instance.started_at, instance.last_seen)
 
 
 def _info(stored: StoredSchedule, last_fire: FireRecord | None = None) -> ScheduleInfo:
@@ -217,6 +246,7 @@ class Beat:
         if end < start:
             raise ConfigError("backfill: --to is before --from")
         schedule = self.get(name).schedule
+        self._refuse_pruned_range(schedule, start)
         instants = list(timing.fires_between(schedule, start - timedelta(microseconds=1), end))
         if len(instants) > 100_000:
             raise ConfigError(
@@ -235,6 +265,28 @@ class Beat:
             for at in instants
         ]
         return len(self.store.record(None, decisions, []))
+
+    def _refuse_pruned_range(self, schedule: Schedule, start: datetime) -> None:
+        """Backfill tells "not fired yet" by the history: refuse where it may be pruned.
+
+        History is kept for `[beatd] keep_history` (and a schedule's newest
+        `history_limit` rows); before that, a missing row may be a fire that
+        was sent and pruned, and sending it again would double it.
+        """
+        kept_since = self.clock.now() - self.settings.keep_history
+        why = f"[beatd] keep_history = {format_duration(self.settings.keep_history)}"
+        cap = schedule.history_limit
+        if cap is not None:
+            newest = self.store.history(schedule.name, cap)
+            if len(newest) == cap and newest[-1].scheduled_for > kept_since:
+                kept_since = newest[-1].scheduled_for
+                why = f"history_limit = {cap} of {schedule.name!r}"
+        if start < kept_since:
+            raise ConfigError(
+                f"backfill: --from {format_instant(start)} is before the history kept "
+                f"({why}: since {format_instant(kept_since)}); beatd cannot tell which "
+                "earlier instants were sent, so it does not send them again"
+            )
 
     # -- reads -----------------------------------------------------------
 
@@ -327,9 +379,12 @@ class Beat:
         secrets = url_secrets(self.settings)
         lease, backlog, database = None, None, "ok"
         lags: tuple[float, ...] = ()
+        members: tuple[Member, ...] = ()
         try:
             lease = self.store.current()
             backlog = self.store.backlog()
+            seen = self.store.db_now() - 2 * max(self.settings.lease, timedelta(seconds=2))
+            members = tuple(_member(i, lease) for i in self.store.instances(seen))
             lags = tuple(self.store.lags(LAG_SAMPLE))
         except BeatdError as exc:
             database = f"error: {scrub(str(exc), secrets)}"
@@ -348,6 +403,7 @@ class Beat:
             broker="ok" if problem is None else f"error: {scrub(problem, secrets)}",
             database_url=redact_url(self.settings.database),
             broker_url=redact_url(self.settings.broker),
+            instances=members,
             lags=lags,
         )
 

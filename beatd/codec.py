@@ -34,6 +34,7 @@ from beatd.model import (
     Schedule,
     Source,
     Spec,
+    kind_of,
 )
 from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
 
@@ -56,11 +57,17 @@ OPTIONS = (
     "grace",
     "misfire",
     "max_fires",
+    "history_limit",
     "enabled",
     "priority",
 )
 KEYS = KINDS + OPTIONS
 _KEY_SET = frozenset(KEYS)
+_CELERY_KEYS = frozenset({"schedule", "options", "relative"})  # a Celery beat_schedule entry's
+_CELERY_HINT = (
+    " (a Celery beat_schedule key: here the timing is cron, every, rrule or at and each option "
+    "is a key of its own; `beatd import celery MODULE:APP` converts a Celery app's schedule)"
+)
 MAX_NAME = 200
 MAX_PAYLOAD = 64 * 1024  # bytes of serialised JSON for args, kwargs and headers each
 MAX_DEPTH = 32  # nesting levels of args, kwargs and headers
@@ -333,6 +340,8 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
         if kind == "cron":
             spec = Cron(timing.normalize_cron(" ".join(_text(value).split())))
         elif kind == "rrule":
+            if isinstance(value, str) and "DTSTART" in value.upper():  # before _text: a newline
+                raise ValueError(timing.NO_DTSTART)
             rule = _text(value).strip()
             if rule.upper().startswith("RRULE:"):
                 rule = rule[len("RRULE:") :]
@@ -341,8 +350,6 @@ def _spec(name: str, table: Mapping[str, Any], zone: ZoneInfo, problems: _Proble
             spec = Every(_duration(value, zero_ok=False))
         else:
             return Once(parse_instant(value, zone))
-        if not isinstance(spec, Every):
-            timing.check_spec(spec, zone, name)
     except ValueError as exc:
         problems.add(kind, str(exc))
         return None
@@ -387,6 +394,7 @@ def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
         "expires": lambda v: _duration(v, zero_ok=False),
         "grace": lambda v: _duration(v, zero_ok=False),
         "max_fires": lambda v: _integer(v, 1, None),
+        "history_limit": lambda v: _integer(v, 1, None),
         "enabled": _boolean,
         "priority": lambda v: _integer(v, 0, 255),
     }
@@ -422,7 +430,8 @@ def schedule_from_table(
         raise ConfigError(problems.lines[0], problems=problems.lines)
     for key in table:
         if key not in _KEY_SET:
-            problems.add(show_key(key), f"unknown key{did_you_mean(str(key), KEYS)}")
+            hint = _CELERY_HINT if key in _CELERY_KEYS else did_you_mean(str(key), KEYS)
+            problems.add(show_key(key), f"unknown key{hint}")
 
     zone = defaults.timezone
     if "timezone" in table:
@@ -435,6 +444,11 @@ def schedule_from_table(
 
     spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
     options = _options(table, zone, problems)
+    if isinstance(spec, Cron | RRule):  # whether it fires depends on its start
+        try:
+            timing.check_spec(spec, zone, name, options.get("start"))
+        except ValueError as exc:
+            problems.add(kind_of(spec), str(exc))
 
     if problems.lines or spec is None:
         lines = problems.lines or [f"schedule {name!r}: invalid"]

@@ -28,6 +28,7 @@ from beatd.model import Format, Schedule, Source
 DEFAULT_FILE = "beatd.toml"
 BROKER_SCHEMES = ("amqp", "amqps", "stdout")
 MIN_LEASE = timedelta(seconds=2)
+MIN_KEEP_HISTORY = timedelta(minutes=1)
 LOG_FORMATS = ("text", "json")
 DEFAULT_BIND = "127.0.0.1"
 
@@ -39,9 +40,13 @@ BEATD_KEYS: Mapping[str, tuple[Any, str]] = {
     "timezone": ("UTC", "default IANA time zone of schedules"),
     "lease": ("10s", "leader lease; failover happens within it (at least 2s)"),
     "format": ("celery", "default message format: celery or json"),
-    "http": (None, "host:port for /metrics and /healthz (host defaults to 127.0.0.1)"),
+    "http": (
+        None,
+        "host:port for /metrics and /healthz (host defaults to 127.0.0.1; env BEATD_HTTP)",
+    ),
     "log_format": ("text", "text or json"),
     "instance_id": (None, "this instance's id (default <hostname>:<pid>)"),
+    "keep_history": ("30d", "how long run history is kept; the leader deletes older rows"),
 }
 TABLES = ("beatd", "schedules")
 
@@ -63,6 +68,9 @@ class Settings:
     http: str | None = _default("http")
     log_format: str = _default("log_format")
     instance_id: str | None = _default("instance_id")
+    keep_history: timedelta = field(
+        default_factory=lambda: parse_duration(_default("keep_history"))
+    )
     schedules: tuple[Schedule, ...] = ()
     defaults: Defaults = field(default_factory=Defaults)
 
@@ -157,14 +165,17 @@ def check_http(value: object) -> str:
 # -- [beatd] -------------------------------------------------------------------------
 
 
-def _lease(value: object) -> timedelta:
-    try:
-        lease = parse_duration(value)
-    except OverflowError:
-        raise ValueError(f"duration out of range: {value!r}") from None
-    if lease < MIN_LEASE:
-        raise ValueError(f"must be at least {format_duration(MIN_LEASE)}, got {value!r}")
-    return lease
+def _at_least(low: timedelta) -> Callable[[object], timedelta]:
+    def parse(value: object) -> timedelta:
+        try:
+            duration = parse_duration(value)
+        except OverflowError:
+            raise ValueError(f"duration out of range: {value!r}") from None
+        if duration < low:
+            raise ValueError(f"must be at least {format_duration(low)}, got {value!r}")
+        return duration
+
+    return parse
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
@@ -190,13 +201,14 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "database": check_database_url,
     "broker": check_broker_url,
     "timezone": parse_zone,
-    "lease": _lease,
+    "lease": _at_least(MIN_LEASE),
     "format": _format,
     "http": check_http,
     "log_format": _one_of(LOG_FORMATS),
     "instance_id": _instance_id,
+    "keep_history": _at_least(MIN_KEEP_HISTORY),
 }
-_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER"}
+_ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER", "http": "BEATD_HTTP"}
 
 
 def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

@@ -10,6 +10,9 @@ time to its next piece of work, so none ever sleeps blindly:
              holds up deciding
     watcher  store.wait_for_change (PostgreSQL LISTEN) or change_count() every
              0.5 s: wakes tick and relay, so API changes apply within a second
+    pruner   leader only: deletes history older than keep_history (and beyond
+             each schedule's history_limit), PRUNE_BATCH rows per transaction
+             with a pause between, every PRUNE_EVERY: off the tick's path
 
 The main thread handles signals: SIGHUP reloads the TOML file (a broken file
 logs one line and keeps the last good schedules); SIGTERM/SIGINT stop
@@ -23,7 +26,7 @@ import gc
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
 from beatd.model import Schedule
-from beatd.publish.base import Message, Publisher
+from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay
@@ -47,8 +50,13 @@ log = logging.getLogger("beatd.daemon")
 MAX_IDLE = 5.0  # seconds a loop waits at most, even with nothing to do
 CHANGE_POLL = 0.5  # seconds between change_count() polls
 DRAIN_TIMEOUT = 10.0  # seconds SIGTERM may spend publishing what is due
+DRAIN_MARGIN = timedelta(milliseconds=50)  # ...which is what is due within the lookahead
+OUTAGE_REPEAT = 30.0  # seconds between "still unavailable" lines
 BACKLOG_EVERY = 1.0  # seconds between outbox counts (metric and status)
 HEALTH_WINDOW = 3 * MAX_IDLE  # /healthz fails when the tick loop is silent this long
+PRUNE_EVERY = 60.0  # seconds between history pruning rounds
+PRUNE_BATCH = 1000  # history rows deleted per transaction
+PRUNE_PAUSE = 0.2  # seconds between two batches of one round: other writes go between
 STORE_RETRY = RetryPolicy(initial=0.5, max=5.0)
 
 
@@ -63,19 +71,30 @@ def _first_after(now: datetime) -> Callable[[Schedule], datetime | None]:
 
 
 class _Outage:
-    """One log line when the database goes away and one when it is back, whichever loop notices."""
+    """A log line when the database goes away, one every OUTAGE_REPEAT while it stays away,
+    and one when it is back, whichever loop notices."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float]) -> None:
         self._lock = threading.Lock()
+        self._monotonic = monotonic
         self._failing: dict[str, int] = {}
+        self._since = self._said = 0.0
 
     def failed(self, loop: str, exc: BaseException) -> int:
         """Count a failure of `loop`; returns its failures in a row."""
+        now = self._monotonic()
         with self._lock:
             first = not self._failing
             count = self._failing[loop] = self._failing.get(loop, 0) + 1
+            if first:
+                self._since = self._said = now
+            again = not first and now - self._said >= OUTAGE_REPEAT
+            if again:
+                self._said = now
         if first:
             log.error(f"database unavailable, retrying with backoff: {exc}")
+        elif again:
+            log.error(f"database still unavailable after {now - self._since:.0f}s: {exc}")
         return count
 
     def recovered(self, loop: str) -> None:
@@ -115,7 +134,7 @@ class Daemon:
         self.ticker = Ticker(
             store, self.leader, build_message, self.metrics, on_recorded=self._recorded
         )
-        self.relay = Relay(store, publisher, self.time, self.metrics, term=self._term)
+        self.relay = Relay(store, publisher, self.time, self.metrics, leader=self.leader)
         self._stop = threading.Event()  # stop deciding
         self._decided = threading.Event()  # the tick loop has stopped: nothing more to record
         self._release = threading.Event()  # relay drained: give the lease up
@@ -124,7 +143,7 @@ class Daemon:
         self._reload_pending = False
         self._heartbeat = self._pinged = self.clock.monotonic()
         self._broken = False
-        self._outage = _Outage()
+        self._outage = _Outage(self.clock.monotonic)
         self._threads: list[threading.Thread] = []
         self._status = ""
         self._backlog = 0
@@ -147,12 +166,8 @@ class Daemon:
         self.metrics.renew_failures.inc()
         self._outage.failed("lease", exc)
 
-    def _term(self) -> int | None:
-        lease = self.leader.lease
-        return None if lease is None else lease.epoch
-
-    def _recorded(self, epoch: int, messages: list[Message]) -> None:
-        self.relay.offer(epoch, messages)
+    def _recorded(self) -> None:
+        self.relay.poke()
         self._relay_wake.set()
 
     def _wake_all(self) -> None:
@@ -226,6 +241,7 @@ class Daemon:
             "tick": self._tick_loop,
             "relay": self._relay_loop,
             "watcher": self._watch_loop,
+            "pruner": self._prune_loop,
         }
         for name, target in loops.items():
             thread = threading.Thread(target=target, name=f"beatd-{name}", daemon=True)
@@ -236,19 +252,35 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: no new fires; publishing what is due, then releasing the lease")
         self._wake_all()
-        lease, tick, relay, watcher = self._threads
+        lease, tick, relay, watcher, pruner = self._threads
         tick.join(DRAIN_TIMEOUT)  # a write still running after this is fenced by the release
         relay.join(DRAIN_TIMEOUT + 5)
         self._release.set()
         self._lease_wake.set()
         lease.join(10)
         watcher.join(CHANGE_POLL * 4)
+        pruner.join(CHANGE_POLL * 4)  # a batch is one short transaction
         log.info("stopped")
 
     # -- the loops -------------------------------------------------------------
 
+    def _say_standby(self) -> bool | None:
+        """Log once per standby spell who leads; None while the database cannot say."""
+        try:
+            lease = self.store.current()
+        except StoreError:
+            return None
+        if lease is None:
+            return None  # free: the next step takes it, or says who did
+        log.info(
+            "standby: another instance leads",
+            extra={"leader": lease.holder, "epoch": lease.epoch, "holder": self.leader.holder},
+        )
+        return True
+
     def _lease_loop(self) -> None:
         was_leading = False
+        standby_seen: bool | None = None
         while not self._release.is_set():
             self.time.sync()
             wait = self.leader.step(acquire=not self._stop.is_set())
@@ -256,6 +288,8 @@ class Daemon:
                 self._outage.recovered("lease")
             leading = self.leader.is_leading()
             self.metrics.is_leader.set(1 if leading else 0)
+            if not leading and standby_seen is None:
+                standby_seen = self._say_standby()
             if leading != was_leading:
                 was_leading = leading
                 if leading:  # not this loop: a renew now would only slow the first tick down
@@ -265,6 +299,7 @@ class Daemon:
                     threading.Thread(target=self.publisher.check, daemon=True).start()
                 else:
                     self._wake_all()
+                    standby_seen = None
                 self._update_status()
             self._lease_wake.wait(wait)
             self._lease_wake.clear()
@@ -307,13 +342,13 @@ class Daemon:
         while True:
             if self._decided.is_set() and deadline is None:  # the last fires recorded are in
                 deadline = self.clock.monotonic() + DRAIN_TIMEOUT
-            wait, due_in = 1.0, None  # due_in: seconds until the next fire to publish
+            wait, drained = 1.0, False
             try:
                 next_at = self.relay.run_once(self.time.now())
+                if deadline is not None:  # fires recorded ahead are due this soon
+                    drained = self.relay.drained(self.time.now(), LOOKAHEAD + DRAIN_MARGIN)
                 if self.leader.is_leading():
                     wait = _seconds_until(next_at, self.time.now(), 1.0)
-                    if next_at is not None:
-                        due_in = (next_at - self.time.now()).total_seconds()
                     if self.clock.monotonic() - counted >= BACKLOG_EVERY:
                         counted = self.clock.monotonic()
                         self._backlog = self.store.backlog()
@@ -325,8 +360,6 @@ class Daemon:
                 log.exception("relay failed")
                 wait = 1.0
             self._update_status()
-            soon = LOOKAHEAD.total_seconds() + 0.05  # fires recorded ahead are due this soon
-            drained = due_in is None or due_in > soon
             if deadline is not None and (drained or self.clock.monotonic() > deadline):
                 self._settle_quietly()
                 return  # drained what is due (or out of time): the rest waits for the next leader
@@ -352,9 +385,28 @@ class Daemon:
                 continue
             if count != seen:
                 seen = count
-                self.relay.recheck()
+                self.relay.poke()  # e.g. a trigger from another process
                 self._tick_wake.set()
                 self._relay_wake.set()
+
+    def _prune_loop(self) -> None:
+        """Delete expired history in small batches while leading (SPEC §7 keep_history)."""
+        wait = PRUNE_EVERY  # the first round waits too: a new term's first fires come first
+        while not self._stop.wait(wait):
+            wait = PRUNE_EVERY
+            if not self.leader.is_leading():
+                continue
+            before = self.time.now() - self.settings.keep_history
+            try:
+                pruned = self.store.prune(before, PRUNE_BATCH)
+            except StoreError as exc:
+                wait = STORE_RETRY.delay(self._outage.failed("pruner", exc))
+                continue
+            self._outage.recovered("pruner")
+            self.metrics.pruned.inc(pruned)
+            if pruned == PRUNE_BATCH:
+                wait = PRUNE_PAUSE  # more to delete: the next batch after a breath
+            log.debug("history pruned", extra={"rows": pruned, "before": before.isoformat()})
 
     # -- helpers ---------------------------------------------------------------
 

@@ -24,8 +24,10 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from beatd.clock import Clock
 from beatd.errors import StoreError
@@ -37,6 +39,20 @@ log = logging.getLogger("beatd.leader")
 SKEW_WARN = 1.0  # seconds between this host's clock and the database's
 RESYNC = 2.0  # seconds between readings of the database clock
 STANDBY_POLL = 0.5  # a standby asks at least this often, so takeover is quick
+HEARTBEAT = 1.0  # seconds between roll-call writes (status lists every instance)
+
+
+class Leadership(Protocol):
+    """What the tick and the relay need of the leader: the lease, and giving it up."""
+
+    @property
+    def lease(self) -> Lease | None:
+        """The lease while leading (and not self-fenced), else None."""
+        ...
+
+    def step_down(self) -> None:
+        """A fenced write showed the lease is gone: stop deciding at once."""
+        ...
 
 
 def default_holder() -> str:
@@ -59,6 +75,10 @@ class Leader:
     ) -> None:
         self.store, self.clock = store, clock
         self.holder = holder or default_holder()
+        # This process's own identity: instance ids may be shared (one config file on
+        # every host), tokens never are, so no two processes lead at one epoch.
+        self.token = uuid.uuid4().hex
+        self._seen = float("-inf")  # monotonic time of the last heartbeat
         self.ttl = ttl
         seconds = ttl.total_seconds()
         self.margin = margin if margin is not None else seconds / 4
@@ -92,9 +112,12 @@ class Leader:
         with self._lock:
             held = self._lease if self._leading(started) else None
         try:
+            if started - self._seen >= HEARTBEAT:
+                self.store.heartbeat(self.holder, self.token)
+                self._seen = started
             lease = self.store.renew(held, self.ttl) if held else None
             if lease is None and acquire:
-                lease = self.store.acquire(self.holder, self.ttl)
+                lease = self.store.acquire(self.holder, self.ttl, self.token)
         except StoreError as exc:
             self._failed(held, exc)
             return self.renew_every / 4 if held else self._standby_wait()
@@ -134,14 +157,17 @@ class Leader:
             self._lease = None
 
     def release(self) -> None:
-        """Give the lease up so a standby takes over at once; never raises."""
+        """Give the lease up so a standby takes over at once, and leave the roll call.
+
+        Never raises.
+        """
         with self._lock:
             lease, self._lease = self._lease, None
-        if lease is None:
-            return
         try:
-            self.store.release(lease)
-            log.info("released the lease", extra={"epoch": lease.epoch})
+            if lease is not None:
+                self.store.release(lease)
+                log.info("released the lease", extra={"epoch": lease.epoch})
+            self.store.heartbeat(self.holder, self.token, leaving=True)
         except StoreError as exc:
             log.error(f"cannot release the lease: {exc}")
 

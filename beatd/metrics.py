@@ -34,6 +34,9 @@ class Metrics:
         self.renew_failures = Counter(
             "beatd_lease_renew_failures", "Failed lease renewals or acquisitions", registry=r
         )
+        self.pruned = Counter(
+            "beatd_history_pruned", "History rows deleted by retention (keep_history)", registry=r
+        )
         self.broker_errors = Counter(
             "beatd_broker_errors", "Publish batches that failed on the broker", registry=r
         )

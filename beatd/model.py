@@ -91,6 +91,7 @@ class Schedule:
     misfire: Misfire = Misfire.COALESCE
     grace: timedelta | None = None
     max_fires: int | None = None
+    history_limit: int | None = None  # keep at most this many history rows (newest)
     enabled: bool = True
     priority: int | None = None
     source: Source = Source.API
@@ -142,8 +143,117 @@ class FireRecord:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Who leads, under which fencing epoch, until when (database clock)."""
+    """Who leads, under which fencing epoch, until when (database clock).
+
+    `holder` is the configured instance id (shown in logs and status; several
+    processes may share it); `token` is the process's own nonce. Renew,
+    release and every fenced write compare (token, epoch), so two processes
+    with one `instance_id` never pass fencing at one epoch.
+    """
 
     holder: str
     epoch: int
     expires_at: datetime
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A running beatd process as the cluster sees it (leader or standby)."""
+
+    holder: str
+    token: str
+    started_at: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    fire_id: str  # AMQP message_id (and Celery task id)
+    schedule: str
+    scheduled_for: datetime  # nominal instant, aware UTC
+    publish_at: datetime  # scheduled_for + jitter
+    exchange: str
+    routing_key: str
+    body: bytes
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    priority: int | None = None
+    expires_at: datetime | None = None  # TTL is computed from this at publish time
+    queue: str | None = None  # declare this durable queue if it does not exist
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSchedule:
+    """A schedule with the run state the store keeps for it."""
+
+    schedule: Schedule
+    next_at: datetime | None  # the next instant not yet decided; None = finished
+    last_at: datetime | None  # the latest instant decided (sent or dropped)
+    fires: int  # instants recorded as fires so far (for max_fires)
+    paused: bool
+    note: str | None
+    version: int  # bumped on every change of definition or pause
+    created_at: datetime
+
+    @property
+    def state(self) -> str:
+        """One of STATES: paused, else disabled, else finished (no next instant), else active."""
+        if self.paused:
+            return "paused"
+        if not self.schedule.enabled:
+            return "disabled"
+        return "active" if self.next_at is not None else "finished"
+
+
+STATES = ("active", "paused", "disabled", "finished")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFilter:
+    """Which schedules a page lists; each field that is set narrows it."""
+
+    text: str = ""  # a part of the name; ASCII letters match in either case
+    state: str | None = None  # one of STATES
+    source: str | None = None  # "file" or "api"
+
+    def matches(self, name: str, state: str, source: str) -> bool:
+        return (
+            self.text.lower() in name.lower()
+            and self.state in (None, state)
+            and self.source in (None, source)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePage:
+    """One page of schedules by name, how many match in all, and their newest history rows."""
+
+    schedules: tuple[StoredSchedule, ...]
+    total: int
+    last: Mapping[str, FireRecord]  # name -> newest row, for those with any history
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the planner decided for one instant of one schedule."""
+
+    schedule: str
+    scheduled_for: datetime
+    fire_id: str
+    outcome: Outcome  # PENDING (to send; `message` is set) or DROPPED
+    reason: str | None = None
+    message: Message | None = None
+    manual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """Move a schedule's run state forward, if its version is still `version`."""
+
+    name: str
+    version: int
+    next_at: datetime | None
+    last_at: datetime | None
+    fires_added: int

@@ -36,9 +36,16 @@ from datetime import datetime, timedelta
 from beatd import timing
 from beatd.errors import ConfigError
 from beatd.ids import fire_id
-from beatd.model import Every, Misfire, Outcome, Schedule
-from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision, StoredSchedule
+from beatd.model import (
+    Advance,
+    Decision,
+    Every,
+    Message,
+    Misfire,
+    Outcome,
+    Schedule,
+    StoredSchedule,
+)
 
 ON_TIME = timedelta(seconds=1)
 CATCH_UP_CAP = 1000

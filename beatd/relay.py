@@ -1,231 +1,241 @@
-"""The outbox relay: recorded fires -> publisher -> marked sent after the confirm.
+"""The outbox relay: claimed fires -> publisher -> marked sent after the confirm.
 
-Only the leader relays, so messages leave from one place in publish_at
-order. The tick records fires seconds ahead (tick.LOOKAHEAD) and hands the relay
-what it wrote (`offer`); the relay holds them until their instant, so
-publishing costs no database round trip. The outbox stays the truth: a new term
-(lease epoch) and a broker failure read it afresh, and a read of what is
-already due every REREAD picks up fires recorded elsewhere (trigger,
-backfill). A fire is marked sent only after the broker confirmed it, in
-batches at most SETTLE_AFTER late (a crash in between sends those again:
-at-least-once, same fire id). Returned (unroutable) and expired fires are
-marked failed; nacked ones stay in the outbox. When the broker fails,
-everything unconfirmed stays in the outbox and the relay backs off
-(publish.retry.RetryPolicy); the same fire ids go out again later, in order.
+One path for every fire: the tick (or a trigger, a backfill) records it in
+the outbox, and the relay takes it from there and nowhere else. It *claims*
+what is due within `ahead` (a write fenced by the lease epoch, like the
+tick's), and from that moment the fire is going out: a change (pause,
+replace, remove) withdraws only unclaimed fires. So what the relay publishes
+is exactly what the outbox held when it claimed it, and its history row says
+sent; a change that returned before the claim (more than `ahead` before the
+instant) always wins.
+
+Claimed messages are held until their publish_at (the publisher marshals
+them meanwhile), published with confirms and marked sent in batches at most
+SETTLE_AFTER late; confirmed ids are kept until that write succeeds (a crash
+in between sends them again: at-least-once, same fire id). Returned
+(unroutable) and expired fires are marked failed. A nack is that fire's own
+problem: it is retried with its own backoff and marked failed after
+MAX_NACKS, while the rest go on. A broker failure backs off the relay (the
+broker is shared) and publishes what it holds again afterwards, in order. A
+new term forgets what is held: the outbox still has it, claimed by the old
+epoch, and the new term claims it again.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable
+import threading
 from datetime import datetime, timedelta
 
 from beatd.clock import Clock
-from beatd.errors import BrokerError
+from beatd.errors import BrokerError, Fenced
+from beatd.leader import Leadership
 from beatd.metrics import Metrics
-from beatd.publish.base import Message, Publisher, Result, Status
+from beatd.model import Lease, Message
+from beatd.publish.base import Publisher, Result, Status
 from beatd.publish.retry import RetryPolicy
 from beatd.store.base import FireLog
-from beatd.tick import LOOKAHEAD
 
 log = logging.getLogger("beatd.relay")
 
-BATCH = 5000  # fires per publish call: an instant shared by many schedules goes out at once
-AHEAD = LOOKAHEAD + timedelta(milliseconds=100)  # a fresh read takes all recorded ahead
-WINDOW = 50_000  # at most this many of them
-REREAD = timedelta(milliseconds=250)  # read what is due at least this often
+BATCH = 5000  # fires per claim and per publish call: a crowded instant goes out at once
+AHEAD = timedelta(milliseconds=600)  # claim this long before publish_at (< 1 s: changes win)
+CLAIM_GAP = timedelta(milliseconds=100)  # claim at most this often when busy
+IDLE_CHECK = timedelta(milliseconds=250)  # look for fires recorded elsewhere (a trigger)
+WINDOW = 50_000  # messages held at most
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
-RECENT = 10_000  # ids sent lately: an offer that lost a race to a read is not resent
+NACK_RETRY = RetryPolicy(initial=0.5, max=30.0)  # one fire's backoff after a nack
+MAX_NACKS = 40  # then it is marked failed: about 17 minutes of refusals
 
 
 class Relay:
     def __init__(
         self,
-        log_: FireLog,
+        firelog: FireLog,
         publisher: Publisher,
         clock: Clock,
         metrics: Metrics | None = None,
         *,
+        leader: Leadership,
         batch: int = BATCH,
+        ahead: timedelta = AHEAD,
         retry: RetryPolicy | None = None,
-        term: Callable[[], int | None] = lambda: 0,
     ) -> None:
-        """`term` is the lease epoch while leading, else None."""
-        self.firelog, self.publisher, self.clock = log_, publisher, clock
+        self.firelog, self.publisher, self.clock = firelog, publisher, clock
         self.metrics = metrics or Metrics()
-        self.batch, self.term = batch, term
+        self.leader, self.batch, self.ahead = leader, batch, ahead
         self.retry = retry or RetryPolicy()
         self.failures = 0  # broker failures in a row
-        self._retry_at: datetime | None = None
-        self._term: int | None = None
-        self._offers: deque[tuple[int, list[Message]]] = deque()  # from the tick's thread
-        self._heap: list[tuple[datetime, str, Message]] = []  # held until publish_at
-        self._held: set[str] = set()
-        self._read_at: datetime | None = None  # None: read the whole window next
-        self._recheck = False  # a change may have withdrawn fires held here
-        self._more = False  # the last read filled a batch: read again before sleeping
-        self._recent: dict[str, None] = {}  # at least the last RECENT ids sent, oldest first
+        self._retry_at: datetime | None = None  # the broker's backoff
+        self._epoch: int | None = None  # the term of what is held
+        self._held: list[tuple[datetime, str, Message]] = []  # claimed; a heap by publish_at
+        self._nacks: dict[str, int] = {}  # fire id -> nacks so far
+        self._claim_at: datetime | None = None  # None: claim at the next run
+        self._poked = threading.Event()  # fires were recorded: claim at the next run
         self._confirmed: list[str] = []  # confirmed, not marked sent yet
         self._confirmed_at: datetime | None = None  # the oldest of those confirms
 
-    def offer(self, epoch: int, messages: list[Message]) -> None:
-        """Fires the tick just recorded under `epoch`; safe from another thread."""
-        self._offers.append((epoch, messages))
-
-    def recheck(self) -> None:
-        """Schedules changed: drop held fires the change withdrew; safe from another thread."""
-        self._recheck = True
+    def poke(self) -> None:
+        """Fires were recorded (by the tick, or a change elsewhere); safe from any thread."""
+        self._poked.set()
 
     def run_once(self, now: datetime) -> datetime | None:
-        """Publish everything due at `now`; returns when to run next (None: outbox empty).
+        """Publish everything due at `now`; returns when to run next (None: not leading).
 
-        Raises StoreError when the database fails; BrokerError is handled
-        here (backoff), with every unconfirmed fire left in the outbox.
+        Raises StoreError when the database fails (what is held, confirmed
+        or not, is kept for the next run); BrokerError is handled here.
         """
-        if self._retry_at is not None and now < self._retry_at:
-            return self._retry_at
-        if not self._catch_up_with_the_term():
+        lease = self.leader.lease
+        if lease is None or lease.epoch != self._epoch:
+            self._forget(lease)
+        if lease is None:
             self.settle()
             return None
-        while True:
-            self._take_offers()  # before any read: an offered fire is never read (and sent) twice
-            if self._read_at is None or self._more:
-                self._read(now)  # after a reset the outbox goes first: fires leave in order
-            due = self._pop_due(now)  # else what is held goes first: no database on its path
-            if not due and now - (self._read_at or now) >= REREAD:
-                self._read(now)
-                due = self._pop_due(now)
+        if self._retry_at is not None and now < self._retry_at:
+            return self._retry_at
+        while lease is not None:
+            try:
+                self._claim(lease, now)
+            except Fenced:
+                self.leader.step_down()
+                self._forget(None)
+                return None
+            due = self._pop_due(now)
             if not due:
                 break
             try:
                 results = self.publisher.publish(due, now)
             except BrokerError as exc:
-                return self._back_off(now, str(exc))
-            if not self._account(due, results):
-                return self._back_off(now, "the broker nacked messages")
+                return self._back_off(now, due, str(exc))
             self._recovered()
+            self._account(due, results, now)
             if len(self._confirmed) >= 2 * self.batch:
-                self.settle()  # a long catch-up marks as it goes, not between every batch
-            if len(due) < self.batch and not self._more:
+                self.settle()  # a long catch-up marks as it goes
+            if len(due) < self.batch:
                 break
+            lease = self.leader.lease  # a long catch-up stops as soon as the term ends
         return self._next(now)
 
-    def _catch_up_with_the_term(self) -> bool:
-        """Apply term changes, offers and withdrawals; False when not leading."""
-        term = self.term()
-        if term != self._term:
-            self._term = term
-            self._forget()
-        self._take_offers()
-        if term is not None and self._recheck:
-            self._recheck = False
-            self._drop_withdrawn()
-        return term is not None
+    def settle(self) -> None:
+        """Mark the confirmed fires sent; they stay confirmed here until that succeeds."""
+        if self._confirmed:
+            self.firelog.mark_sent(self._confirmed, self._confirmed_at or self.clock.now())
+            self._confirmed, self._confirmed_at = [], None
+
+    def drained(self, now: datetime, within: timedelta) -> bool:
+        """Nothing held or unsettled, and nothing recorded due within `within` (for SIGTERM)."""
+        if self._held or self._confirmed:
+            return False
+        if self._epoch is None:
+            return True  # not leading: nothing more can go out from here
+        upcoming = self.firelog.next_publish_at(self._epoch)
+        return upcoming is None or upcoming > now + within
+
+    def _claim(self, lease: Lease, now: datetime) -> None:
+        """Claim what is due within `ahead`, when it is time to look (or a poke says so)."""
+        if not self._poked.is_set() and self._claim_at is not None and now < self._claim_at:
+            return
+        self._poked.clear()  # before reading: a poke during the claim is not lost
+        while len(self._held) < WINDOW:
+            limit = min(self.batch, WINDOW - len(self._held))
+            claimed = self.firelog.claim(lease, now + self.ahead, limit)
+            for m in claimed:
+                heapq.heappush(self._held, (m.publish_at, m.fire_id, m))
+            self.publisher.prepare(claimed)  # marshalled now, written at their instant
+            if len(claimed) < limit:
+                break
+        upcoming = self.firelog.next_publish_at(lease.epoch)
+        soonest = now + CLAIM_GAP
+        if upcoming is None:
+            self._claim_at = now + IDLE_CHECK
+        else:
+            self._claim_at = min(max(upcoming - self.ahead, soonest), now + IDLE_CHECK)
 
     def _pop_due(self, now: datetime) -> list[Message]:
         due: list[Message] = []
-        while self._heap and self._heap[0][0] <= now and len(due) < self.batch:
-            due.append(heapq.heappop(self._heap)[2])
-        self._held.difference_update(m.fire_id for m in due)
+        while self._held and self._held[0][0] <= now and len(due) < self.batch:
+            due.append(heapq.heappop(self._held)[2])
         return due
 
-    def settle(self) -> None:
-        """Mark the confirmed fires sent (they leave the outbox)."""
-        if self._confirmed:
-            sent, self._confirmed = self._confirmed, []
-            self.firelog.mark_sent(sent, self._confirmed_at or self.clock.now())
-            self._confirmed_at = None
-
-    def _take_offers(self) -> None:
-        while self._offers:
-            epoch, messages = self._offers.popleft()
-            if epoch == self._term:  # an older term's fires are read from the outbox
-                self._hold(messages)
-                self.publisher.prepare(messages)  # encoded now, written at their instant
-
-    def _hold(self, messages: Iterable[Message]) -> int:
-        """Hold messages not held yet; returns how many were new."""
-        new = 0
-        for m in messages:
-            if m.fire_id not in self._held and m.fire_id not in self._recent:
-                self._held.add(m.fire_id)
-                heapq.heappush(self._heap, (m.publish_at, m.fire_id, m))
-                new += 1
-        return new
-
-    def _read(self, now: datetime) -> None:
-        """The whole window after a reset, else only what is due (fires recorded elsewhere)."""
-        self.settle()  # settled fires are out of the outbox: the read sees only unsent ones
-        whole = self._read_at is None
-        limit = WINDOW if whole else self.batch
-        read = self.firelog.pending(now + AHEAD if whole else now, limit)
-        self._more = self._hold(read) > 0 and len(read) == limit
-        self._read_at = now
-
-    def _drop_withdrawn(self) -> None:
-        if not self._held:
-            return
-        kept = self.firelog.still_pending(list(self._held))
-        if len(kept) < len(self._held):
-            self._heap = [entry for entry in self._heap if entry[1] in kept]
-            heapq.heapify(self._heap)
-            self._held = kept
-
-    def _account(self, due: list[Message], results: list[Result]) -> bool:
-        """Book the broker's answers; False when it nacked some (they stay in the outbox)."""
+    def _account(self, due: list[Message], results: list[Result], now: datetime) -> None:
+        """Book the broker's answers: confirmed, nacked (retry that fire), or failed."""
         confirmed_at = self.clock.now()
         by_id = {m.fire_id: m for m in due}
-        nacked = False
         for r in results:
+            message = by_id[r.fire_id]
             if r.status is Status.CONFIRMED:
-                self._recent[r.fire_id] = None
+                self._nacks.pop(r.fire_id, None)
                 self._confirmed.append(r.fire_id)
-                lag = (confirmed_at - by_id[r.fire_id].scheduled_for).total_seconds()
-                self.metrics.lag.observe(max(lag, 0.0))
-            elif r.status is Status.NACKED:
-                nacked = True
-            else:
-                self.firelog.mark_failed(r.fire_id, r.reason or str(r.status), confirmed_at)
-                self.metrics.failed.inc()
-                log.warning(
-                    "fire not delivered",
-                    extra={"fire_id": r.fire_id, "status": str(r.status), "reason": r.reason},
+                lag = max((confirmed_at - message.scheduled_for).total_seconds(), 0.0)
+                self.metrics.lag.observe(lag)
+                log.info(
+                    "fire published",
+                    extra={
+                        "schedule": message.schedule,
+                        "fire_id": r.fire_id,
+                        "scheduled_for": message.scheduled_for.isoformat(),
+                        "lag_ms": round(lag * 1000, 1),
+                    },
                 )
-        if len(self._recent) > 2 * RECENT:
-            self._recent = dict.fromkeys(list(self._recent)[-RECENT:])
+            elif r.status is Status.NACKED and self._nacks.get(r.fire_id, 0) + 1 < MAX_NACKS:
+                self._retry_nacked(message, now)
+            else:
+                reason = r.reason or str(r.status)
+                if r.status is Status.NACKED:
+                    reason = f"refused by the broker {MAX_NACKS} times: {reason}"
+                self._fail(message, reason, confirmed_at)
         self.metrics.sent.inc(sum(r.status is Status.CONFIRMED for r in results))
         if self._confirmed_at is None and self._confirmed:
             self._confirmed_at = confirmed_at
-        return not nacked
+
+    def _retry_nacked(self, message: Message, now: datetime) -> None:
+        """Hold a nacked fire back by its own backoff: a full queue delays only its fires."""
+        nacks = self._nacks[message.fire_id] = self._nacks.get(message.fire_id, 0) + 1
+        again = now + timedelta(seconds=NACK_RETRY.delay(nacks))
+        heapq.heappush(self._held, (again, message.fire_id, message))
+        self.metrics.broker_errors.inc()
+        if nacks == 1:
+            log.warning(
+                "broker refused a fire (nack); retrying it with backoff",
+                extra={"schedule": message.schedule, "fire_id": message.fire_id},
+            )
+
+    def _fail(self, message: Message, reason: str, at: datetime) -> None:
+        self._nacks.pop(message.fire_id, None)
+        self.firelog.mark_failed(message.fire_id, reason, at)
+        self.metrics.failed.inc()
+        log.warning(
+            "fire not delivered",
+            extra={"schedule": message.schedule, "fire_id": message.fire_id, "reason": reason},
+        )
 
     def _next(self, now: datetime) -> datetime | None:
         """Settle when nothing is due within SETTLE_AFTER (or the oldest confirm is that old)."""
-        upcoming = self._heap[0][0] if self._heap else None
+        upcoming = self._held[0][0] if self._held else None
         if self._confirmed_at is not None:
             settle_by = self._confirmed_at + SETTLE_AFTER
             if upcoming is None or upcoming > settle_by or now >= settle_by:
-                self.settle()
-            else:
-                return min(upcoming, settle_by)
-        return upcoming if upcoming is not None else self.firelog.next_publish_at()
+                self.settle()  # else the next fire is due first, and the mark waits for it
+        wakes = [t for t in (upcoming, self._claim_at) if t is not None]
+        return min(wakes, default=None)
 
-    def _forget(self) -> None:
-        """Drop what is held: the outbox still has all of it, and is read afresh."""
-        self._heap.clear()
+    def _forget(self, lease: Lease | None) -> None:
+        """A new term (or none): drop what is held; the outbox has it, claimed by the old epoch."""
         self._held.clear()
-        self._read_at = None
+        self._nacks.clear()
+        self._epoch = lease.epoch if lease is not None else None
+        self._claim_at = None
 
-    def _back_off(self, now: datetime, why: str) -> datetime:
-        self._forget()
-        self.settle()
+    def _back_off(self, now: datetime, due: list[Message], why: str) -> datetime:
+        """The broker failed: hold everything (in order) and try again after a backoff."""
+        for m in due:
+            heapq.heappush(self._held, (m.publish_at, m.fire_id, m))
         self.failures += 1
         self.metrics.broker_errors.inc()
-        delay = self.retry.delay(self.failures)
         if self.failures == 1:
             log.error(f"broker: {why}; keeping the outbox, retrying with backoff")
-        self._retry_at = now + timedelta(seconds=delay)
+        self._retry_at = now + timedelta(seconds=self.retry.delay(self.failures))
         return self._retry_at
 
     def _recovered(self) -> None:

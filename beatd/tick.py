@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from beatd.errors import Fenced
+from beatd.leader import Leadership
 from beatd.metrics import Metrics
-from beatd.model import Lease, Outcome
+from beatd.model import Advance, Decision, Outcome
 from beatd.planner import Builder, plan
-from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision, FireLog, ScheduleStore
+from beatd.store.base import FireLog, ScheduleStore
 
 log = logging.getLogger("beatd.tick")
 
@@ -37,15 +37,6 @@ class TickStore(ScheduleStore, FireLog, Protocol):
     pass
 
 
-class Leadership(Protocol):
-    @property
-    def lease(self) -> Lease | None:
-        """The lease while leading (and not self-fenced), else None."""
-        ...
-
-    def step_down(self) -> None: ...
-
-
 class Ticker:
     def __init__(
         self,
@@ -56,7 +47,7 @@ class Ticker:
         *,
         batch: int = BATCH,
         fires_per_commit: int = FIRES_PER_COMMIT,
-        on_recorded: Callable[[int, list[Message]], None] = lambda epoch, messages: None,
+        on_recorded: Callable[[], None] = lambda: None,
         lookahead: timedelta = LOOKAHEAD,
         record_cost: timedelta = RECORD_COST,
     ) -> None:
@@ -64,7 +55,7 @@ class Ticker:
         self.metrics = metrics or Metrics()
         self.batch, self.lookahead, self.fires_per_commit = batch, lookahead, fires_per_commit
         self.record_cost = record_cost
-        self.on_recorded = on_recorded  # hands the relay what was written (epoch, messages)
+        self.on_recorded = on_recorded  # tells the relay the outbox has new fires (no data)
         self._term: tuple[int, datetime] | None = None  # (epoch, when it began deciding)
         self._crowded: tuple[datetime, datetime] | None = None  # (wake at, record through)
 
@@ -109,11 +100,8 @@ class Ticker:
                 self.leader.step_down()
                 return None
             self._count(decisions)
-            messages = [
-                d.message for d in decisions if d.message is not None and d.fire_id in written
-            ]
-            if messages:
-                self.on_recorded(lease.epoch, messages)
+            if any(d.outcome is Outcome.PENDING and d.fire_id in written for d in decisions):
+                self.on_recorded()
             if taken == len(due) < limit:
                 break
         else:

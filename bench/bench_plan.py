@@ -24,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from beatd.codec import Defaults, schedule_from_table
 from beatd.ids import fire_id
-from beatd.model import Schedule, Source
+from beatd.model import Schedule, Source, StoredSchedule
 from beatd.planner import plan
 from beatd.publish.messages import build_message
-from beatd.store.base import StoredSchedule
 from beatd.timing import next_after
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

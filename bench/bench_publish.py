@@ -31,10 +31,10 @@ import pika
 import pika.frame
 import pika.spec
 
-from beatd.model import Every, Schedule
+from beatd.model import Every, Message, Schedule
 from beatd.publish.amqp import AmqpPublisher
 from beatd.publish.amqp_wire import properties
-from beatd.publish.base import Message, Status
+from beatd.publish.base import Status
 from beatd.publish.messages import build_message
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -27,10 +27,9 @@ import sqlalchemy as sa
 
 from beatd import migrate
 from beatd.ids import fire_id
-from beatd.model import Every, Outcome, Schedule
-from beatd.publish.base import Message
+from beatd.model import Advance, Decision, Every, Message, Outcome, Schedule
 from beatd.store import open_store
-from beatd.store.base import Advance, Decision, Store
+from beatd.store.base import Store
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DUE = 100
@@ -101,14 +100,15 @@ def run(url: str, n: int) -> dict[str, float]:
         assert len(due) == min(n, DUE), len(due)
         figures["due_ms"] = median_ms(lambda: store.due(NOW, 1000))
         figures["next_due_at_ms"] = median_ms(store.next_due_at)
-        lease = store.acquire("bench", timedelta(minutes=5))
+        lease = store.acquire("bench", timedelta(minutes=5), "bench")
         batch = decisions(1000)
         versions = {s.schedule.name: s.version for s in due}
         advances = [
             Advance(name, v, NOW + timedelta(hours=1), NOW, 1) for name, v in versions.items()
         ]
         figures["record_1000_ms"] = timed(lambda: store.record(lease, batch, advances)) * 1000
-        figures["pending_1000_ms"] = median_ms(lambda: store.pending(NOW, 1000), runs=5)
+        assert lease is not None
+        figures["claim_1000_ms"] = timed(lambda: store.claim(lease, NOW, 1000)) * 1000
         ids = [d.fire_id for d in batch]
         figures["mark_sent_1000_ms"] = timed(lambda: store.mark_sent(ids, NOW)) * 1000
         return figures

@@ -4,8 +4,8 @@ with the console closed and with it open and refreshing, in the same run.
     .venv/bin/python bench/bench_web.py [--sizes 1000,100000] [--requests 20] [--seconds 20]
 
 For each size, on a fresh PostgreSQL database (dropped afterwards) and a unique
-RabbitMQ queue: a config file with that many schedules (--lag of them
-`every = "1s"`, the rest daily crons over many zones and minutes), one real
+RabbitMQ queue: that many schedules (--lag of them `every = "1s"` in the config
+file, the rest daily crons over many zones, stored as API schedules), one real
 `beatd run` leading, a consumer timing every message, and `beatd web` in its
 own process. Prints, per page, the server's time (the app's `Server-Timing`
 header) and the round trip, median and p95 of --requests requests; then the
@@ -25,7 +25,9 @@ import threading
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,6 +37,11 @@ sys.path.insert(0, str(ROOT / "tests" / "web"))
 import sqlalchemy as sa  # noqa: E402
 from daemon_cluster import Cluster, Consumer, wait_for  # noqa: E402
 from web_browser import WebProcess  # noqa: E402
+
+from beatd import timing  # noqa: E402
+from beatd.model import Cron, Schedule  # noqa: E402
+from beatd.store.sql import tables  # noqa: E402
+from beatd.store.sql.schedules import definition_columns  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -46,15 +53,35 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
 
 
-def schedules(size: int, lag: int) -> dict[str, dict[str, str]]:
-    table = {f"lag-{i:04d}": {"every": "1s", "task": "bench.tasks.tick"} for i in range(lag)}
-    for i in range(size - lag):
-        table[f"job-{i:06d}"] = {
-            "cron": f"{i % 60} {i // 60 % 24} * * *",
-            "timezone": ZONES[i % len(ZONES)],
-            "task": f"bench.tasks.job{i % 50}",
-        }
-    return table
+def bulk_load(db_url: str, count: int) -> None:
+    """`count` API schedules written straight into the table (what `beatd add` would store),
+    so that neither the daemon nor the console parses a 100,000-table file: daily crons
+    over many zones and minutes; one in a hundred paused."""
+    now = datetime.now(UTC)
+    engine = sa.create_engine(db_url)
+    try:
+        for start in range(0, count, 5000):
+            rows = []
+            for i in range(start, min(count, start + 5000)):
+                schedule = Schedule(
+                    name=f"job-{i:06d}",
+                    spec=Cron(f"{i % 60} {i // 60 % 24} * * *"),
+                    task=f"bench.tasks.job{i % 50}",
+                    timezone=ZoneInfo(ZONES[i % len(ZONES)]),
+                )
+                row = definition_columns(schedule)
+                row.update(
+                    name=schedule.name,
+                    next_at=timing.next_after(schedule, now),
+                    paused=i % 100 == 99,
+                    created_at=now,
+                    updated_at=now,
+                )
+                rows.append(row)
+            with engine.begin() as conn:
+                conn.execute(sa.insert(tables.schedules), rows)
+    finally:
+        engine.dispose()
 
 
 def fetch(url: str) -> tuple[float, float]:
@@ -128,18 +155,25 @@ def run_size(args: argparse.Namespace, size: int) -> None:
             web: WebProcess | None = None
             consumer = Consumer(cluster.amqp_url, cluster.queue)
             try:
-                cluster.write_config(schedules(size, args.lag), lease="5s")
+                ticks = {
+                    f"lag-{i:04d}": {"every": "1s", "task": "bench.tasks.tick"}
+                    for i in range(args.lag)
+                }
+                cluster.write_config(ticks, lease="5s")
+                started = time.monotonic()
+                bulk_load(cluster.db_url, size - args.lag)
+                print(f"{size:,} schedules stored in {time.monotonic() - started:.1f} s")
                 started = time.monotonic()
                 cluster.start()
                 wait_for(cluster.leader, 300, "a leader")
                 wait_for(lambda: len(consumer.got) >= args.lag * 3, 300, "fires")
                 print(f"{size:,} schedules: leader firing after {time.monotonic() - started:.1f} s")
-                web = WebProcess.start(cluster.config, Path(tmp))
+                web = WebProcess.start(cluster.config, Path(tmp), timeout=600)
                 last = -(-size // 50)
                 pages = [
                     "/schedules",
                     f"/schedules?page={last}",
-                    "/schedules?q=job-0012&state=active",
+                    "/schedules?q=job-0012&state=paused",
                     "/schedule?name=lag-0001",
                     "/cluster",
                 ]

@@ -7,10 +7,13 @@ RabbitMQ into a failure instead of a skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,6 +87,34 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(scope="session")
+def celery_python() -> str:
+    """The python of Celery's own venv (tests/celery_env.py), made on first use."""
+    import celery_env
+
+    try:
+        return str(celery_env.celery_python())
+    except celery_env.CeleryEnvError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def celery_reference(celery_python: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Ask Celery itself, in its own venv, what it builds (see tests/celery_reference.py)."""
+    script = Path(__file__).resolve().parent / "celery_reference.py"
+
+    def ask(request: dict[str, Any]) -> dict[str, Any]:
+        argv = [celery_python, str(script)]
+        done = subprocess.run(
+            argv, input=json.dumps(request), capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        answer: dict[str, Any] = json.loads(done.stdout)
+        return answer
+
+    return ask
 
 
 @pytest.fixture(scope="session")

@@ -144,8 +144,15 @@ CASES = [
         id="rrule-interval-0",  # found by fuzz/fuzz_cron.py: was a ZeroDivisionError traceback
     ),
     pytest.param(
-        Bad(toml=sched('rrule = "FREQ=DAILY;UNTIL=20270101T000000Z"\ntask = "t"'), says=("UNTIL",)),
-        id="rrule-until",
+        Bad(
+            toml=sched('rrule = "FREQ=DAILY;COUNT=3;UNTIL=20270101T000000Z"\ntask = "t"'),
+            says=("COUNT and UNTIL",),
+        ),
+        id="rrule-count-and-until",
+    ),
+    pytest.param(
+        Bad(toml=sched('rrule = "FREQ=YEARLY;INTERVAL=9000"\ntask = "t"'), says=("100 years",)),
+        id="rrule-never-within-100-years",
     ),
     pytest.param(
         Bad(

@@ -1,9 +1,11 @@
 """beatd-built messages, published by AmqpPublisher, executed by a real Celery 5 worker.
 
 The worker runs as a subprocess (`celery worker --pool=solo`) on a queue of
-its own; its task writes what it got to a file, which the test polls with a
-deadline. A message whose `expires` has passed reaches the worker (its AMQP
-TTL is still running) and must be revoked by Celery, not run.
+its own, from Celery's own venv (tests/celery_env.py: Celery's pin would
+downgrade beatd's dependencies here); its task writes what it got to a file,
+which the test polls with a deadline. A message whose `expires` has passed
+reaches the worker (its AMQP TTL is still running) and must be revoked by
+Celery, not run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,13 +49,13 @@ def worker_queue(amqp_server: str) -> Iterator[str]:
         conn.close()
 
 
-def _start_worker(queue: str, out: Path, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(queue: str, out: Path, log: Path, python: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent)])
+    env["PYTHONPATH"] = str(TESTS)  # celery_app.py; the worker needs nothing of beatd
     env["BEATD_E2E_OUT"] = str(out)
     env["BEATD_E2E_BROKER"] = BROKER
     command = [
-        sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool=solo", "-Q", queue,
+        python, "-m", "celery", "-A", "celery_app", "worker", "--pool=solo", "-Q", queue,
         "--without-heartbeat", "--without-gossip", "--without-mingle",
         "--loglevel=INFO", f"--hostname={queue}@%h",
     ]  # fmt: skip
@@ -89,7 +90,7 @@ def _wait_for_lines(
 
 
 def test_a_celery_worker_runs_beatd_messages_and_drops_expired_ones(
-    worker_queue: str, tmp_path: Path
+    worker_queue: str, celery_python: str, tmp_path: Path
 ) -> None:
     out, log = tmp_path / "ran.jsonl", tmp_path / "worker.log"
     now = datetime.now(UTC).replace(microsecond=0)
@@ -122,7 +123,7 @@ def test_a_celery_worker_runs_beatd_messages_and_drops_expired_ones(
     finally:
         publisher.close()
 
-    worker = _start_worker(worker_queue, out, log)
+    worker = _start_worker(worker_queue, out, log, celery_python)
     try:
         # In order on one queue: had the stale one run, it would be second here.
         ran = _wait_for_lines(out, 2, worker, log)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +368,30 @@ def test_subprocess_validate_and_upcoming(tmp_path: Path, config: Path) -> None:
     result = beatd(tmp_path, "upcoming", "--config", str(config), "--limit", "-1")
     assert (result.returncode, result.stdout) == (2, "")
     assert "Traceback" not in result.stderr
+
+
+class _SlowClock:
+    """Each reading is 30 s after the last: a query that took that long between two reads."""
+
+    def __init__(self) -> None:
+        self.at = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        self.at += timedelta(seconds=30)
+        return self.at
+
+    def monotonic(self) -> float:
+        return self.at.timestamp()
+
+
+def test_upcoming_labels_are_relative_to_the_instant_queried(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow query (100,000 schedules) labelled the fires it found "20 s ago"."""
+    path = tmp_path / "beatd.toml"
+    path.write_text('[schedules.tick]\nevery = "10s"\ntask = "t"\n')
+    monkeypatch.setattr("beatd.api.SystemClock", _SlowClock)
+    code, out, _ = run(capsys, "upcoming", "--config", str(path), "--limit", "3")
+    rows = out.splitlines()[1:]
+    assert code == 0 and len(rows) == 3
+    assert [re.split(r"\s{2,}", row)[3] for row in rows] == ["in 10 s", "in 20 s", "in 30 s"]

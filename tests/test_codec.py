@@ -60,6 +60,21 @@ BAD = [
     ("cron-not-string", {**TASK, "cron": 5}, ["cron: expected a string, got an integer (5)"]),
     ("cron-empty", {**TASK, "cron": "  "}, ["cron: must not be empty"]),
     ("rrule-garbage", {**TASK, "rrule": "FREQ=SOMETIMES"}, ["schedule 'job': rrule: "]),
+    (
+        "rrule-dtstart-points-at-start",  # was "must not contain control characters"
+        {**TASK, "rrule": "DTSTART:20260101T090000\nRRULE:FREQ=DAILY"},
+        ["schedule 'job': rrule: an rrule must not contain DTSTART: set the schedule's start"],
+    ),
+    (
+        "rrule-judged-from-its-start",  # passed validate, then upcoming() raised ValueError
+        {**TASK, "rrule": "FREQ=HOURLY;BYHOUR=0;INTERVAL=3", "start": "2026-01-01T01:15:20Z"},
+        ["rrule: rrule 'FREQ=HOURLY;BYHOUR=0;INTERVAL=3' never fires from its start 2026-01-01"],
+    ),
+    (
+        "rrule-less-than-once-a-century",  # was accepted and never fired
+        {**TASK, "rrule": "FREQ=YEARLY;INTERVAL=9000"},
+        ["schedule 'job': rrule: rrule 'FREQ=YEARLY;INTERVAL=9000' fires less often than once"],
+    ),
     ("at-garbage", {**TASK, "at": "tomorrow"}, ["at: expected an ISO-8601 date and time"]),
     ("at-date-only", {**TASK, "at": "2026-12-01"}, ["at: expected a date and a time"]),
     ("at-toml-date", {**TASK, "at": date(2026, 12, 1)}, ["at: expected a date and a time"]),
@@ -228,6 +243,16 @@ GOOD = [
         RRule("FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=18"),
     ),
     ("rrule-prefix", {**TASK, "rrule": "RRULE:FREQ=DAILY"}, RRule("FREQ=DAILY")),
+    (
+        "rrule-valid-from-its-start",  # was refused: judged from 1970-01-01 00:00
+        {**TASK, "rrule": "FREQ=HOURLY;BYHOUR=10,20;INTERVAL=3", "start": "2026-01-01T01:15:20Z"},
+        RRule("FREQ=HOURLY;BYHOUR=10,20;INTERVAL=3"),
+    ),
+    (
+        "rrule-count-until",  # COUNT and UNTIL were refused
+        {**TASK, "rrule": "FREQ=WEEKLY;BYDAY=MO;UNTIL=20271231T170000Z"},
+        RRule("FREQ=WEEKLY;BYDAY=MO;UNTIL=20271231T170000Z"),
+    ),
     (
         "at-offset",
         {**TASK, "at": "2026-12-01T09:00:00+01:00"},

@@ -65,6 +65,7 @@ def test_defaults_table_feeds_settings() -> None:
     shown = {
         "timezone": settings.timezone.key,
         "lease": format_duration(settings.lease),
+        "keep_history": format_duration(settings.keep_history),
         "format": str(settings.format),
     }
     for key, (default, help_text) in BEATD_KEYS.items():
@@ -368,3 +369,11 @@ def test_good_broker_urls(url: str) -> None:
 )
 def test_http(value: object, bind: str) -> None:
     assert check_http(value) == bind
+
+
+def test_beatd_http_overrides_the_file(tmp_path: Path) -> None:
+    """Instances on one host share a config file and each serve /metrics on their own port."""
+    config = tmp_path / "beatd.toml"
+    config.write_text('[beatd]\nhttp = "127.0.0.1:9464"\n')
+    assert load_settings(config, env={}).http == "127.0.0.1:9464"
+    assert load_settings(config, env={"BEATD_HTTP": "127.0.0.1:9465"}).http == "127.0.0.1:9465"

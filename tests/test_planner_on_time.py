@@ -14,10 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from beatd.ids import fire_id
-from beatd.model import Cron, Every, Misfire, Outcome, Schedule, Spec
+from beatd.model import Cron, Every, Misfire, Outcome, Schedule, Spec, StoredSchedule
 from beatd.planner import ON_TIME, plan
 from beatd.publish.messages import build_message
-from beatd.store.base import StoredSchedule
 from beatd.timing import fires_between, next_after
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

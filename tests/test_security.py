@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from unit_file import read_unit
 
 from beatd import migrate
 from beatd.config import check_http, settings_from_document
@@ -364,23 +365,8 @@ def _toml(document: dict[str, Any]) -> str:
 # -- the service ---------------------------------------------------------------------------
 
 
-def _unit() -> dict[str, list[str]]:
-    entries: dict[str, list[str]] = {}
-    section = ""
-    for raw in (REPO / "systemd" / "beatd.service").read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        entries.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
-    return entries
-
-
 def test_the_systemd_unit_runs_unprivileged_and_hardened() -> None:
-    unit = _unit()
+    unit = read_unit()
 
     def one(key: str) -> str:
         values = unit.get(f"Service.{key}", [])

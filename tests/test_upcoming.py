@@ -10,7 +10,7 @@ import pytest
 
 from beatd import timing
 from beatd.errors import ConfigError, NotFound
-from beatd.model import Every, Fire, Once, Schedule
+from beatd.model import Cron, Every, Fire, Once, RRule, Schedule
 from beatd.upcoming import upcoming
 
 NOW = datetime(2026, 6, 1, 12, 0, 7, tzinfo=UTC)
@@ -148,3 +148,29 @@ def test_merge_is_lazy(monkeypatch: pytest.MonkeyPatch) -> None:
     fires = upcoming(schedules, NOW, limit=50)
     assert len(fires) == 50
     assert calls <= 500 + 50
+
+
+def test_schedules_sharing_a_timing_share_its_instants(monkeypatch: pytest.MonkeyPatch) -> None:
+    """100,000 schedules cost their distinct timings: one rrule walk, not one per schedule.
+
+    An H in a cron hashes the name, so those are never shared.
+    """
+    calls: list[str] = []
+    real = timing.next_after
+
+    def counting(schedule: Schedule, after: datetime) -> datetime | None:
+        calls.append(schedule.name)
+        return real(schedule, after)
+
+    monkeypatch.setattr(timing, "next_after", counting)
+    berlin = ZoneInfo("Europe/Berlin")
+    rule = RRule("FREQ=WEEKLY;BYDAY=MO,FR;BYHOUR=18")
+    shared = [Schedule(f"r{i:04}", rule, "t", timezone=berlin) for i in range(500)]
+    hashed = [Schedule(f"h{i}", Cron("H * * * *"), "t") for i in range(3)]
+    fires = upcoming([*shared, *hashed], NOW, limit=520)
+    # the rrule's first instant, and the one after it (asked as each of the 500 is listed)
+    assert sum(name.startswith("r") for name in calls) == 2
+    first = real(shared[0], NOW)
+    assert [f.at for f in fires if f.schedule.startswith("r")] == [first] * 500
+    minutes = {f.at.minute for f in fires if f.schedule.startswith("h")}
+    assert len(minutes) == 3  # each H schedule kept its own minute

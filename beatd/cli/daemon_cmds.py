@@ -25,6 +25,12 @@ from beatd.store import MEMORY, has_tables, open_store
 from beatd.store.base import Store
 
 log = logging.getLogger("beatd")
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -33,6 +39,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     run.add_argument(
         "--log-format", choices=FORMATS, default=None, help="log lines as json or text"
+    )
+    run.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="the least severe lines logged: info has one line per fire published or dropped "
+        "(default: %(default)s)",
     )
     status = add_command(
         sub, "status", "leader, lease, fencing epoch, backlog, database and broker health", _status
@@ -79,7 +92,7 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    setup(args.log_format or settings.log_format)
+    setup(args.log_format or settings.log_format, LEVELS[args.log_level])
     stop = threading.Event()
     daemon: list[Daemon] = []
 
@@ -129,11 +142,20 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     with Beat.from_config(args.config) as beat:
         status = beat.status()
-    report = {
+    report: dict[str, Any] = {
         "leader": status.leader,
         "epoch": status.epoch,
         "lease_expires": iso_utc(status.lease_expires) if status.lease_expires else None,
         "backlog": status.backlog,
+        "instances": [
+            {
+                "id": i.holder,
+                "role": i.role,
+                "started_at": iso_utc(i.started_at),
+                "last_seen": iso_utc(i.last_seen),
+            }
+            for i in status.instances
+        ],
         "database": status.database,
         "broker": status.broker,
         "database_url": status.database_url,
@@ -143,6 +165,11 @@ def _status(args: argparse.Namespace) -> int:
         print_json(report)
     else:
         for key, value in report.items():
+            if key == "instances":
+                value = (
+                    ", ".join(f"{i['id']} ({i['role']}, seen {i['last_seen']})" for i in value)
+                    or None
+                )
             print(f"{key + ':':<15}{'-' if value is None else value}")
     sys.stdout.flush()
     return EXIT_OK if status.healthy else EXIT_FAILURE

@@ -18,7 +18,14 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-GROUPS = ("config_cmds", "schedule_cmds", "db_cmds", "daemon_cmds", "web_cmds")
+GROUPS = (
+    "config_cmds",
+    "schedule_cmds",
+    "db_cmds",
+    "daemon_cmds",
+    "import_cmds",
+    "web_cmds",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -35,6 +35,7 @@ OPTION_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--misfire", "misfire", "text"),
     ("--grace", "grace", "text"),
     ("--max-fires", "max_fires", "int"),
+    ("--history-limit", "history_limit", "int"),
     ("--priority", "priority", "int"),
 )
 

@@ -11,7 +11,8 @@ import re
 from urllib.parse import urlsplit
 
 from beatd.errors import ConfigError
-from beatd.publish.base import Message, Publisher, Result, Status
+from beatd.model import Message
+from beatd.publish.base import Publisher, Result, Status
 from beatd.publish.messages import build_message, message_from_json, message_to_json
 from beatd.publish.retry import RetryPolicy
 

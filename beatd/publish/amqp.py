@@ -57,6 +57,7 @@ import pika
 import pika.exceptions
 
 from beatd.errors import BrokerError, ConfigError
+from beatd.model import Message
 from beatd.publish import mask_url
 from beatd.publish.amqp_link import Batch, Link, Unsent
 from beatd.publish.amqp_wire import (
@@ -67,7 +68,7 @@ from beatd.publish.amqp_wire import (
     marshal,
     properties,
 )
-from beatd.publish.base import Message, Result, Status
+from beatd.publish.base import Result, Status
 from beatd.publish.messages import expired_reason
 from beatd.publish.retry import Backoff, RetryPolicy
 

@@ -21,6 +21,7 @@ import pika.frame
 import pika.spec
 
 from beatd.errors import BrokerError
+from beatd.model import Message
 from beatd.publish.amqp_wire import (
     ENCODE_ERRORS,
     FRAME_OVERHEAD,
@@ -29,7 +30,7 @@ from beatd.publish.amqp_wire import (
     marshal,
     properties,
 )
-from beatd.publish.base import Message, Result, Status
+from beatd.publish.base import Result, Status
 
 log = logging.getLogger("beatd.publish.amqp")
 

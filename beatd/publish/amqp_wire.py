@@ -17,7 +17,7 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
-from beatd.publish.base import Message
+from beatd.model import Message
 
 FRAME_OVERHEAD = pika.spec.FRAME_HEADER_SIZE + pika.spec.FRAME_END_SIZE
 PREPARED_CHANNEL = 1  # the confirm channel: the first one opened on every connection

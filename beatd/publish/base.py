@@ -1,4 +1,4 @@
-"""What a publisher must do, and the message it is handed.
+"""What a publisher must do, and what it answers (the Message it is handed is in model.py).
 
 Messages are built once, when their fire is recorded, and stored in the
 outbox as they are; the publisher sends them verbatim. The AMQP publisher and
@@ -8,27 +8,12 @@ the stdout publisher pass the same contract tests.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    fire_id: str  # AMQP message_id (and Celery task id)
-    schedule: str
-    scheduled_for: datetime  # nominal instant, aware UTC
-    publish_at: datetime  # scheduled_for + jitter
-    exchange: str
-    routing_key: str
-    body: bytes
-    content_type: str = "application/json"
-    content_encoding: str = "utf-8"
-    headers: Mapping[str, Any] = field(default_factory=dict)
-    priority: int | None = None
-    expires_at: datetime | None = None  # TTL is computed from this at publish time
-    queue: str | None = None  # declare this durable queue if it does not exist
+from beatd.model import Message
 
 
 class Status(enum.StrEnum):

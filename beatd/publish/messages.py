@@ -30,8 +30,7 @@ from typing import Any
 
 from beatd.errors import ScheduleError
 from beatd.ids import fire_id
-from beatd.model import Format, Schedule
-from beatd.publish.base import Message
+from beatd.model import Format, Message, Schedule
 
 SCHEDULED_FOR_HEADER = "beatd-scheduled-for"
 MANUAL_HEADER = "beatd-manual"

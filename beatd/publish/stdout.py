@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import IO, Any
 
 from beatd.errors import BrokerError
-from beatd.publish.base import Message, Result, Status
+from beatd.model import Message
+from beatd.publish.base import Result, Status
 from beatd.publish.messages import expired_reason, iso_z
 
 

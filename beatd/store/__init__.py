@@ -16,15 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from beatd.errors import ConfigError
-from beatd.model import Schedule
-from beatd.store.base import (
-    Advance,
-    Decision,
-    NextAt,
-    ReconcileResult,
-    Store,
-    StoredSchedule,
-)
+from beatd.model import Advance, Decision, Schedule, StoredSchedule
+from beatd.store.base import NextAt, ReconcileResult, Store
 
 __all__ = [
     "Advance",

@@ -9,91 +9,26 @@ when the database fails, Fenced when a lease check fails).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from beatd.model import FireRecord, Lease, Outcome, Schedule
-from beatd.publish.base import Message
+from beatd.model import (
+    Advance,
+    Decision,
+    FireRecord,
+    Instance,
+    Lease,
+    Message,
+    Schedule,
+    ScheduleFilter,
+    SchedulePage,
+    StoredSchedule,
+)
 
 NextAt = Callable[[Schedule], "datetime | None"]
 """Computes a schedule's first instant to decide (strictly after "now")."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSchedule:
-    """A schedule with the run state the store keeps for it."""
-
-    schedule: Schedule
-    next_at: datetime | None  # the next instant not yet decided; None = finished
-    last_at: datetime | None  # the latest instant decided (sent or dropped)
-    fires: int  # instants recorded as fires so far (for max_fires)
-    paused: bool
-    note: str | None
-    version: int  # bumped on every change of definition or pause
-    created_at: datetime
-
-    @property
-    def state(self) -> str:
-        """One of STATES: paused, else disabled, else finished (no next instant), else active."""
-        if self.paused:
-            return "paused"
-        if not self.schedule.enabled:
-            return "disabled"
-        return "active" if self.next_at is not None else "finished"
-
-
-STATES = ("active", "paused", "disabled", "finished")
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleFilter:
-    """Which schedules a page lists; each field that is set narrows it."""
-
-    text: str = ""  # a part of the name; ASCII letters match in either case
-    state: str | None = None  # one of STATES
-    source: str | None = None  # "file" or "api"
-
-    def matches(self, name: str, state: str, source: str) -> bool:
-        return (
-            self.text.lower() in name.lower()
-            and self.state in (None, state)
-            and self.source in (None, source)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulePage:
-    """One page of schedules by name, how many match in all, and their newest history rows."""
-
-    schedules: tuple[StoredSchedule, ...]
-    total: int
-    last: Mapping[str, FireRecord]  # name -> newest row, for those with any history
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the planner decided for one instant of one schedule."""
-
-    schedule: str
-    scheduled_for: datetime
-    fire_id: str
-    outcome: Outcome  # PENDING (to send; `message` is set) or DROPPED
-    reason: str | None = None
-    message: Message | None = None
-    manual: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Advance:
-    """Move a schedule's run state forward, if its version is still `version`."""
-
-    name: str
-    version: int
-    next_at: datetime | None
-    last_at: datetime | None
-    fires_added: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +42,11 @@ class ScheduleStore(Protocol):
     """Schedules and their run state.
 
     Every change (load_file, put, delete, pausing) also withdraws the
-    schedule's fires recorded ahead whose instant is still to come: their
-    fire and outbox rows go, and a schedule whose timing did not change is
-    decided again from the earliest of them, so the change applies to every
-    fire not due yet.
+    schedule's fires recorded ahead whose instant is still to come and that
+    the relay has not claimed (manual fires excepted): their fire and outbox
+    rows go, and a schedule whose timing did not change is decided again from
+    the earliest of them, so the change applies to every fire not going out
+    yet. A claimed fire goes out as recorded, and history says so.
     """
 
     def load_file(self, schedules: Sequence[Schedule], next_at: NextAt) -> ReconcileResult:
@@ -196,16 +132,18 @@ class FireLog(Protocol):
         """
         ...
 
-    def still_pending(self, fire_ids: Sequence[str]) -> set[str]:
-        """The ids among `fire_ids` still in the outbox (a change may have withdrawn some)."""
+    def claim(self, lease: Lease, through: datetime, limit: int) -> list[Message]:
+        """Take outbox messages with publish_at <= through to publish them now.
+
+        Fenced like record (Fenced, nothing written, unless `lease` is
+        current). Marks at most `limit` messages not claimed in this epoch
+        (never claimed, or by an older epoch) as claimed by it and returns
+        them, oldest publish_at first. From then on no change withdraws them.
+        """
         ...
 
-    def pending(self, now: datetime, limit: int) -> list[Message]:
-        """Outbox messages with publish_at <= now, oldest publish_at first."""
-        ...
-
-    def next_publish_at(self) -> datetime | None:
-        """The earliest publish_at in the outbox."""
+    def next_publish_at(self, epoch: int) -> datetime | None:
+        """The earliest publish_at among outbox messages not claimed in `epoch`."""
         ...
 
     def mark_sent(self, fire_ids: Sequence[str], sent_at: datetime) -> None:
@@ -231,14 +169,30 @@ class FireLog(Protocol):
         """
         ...
 
+    def prune(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` settled history rows, oldest first; returns how many went.
+
+        A row goes when its scheduled_for is before `before`, or when it is
+        beyond its schedule's `history_limit` (the newest that many stay).
+        A pending fire (recorded, in the outbox) never goes. Nothing else
+        reads these rows to decide: the planner works from the schedule's run
+        state, so pruning changes no decision. One short transaction.
+        """
+        ...
+
 
 class LeaseStore(Protocol):
-    def acquire(self, holder: str, ttl: timedelta) -> Lease | None:
-        """Take the lease if free or expired (epoch + 1), or renew it if ours."""
+    """The leader lease (compare-and-set, judged by the database clock) and the roll call."""
+
+    def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:
+        """Take the lease if free, expired or still marked as `token`'s; always epoch + 1.
+
+        `token` is the calling process's nonce; None when another holds it.
+        """
         ...
 
     def renew(self, lease: Lease, ttl: timedelta) -> Lease | None:
-        """Extend our lease by compare-and-set on holder and epoch; None if lost."""
+        """Extend our lease by compare-and-set on token and epoch; None if lost."""
         ...
 
     def release(self, lease: Lease) -> None:
@@ -251,6 +205,14 @@ class LeaseStore(Protocol):
 
     def db_now(self) -> datetime:
         """The database's clock, aware UTC: the time authority for leases."""
+        ...
+
+    def heartbeat(self, holder: str, token: str, *, leaving: bool = False) -> None:
+        """Note this process as seen now (database clock); `leaving` removes it."""
+        ...
+
+    def instances(self, since: datetime) -> list[Instance]:
+        """The processes seen since `since`, oldest first."""
         ...
 
 

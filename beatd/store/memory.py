@@ -14,18 +14,23 @@ from datetime import datetime, timedelta
 
 from beatd.clock import Clock, SystemClock
 from beatd.errors import Conflict, Fenced, NotFound
-from beatd.model import EPOCH, FireRecord, Lease, Outcome, Schedule, Source
-from beatd.publish.base import Message
-from beatd.store import check_unique
-from beatd.store.base import (
+from beatd.model import (
+    EPOCH,
     Advance,
     Decision,
-    NextAt,
-    ReconcileResult,
+    FireRecord,
+    Instance,
+    Lease,
+    Message,
+    Outcome,
+    Schedule,
     ScheduleFilter,
     SchedulePage,
+    Source,
     StoredSchedule,
 )
+from beatd.store import check_unique
+from beatd.store.base import NextAt, ReconcileResult
 
 
 @dataclass(slots=True)
@@ -74,7 +79,9 @@ class MemoryStore:
         self._fires: dict[str, FireRecord] = {}
         self._instants: set[tuple[str, datetime]] = set()
         self._outbox: dict[str, Message] = {}
+        self._claimed: dict[str, int] = {}  # fire id -> the epoch that claimed it
         self._lease = Lease("", 0, EPOCH)
+        self._instances: dict[str, Instance] = {}
         self._changes = 0
         self._closed = False
 
@@ -169,12 +176,24 @@ class MemoryStore:
         row.version += 1
 
     def _withdraw(self, name: str, now: datetime) -> datetime | None:
-        """Take back `name`'s fires recorded ahead and not due yet; the earliest instant."""
-        gone = [m for m in self._outbox.values() if m.schedule == name and m.scheduled_for > now]
+        """Take back `name`'s unclaimed, not manual fires not due yet; the earliest instant."""
+        gone = [
+            m
+            for m in self._outbox.values()
+            if m.schedule == name
+            and m.scheduled_for > now
+            and m.fire_id not in self._claimed
+            and not self._fires[m.fire_id].manual
+        ]
         for m in gone:
             del self._outbox[m.fire_id]
             del self._fires[m.fire_id]
             self._instants.discard((m.schedule, m.scheduled_for))
+        row = self._rows.get(name)
+        if gone and row is not None:  # the last fire is the latest one history still has
+            left = [r.scheduled_for for r in self._fires.values() if r.schedule == name]
+            row.last_at = max(left, default=None)
+            row.fires = max(row.fires - len(gone), 0)
         return min((m.scheduled_for for m in gone), default=None)
 
     def _get(self, name: str) -> _Row:
@@ -275,7 +294,7 @@ class MemoryStore:
 
     def _check(self, lease: Lease, now: datetime) -> None:
         held = self._lease
-        if held.holder != lease.holder or held.epoch != lease.epoch:
+        if held.token != lease.token or held.epoch != lease.epoch:
             raise Fenced(
                 f"lease lost: held by {held.holder!r} at epoch {held.epoch}, "
                 f"not {lease.holder!r} at epoch {lease.epoch}"
@@ -284,25 +303,28 @@ class MemoryStore:
             late = (now - held.expires_at).total_seconds()
             raise Fenced(f"lease lost: epoch {held.epoch} expired {late:.3f}s ago (database clock)")
 
-    def still_pending(self, fire_ids: Sequence[str]) -> set[str]:
+    def claim(self, lease: Lease, through: datetime, limit: int) -> list[Message]:
         with self._lock:
-            return {fid for fid in fire_ids if fid in self._outbox}
-
-    def pending(self, now: datetime, limit: int) -> list[Message]:
-        with self._lock:
-            ready = [m for m in self._outbox.values() if m.publish_at <= now]
+            self._check(lease, self.clock.now())
+            ready = [m for m in self._unclaimed(lease.epoch) if m.publish_at <= through]
             ready.sort(key=lambda m: (m.publish_at, m.fire_id))
+            for m in ready[:limit]:
+                self._claimed[m.fire_id] = lease.epoch
             return ready[:limit]
 
-    def next_publish_at(self) -> datetime | None:
+    def _unclaimed(self, epoch: int) -> list[Message]:
+        return [m for m in self._outbox.values() if self._claimed.get(m.fire_id, -1) < epoch]
+
+    def next_publish_at(self, epoch: int) -> datetime | None:
         with self._lock:
-            return min((m.publish_at for m in self._outbox.values()), default=None)
+            return min((m.publish_at for m in self._unclaimed(epoch)), default=None)
 
     def _finish(self, fire_id: str, **changes: object) -> None:
         record = self._fires.get(fire_id)
         if record is not None and record.outcome is Outcome.PENDING:
             self._fires[fire_id] = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
         self._outbox.pop(fire_id, None)
+        self._claimed.pop(fire_id, None)
 
     def mark_sent(self, fire_ids: Sequence[str], sent_at: datetime) -> None:
         with self._lock:
@@ -336,35 +358,66 @@ class MemoryStore:
         sent.sort(key=lambda r: r.scheduled_for, reverse=True)
         return [(r.sent_at - r.scheduled_for).total_seconds() for r in sent[:limit] if r.sent_at]
 
+    def prune(self, before: datetime, limit: int) -> int:
+        with self._lock:
+            settled = sorted(
+                (r for r in self._fires.values() if r.outcome is not Outcome.PENDING),
+                key=lambda r: (r.scheduled_for, r.schedule),
+            )
+            gone = [r for r in settled if r.scheduled_for < before][:limit]
+            if len(gone) < limit:
+                gone_ids = {r.fire_id for r in gone}
+                gone += [r for r in self._over_limit() if r.fire_id not in gone_ids][
+                    : limit - len(gone)
+                ]
+            for r in gone:
+                del self._fires[r.fire_id]
+                self._instants.discard((r.schedule, r.scheduled_for))
+            return len(gone)
+
+    def _over_limit(self) -> list[FireRecord]:
+        """Settled rows beyond their schedule's history_limit, oldest first."""
+        over: list[FireRecord] = []
+        for name, row in self._rows.items():
+            cap = row.schedule.history_limit
+            if cap is None:
+                continue
+            mine = sorted(
+                (r for r in self._fires.values() if r.schedule == name),
+                key=lambda r: r.scheduled_for,
+                reverse=True,
+            )
+            over += [r for r in mine[cap:] if r.outcome is not Outcome.PENDING]
+        return sorted(over, key=lambda r: (r.scheduled_for, r.schedule))
+
     # -- lease -----------------------------------------------------------------
 
-    def acquire(self, holder: str, ttl: timedelta) -> Lease | None:
+    def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:
         with self._lock:
             now = self.clock.now()
             held = self._lease
-            if held.holder == holder and held.expires_at > now:
-                self._lease = Lease(holder, held.epoch, now + ttl)
-            elif held.expires_at <= now:
-                self._lease = Lease(holder, held.epoch + 1, now + ttl)
-            else:
+            if held.expires_at > now and held.token != token:
                 return None
+            self._lease = Lease(holder, held.epoch + 1, now + ttl, token)
             return self._lease
+
+    def _ours(self, lease: Lease, now: datetime) -> bool:
+        held = self._lease
+        return (held.token, held.epoch) == (lease.token, lease.epoch) and held.expires_at > now
 
     def renew(self, lease: Lease, ttl: timedelta) -> Lease | None:
         with self._lock:
             now = self.clock.now()
-            held = self._lease
-            if (held.holder, held.epoch) != (lease.holder, lease.epoch) or held.expires_at <= now:
+            if not self._ours(lease, now):
                 return None
-            self._lease = Lease(held.holder, held.epoch, now + ttl)
+            self._lease = dataclasses.replace(self._lease, expires_at=now + ttl)
             return self._lease
 
     def release(self, lease: Lease) -> None:
         with self._lock:
             now = self.clock.now()
-            held = self._lease
-            if (held.holder, held.epoch) == (lease.holder, lease.epoch) and held.expires_at > now:
-                self._lease = Lease(held.holder, held.epoch, now)
+            if self._ours(lease, now):
+                self._lease = dataclasses.replace(self._lease, expires_at=now)
 
     def current(self) -> Lease | None:
         with self._lock:
@@ -375,6 +428,21 @@ class MemoryStore:
 
     def db_now(self) -> datetime:
         return self.clock.now()
+
+    def heartbeat(self, holder: str, token: str, *, leaving: bool = False) -> None:
+        with self._lock:
+            if leaving:
+                self._instances.pop(token, None)
+                return
+            now = self.clock.now()
+            seen = self._instances.get(token)
+            started = seen.started_at if seen is not None else now
+            self._instances[token] = Instance(holder, token, started, now)
+
+    def instances(self, since: datetime) -> list[Instance]:
+        with self._lock:
+            seen = [i for i in self._instances.values() if i.last_seen >= since]
+        return sorted(seen, key=lambda i: (i.started_at, i.token))
 
     def close(self) -> None:
         with self._changed:

@@ -12,14 +12,15 @@ and `enabled` are the planner's business, not this module's.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from hashlib import blake2b
 from zoneinfo import ZoneInfo
 
 from beatd.durations import format_duration
 from beatd.model import EPOCH, Cron, Every, Once, RRule, Schedule, Spec
 from beatd.timing.cron import compile_cron, normalize_cron
-from beatd.timing.rrules import DEFAULT_DTSTART, RRuleSource, check_rrule
+from beatd.timing.rrules import DEFAULT_DTSTART, NO_DTSTART, RRuleSource, check_rrule, rule_text
 from beatd.timing.zones import (
     MIN_YEAR,
     ONE_SECOND,
@@ -32,6 +33,8 @@ from beatd.timing.zones import (
 )
 
 __all__ = [
+    "BOUND_YEARS",
+    "NO_DTSTART",
     "check_spec",
     "describe",
     "fires_between",
@@ -46,6 +49,9 @@ _MS = timedelta(milliseconds=1)
 _NO_OFFSET = timedelta(0)
 _FIRST_WINDOW = timedelta(seconds=64)
 _EARLIEST = datetime(MIN_YEAR + 1, 1, 1)
+BOUND_YEARS = 100
+_BOUND = timedelta(days=36525)  # 100 years: a schedule must fire at least this often
+_CRON_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def next_after(schedule: Schedule, after: datetime) -> datetime | None:
@@ -80,8 +86,9 @@ def latest_at_or_before(
     hi, lo = as_utc(instant), as_utc(not_before)
     if schedule.start is not None:
         lo = max(lo, as_utc(schedule.start))
-    if schedule.end is not None:
-        hi = min(hi, as_utc(schedule.end))
+    end = _end(schedule)
+    if end is not None:
+        hi = min(hi, from_naive_utc(end))
     if lo > hi:
         return None
     spec = schedule.spec
@@ -100,20 +107,56 @@ def latest_at_or_before(
     return None if found is None else from_naive_utc(found)
 
 
-def check_spec(spec: Spec, zone: ZoneInfo, name: str) -> None:
-    """Raise ValueError (one line, fit for a user) unless the spec is valid and can fire."""
-    if isinstance(spec, Cron):
-        source = compile_cron(normalize_cron(spec.expr), name)
-        if source.next_wall(datetime(2000, 1, 1)) is None:
-            raise ValueError(f"cron expression {spec.expr!r} never fires (no such date)")
-    elif isinstance(spec, RRule):
-        check_rrule(spec.rule)
+def check_spec(spec: Spec, zone: ZoneInfo, name: str, start: datetime | None = None) -> None:
+    """Raise ValueError (one line, fit for a user) unless the spec is valid and fires.
+
+    A cron or rrule schedule must fire within 100 years of its start (an
+    rrule's DTSTART, a cron's 2000-01-01 when it has none) and, unless COUNT
+    or UNTIL ends it, again within 100 years of that first fire.
+    """
+    if isinstance(spec, Cron | RRule):
+        hashed = isinstance(spec, Cron) and "h" in spec.expr.lower()
+        _check_recurring(spec, zone, name if hashed else "", start)
     elif isinstance(spec, Every):
         if spec.period < ONE_SECOND or spec.period % ONE_SECOND:
             raise ValueError(f"interval must be a whole number of seconds >= 1s, got {spec.period}")
         to_naive_utc(spec.anchor)
     else:
         to_naive_utc(spec.at)
+
+
+@lru_cache(maxsize=4096)
+def _check_recurring(spec: Cron | RRule, zone: ZoneInfo, name: str, start: datetime | None) -> None:
+    """check_spec for cron and rrule; cached, as schedules mostly share their timing."""
+    schedule = Schedule(name, spec, "-", timezone=zone, start=start)
+    if isinstance(spec, Cron):
+        compile_cron(normalize_cron(spec.expr), name)
+        what, origin = f"cron expression {spec.expr!r}", start or _CRON_ORIGIN
+    else:
+        dtstart = _dtstart(schedule)
+        check_rrule(spec.rule, dtstart)
+        what, origin = f"rrule {spec.rule!r}", start or dtstart.replace(tzinfo=zone)
+    _check_fires(schedule, what, as_utc(origin))
+
+
+def _check_fires(schedule: Schedule, what: str, origin: datetime) -> None:
+    first = next_after(schedule, origin - _TINY)
+    if first is None:
+        raise ValueError(f"{what} never fires")
+    if first - origin > _BOUND:
+        raise ValueError(
+            f"{what} does not fire within {BOUND_YEARS} years of {origin:%Y-%m-%d %H:%M:%S} UTC"
+            f" (first fire {first:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+    if isinstance(schedule.spec, RRule) and rule_text(schedule.spec.rule).bounded:
+        return
+    second = next_after(schedule, first)
+    if second is None or second - first > _BOUND:
+        raise ValueError(
+            f"{what} fires less often than once in {BOUND_YEARS} years"
+            f" (fires at {first:%Y-%m-%d %H:%M:%S} UTC, then "
+            + ("never)" if second is None else f"at {second:%Y-%m-%d %H:%M:%S} UTC)")
+        )
 
 
 def jitter_offset(name: str, instant: datetime, jitter: timedelta) -> timedelta:
@@ -145,7 +188,9 @@ def _describe_cron(expr: str) -> str:
 
     try:
         text = normalize_cron(expr)
-        options = Options(locale_code="en_US", use_24hour_time_format=True)
+        options = Options()  # attributes, not keywords: cron-descriptor 1.x takes none
+        options.locale_code = "en_US"
+        options.use_24hour_time_format = True
         return str(get_description(text, options))
     except Exception:  # cron_descriptor raises assorted types for what it cannot word
         return expr
@@ -175,9 +220,20 @@ def _floor_to_start(schedule: Schedule, after: datetime) -> datetime:
 
 def _next(schedule: Schedule, after: datetime) -> datetime | None:
     found = _next_unbounded(schedule, after)
-    if found is None or (schedule.end is not None and found > to_naive_utc(schedule.end)):
+    if found is None:
         return None
-    return found
+    end = _end(schedule)
+    return None if end is not None and found > end else found
+
+
+def _end(schedule: Schedule) -> datetime | None:
+    """The last instant a schedule may fire (naive UTC): its end, or an rrule's UNTIL ...Z."""
+    end = None if schedule.end is None else to_naive_utc(schedule.end)
+    if isinstance(schedule.spec, RRule):
+        text = rule_text(schedule.spec.rule)
+        if text.until_utc and text.until is not None:
+            end = text.until if end is None else min(end, text.until)
+    return end
 
 
 def _next_unbounded(schedule: Schedule, after: datetime) -> datetime | None:
@@ -199,11 +255,14 @@ def _source(schedule: Schedule) -> WallSource:
     if isinstance(spec, Cron):
         return compile_cron(spec.expr, schedule.name)
     assert isinstance(spec, RRule)
-    dtstart = DEFAULT_DTSTART
-    if schedule.start is not None:
-        dtstart = local_wall(schedule.timezone, to_naive_utc(schedule.start))
-        dtstart = dtstart.replace(microsecond=0)
-    return RRuleSource(spec.rule, dtstart)
+    return RRuleSource(spec.rule, _dtstart(schedule))
+
+
+def _dtstart(schedule: Schedule) -> datetime:
+    """An rrule's DTSTART: the schedule's start in local wall time, else 1970-01-01 00:00."""
+    if schedule.start is None:
+        return DEFAULT_DTSTART
+    return local_wall(schedule.timezone, to_naive_utc(schedule.start)).replace(microsecond=0)
 
 
 def _latest_in(schedule: Schedule, left: datetime, right: datetime) -> datetime | None:

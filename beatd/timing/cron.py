@@ -1,11 +1,19 @@
-"""Cron expressions: croniter parses and expands them, we match them.
+"""Cron expressions: parsed and expanded here, matched here; croniter hashes H.
 
-croniter turns the text (names, ranges, steps, lists, L, W, #, H) into value
-sets; this module walks naive wall time over those sets. Doing the walk here
-rather than through croniter's own iterator lets the day rule be Vixie's
-exactly (day-of-month OR day-of-week when neither field is spelled with a
-leading `*`; `*/2` counts as spelled with `*`), keeps time zones out of it
-(zones.py applies the DST rule) and is several times faster.
+Plain items (numbers, names, `*`, ranges, steps, lists) are expanded by this
+module, so a one-value range means that value however it is spelled
+(`Sat-6`, `5-05`, `11-Nov`; croniter widens those to the whole field) and an
+out-of-range value is reported with the field's name. A range whose ends are
+reversed wraps around the field (`FRI-MON`, `22-2`). The Quartz day items
+`W` (nearest weekday) and `LW` (last weekday of the month) are ours too.
+Items we do not expand (H, L, `#`) go one at a time through croniter's public
+`croniter.expand`, which places each in its field exactly as for the whole
+expression (a hash depends on the schedule's name and the field only).
+
+The walk over naive wall time is ours too: the day rule is Vixie's exactly
+(day-of-month OR day-of-week when neither field is spelled with a leading
+`*`; `*/2` counts as spelled with `*`), time zones stay out (zones.py
+applies the DST rule), and it is several times faster than croniter's.
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
 
 from croniter import CroniterError, croniter
 
@@ -29,11 +36,27 @@ MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_DOW_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-_LAST_DOW = re.compile(r"^([0-7]|sun|mon|tue|wed|thu|fri|sat)l$")
-_RANDOM = re.compile(r"^r($|[(/])")
-_BARE_H = re.compile(r"^h(/\d+)?$")
-_EQUAL_RANGE = re.compile(r"^(\w+)-\1(/\d+)?$")
+FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week")
+_BOUNDS = {
+    "second": (0, 59),
+    "minute": (0, 59),
+    "hour": (0, 23),
+    "day of month": (1, 31),
+    "month": (1, 12),
+    "day of week": (0, 7),  # 0 and 7 are both Sunday
+}
+_NAMES = {
+    "month": {
+        m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)
+    },
+    "day of week": {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())},
+}
+_PLAIN = re.compile(r"^(?:(\*)|([0-9]+|[a-z]{3})(?:-([0-9]+|[a-z]{3}))?)(?:/([0-9]+))?$", re.I)
+_NEAREST = re.compile(r"^(?:([0-9]+)w|w([0-9]+))$", re.I)
+_LAST_DOW = re.compile(r"^([0-7]|sun|mon|tue|wed|thu|fri|sat)l$", re.I)
+_RANDOM = re.compile(r"^r($|[(/])", re.I)
+_BARE_H = re.compile(r"^h(/\d+)?$", re.I)
+_CRONITER_ORDER = (5, 0, 1, 2, 3, 4)  # croniter.expand's list index of each of FIELDS
 SEARCH_YEARS = 400  # the Gregorian calendar repeats every 400 years: none within, none ever
 
 
@@ -53,31 +76,121 @@ def normalize_cron(expr: str) -> str:
     return text
 
 
-def _croniter_text(expr: str) -> str:
-    """Our spelling -> croniter's: seconds-first kept, `5L` -> `L5`, bare H in dom -> 1-28."""
-    fields = expr.lower().split()
-    dom, dow = len(fields) - 3, len(fields) - 1
-    if any(_RANDOM.match(p) for f in fields for p in f.split(",")):
-        raise ValueError("R (random) is not supported: fire times must be deterministic")
-    parts = []
-    for item in fields[dow].split(","):
-        m = _LAST_DOW.match(item)
-        parts.append(f"l{int(_DOW_NAMES.get(m.group(1), m.group(1))) % 7}" if m else item)
-    fields[dow] = ",".join(parts)
-    # croniter widens "a-a" to the whole field; cron means just a
-    fields = [",".join(_EQUAL_RANGE.sub(r"\1", p) for p in f.split(",")) for f in fields]
-    # Jenkins keeps a hashed day of month within 1-28 so it fires every month.
-    fields[dom] = ",".join(
-        "h(1-28)" + (m.group(1) or "") if (m := _BARE_H.match(p)) else p
-        for p in fields[dom].split(",")
-    )
-    return " ".join(fields)
+@dataclass(slots=True)
+class _Field:
+    """One field of an expression, expanded."""
+
+    name: str
+    any: bool  # exactly `*` (or `?` in a day field): no restriction
+    values: set[int] = field(default_factory=set)
+    last: bool = False  # day of month `L`
+    nearest: set[int] = field(default_factory=set)  # day of month `15W`
+    last_weekday: bool = False  # day of month `LW`
+    nth: dict[int, set[int | str]] = field(default_factory=dict)  # day of week `5#2`, `5L`
 
 
-def _ints(values: list[Any], low: int, high: int) -> tuple[int, ...]:
-    if values == ["*"]:
-        return tuple(range(low, high + 1))
-    return tuple(sorted({int(v) for v in values if v != "*" and v != "l"}))
+def _field(text: str, index: int, hash_id: bytes) -> _Field:
+    """Expand one field as written; ValueError naming the field."""
+    name = FIELDS[index]
+    day = name in ("day of month", "day of week")
+    parsed = _Field(name, any=text == "*" or (day and text == "?"))
+    for item in text.split(","):
+        if not item:
+            raise ValueError(f"{name}: an empty item in {text!r}")
+        if _RANDOM.match(item):
+            raise ValueError("R (random) is not supported: fire times must be deterministic")
+        if item == "?" and day:
+            item = "*"
+        if name == "day of month":
+            if item.lower() == "lw":
+                parsed.last_weekday = True
+                continue
+            if m := _NEAREST.match(item):
+                parsed.nearest.add(_in_bounds(int(m.group(1) or m.group(2)), name))
+                continue
+            if m := _BARE_H.match(item):  # Jenkins keeps a hashed day within 1-28
+                item = "h(1-28)" + (m.group(1) or "")
+        if name == "day of week" and (m := _LAST_DOW.match(item)):
+            item = f"l{_number(m.group(1), name) % 7}"
+        plain = _PLAIN.match(item)
+        if plain:
+            parsed.values.update(_expand_plain(plain, name))
+        else:
+            _expand_special(item, index, hash_id, parsed)
+    if name == "day of week":
+        parsed.values = {v % 7 for v in parsed.values}
+    return parsed
+
+
+def _expand_plain(match: re.Match[str], name: str) -> range | list[int]:
+    """`*`, `a`, `a-b`, each with an optional `/step`; names and leading zeros allowed."""
+    star, first, last, step_text = match.groups()
+    low, high = _BOUNDS[name]
+    end = 6 if name == "day of week" else high  # where `*` and `a/step` stop
+    step = 1 if step_text is None else int(step_text)
+    if step < 1:
+        raise ValueError(f"{name}: a step must be 1 or more, got {step_text}")
+    if star:
+        return range(low, end + 1, step)
+    a = _number(first, name)
+    b = _number(last, name) if last is not None else (end if step_text else a)
+    if a == b:  # a one-value range is that value, step or not (croniter widens it)
+        return [a]
+    if a < b:
+        return range(a, b + 1, step)
+    if step_text:
+        raise ValueError(
+            f"{name}: {match.group(0)!r} wraps around and cannot take a step;"
+            f" write it as two ranges"
+        )
+    return [*range(a, high + 1), *range(low, b + 1)]  # wraps: FRI-MON, 22-2
+
+
+def _number(text: str, name: str) -> int:
+    if text.isdigit():
+        return _in_bounds(int(text), name)
+    names = _NAMES.get(name)
+    if names is None or text.lower() not in names:
+        kind = {"month": " or a month name", "day of week": " or a day name"}.get(name, "")
+        raise ValueError(f"{name}: {text!r} is not a number{kind}")
+    return names[text.lower()]
+
+
+def _in_bounds(value: int, name: str) -> int:
+    low, high = _BOUNDS[name]
+    if not low <= value <= high:
+        raise ValueError(f"{name}: {value} is out of range {low}-{high}")
+    return value
+
+
+def _expand_special(item: str, index: int, hash_id: bytes, into: _Field) -> None:
+    """H, L and `#` items, through croniter's public expand, one item in its own field."""
+    fields = ["*"] * len(FIELDS)
+    fields[index] = item
+    try:
+        expanded, nth = croniter.expand(" ".join(fields), hash_id=hash_id, second_at_beginning=True)
+    except (CroniterError, ValueError) as exc:
+        raise ValueError(f"{into.name}: {item!r} is not valid{_reason(exc)}") from None
+    values = expanded[_CRONITER_ORDER[index]]
+    if nth:
+        for weekday, which in nth.items():
+            into.nth.setdefault(int(weekday), set()).update(which)
+        return
+    low, high = _BOUNDS[into.name]
+    for value in values:
+        if value == "l":
+            into.last = True
+        elif value == "*":
+            into.values.update(range(low, high + 1))
+        else:
+            into.values.add(int(value))
+
+
+def _reason(exc: Exception) -> str:
+    """croniter's explanation without its copy of the expression (reordered, bracketed)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = re.sub(r"\[[^\]]*\]|\bis not acceptable\b", "", text).strip(" .,")
+    return f" ({text[:150]})" if text else ""
 
 
 @dataclass(eq=False, slots=True)
@@ -91,6 +204,7 @@ class CronSource:
     dom: frozenset[int] | None  # None: any day (field is `*`)
     dom_last: bool
     dom_weekday: tuple[int, ...]  # W: nearest weekday to these days
+    dom_last_weekday: bool  # LW
     dow: frozenset[int] | None  # cron numbering, Sunday = 0
     dow_nth: dict[int, frozenset[int | str]]  # weekday -> {1..5, "l"}
     day_or: bool
@@ -153,8 +267,8 @@ class CronSource:
     def _compute_days(self, year: int, month: int) -> tuple[int, ...]:
         first_weekday, ndays = calendar.monthrange(year, month)
         first_dow = (first_weekday + 1) % 7  # cron numbering
-        dom_any = self.dom is None and not self.dom_last and not self.dom_weekday
-        dow_any = self.dow is None and not self.dow_nth
+        dom_any = self.dom is None
+        dow_any = self.dow is None
         if dom_any and dow_any:
             return tuple(range(1, ndays + 1))
         dom_days = set() if dom_any else self._dom_days(year, month, ndays)
@@ -173,19 +287,19 @@ class CronSource:
         days = {d for d in self.dom or () if d <= ndays}
         if self.dom_last:
             days.add(ndays)
+        if self.dom_last_weekday:
+            days.add(_nearest_weekday(year, month, ndays, ndays))
         for target in self.dom_weekday:
             days.add(_nearest_weekday(year, month, min(target, ndays), ndays))
         return days
 
     def _dow_days(self, first_dow: int, ndays: int) -> set[int]:
         days: set[int] = set()
+        plain = self.dow or frozenset()
         for d in range(1, ndays + 1):
             dow = (first_dow + d - 1) % 7
-            if self.dow_nth:
-                nth = self.dow_nth.get(dow)
-                if nth and ((d + 6) // 7 in nth or ("l" in nth and d + 7 > ndays)):
-                    days.add(d)
-            elif self.dow is None or dow in self.dow:
+            nth = self.dow_nth.get(dow)
+            if dow in plain or (nth and ((d + 6) // 7 in nth or ("l" in nth and d + 7 > ndays))):
                 days.add(d)
         return days
 
@@ -213,42 +327,33 @@ def compile_cron(expr: str, name: str) -> CronSource:
 @lru_cache(maxsize=4096)
 def _compile(expr: str, name: str) -> CronSource:
     text = MACROS.get(" ".join(expr.split()).lower(), expr)
-    spelled = text.lower().split()
+    spelled = text.split()
     if len(spelled) not in (5, 6):
         raise ValueError(
             f"cron expression {expr!r} must have 5 fields, or 6 with seconds first"
             f" (found {len(spelled)})"
         )
+    if len(spelled) == 5:
+        spelled.insert(0, "0")
     try:
-        expanded, nth, _, nearest = croniter._expand(
-            _croniter_text(text), hash_id=name.encode(), second_at_beginning=True
+        sec, minute, hour, dom, month, dow = (
+            _field(text, i, name.encode()) for i, text in enumerate(spelled)
         )
-    except CroniterError as exc:
-        raise ValueError(f"invalid cron expression {expr!r}: {_reason(exc)}") from None
-    seconds = _ints(expanded[5], 0, 59) if len(expanded) == 6 else (0,)
-    minutes, hours = _ints(expanded[0], 0, 59), _ints(expanded[1], 0, 23)
-    dom_field, dow_field = spelled[-3], spelled[-1]
-    dom_star = dom_field.startswith(("*", "?"))
-    dow_star = dow_field.startswith(("*", "?"))
-    weekday_days = tuple(sorted(nearest))
-    dom_values = [v for v in expanded[2] if v not in ("l", "*")]
+    except ValueError as exc:
+        raise ValueError(f"invalid cron expression {expr!r}: {exc}") from None
+    seconds, minutes = tuple(sorted(sec.values)), tuple(sorted(minute.values))
+    hours = tuple(sorted(hour.values))
     return CronSource(
         seconds=seconds,
         minutes=minutes,
         hours=hours,
-        months=frozenset(_ints(expanded[3], 1, 12)),
-        dom=None
-        if expanded[2] == ["*"]
-        else frozenset(int(v) for v in dom_values if int(v) not in nearest),
-        dom_last="l" in expanded[2],
-        dom_weekday=weekday_days,
-        dow=None if expanded[4] == ["*"] else frozenset(int(v) % 7 for v in expanded[4]),
-        dow_nth={int(k) % 7: frozenset(v) for k, v in nth.items()},
-        day_or=not dom_star and not dow_star,
+        months=frozenset(month.values),
+        dom=None if dom.any else frozenset(dom.values),
+        dom_last=dom.last,
+        dom_weekday=tuple(sorted(dom.nearest)),
+        dom_last_weekday=dom.last_weekday,
+        dow=None if dow.any else frozenset(dow.values),
+        dow_nth={k % 7: frozenset(v) for k, v in dow.nth.items()},
+        day_or=not spelled[3].startswith(("*", "?")) and not spelled[5].startswith(("*", "?")),
         frequent=len(seconds) * len(minutes) > 1 or len(hours) == 24,
     )
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text.replace("[", "").replace("]", "")[:200]

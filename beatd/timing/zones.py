@@ -179,6 +179,8 @@ def next_instant(source: WallSource, zone: ZoneInfo, after: datetime) -> datetim
             lo_wall = seg.repeats_before
         wall = source.next_wall(lo_wall)
         if wall is None:
+            if seg.next < seg.offset:  # walls repeat after this fall back: a bounded source
+                continue  # (rrule UNTIL or COUNT) may still match the repeated ones
             return None
         if wall < seg.end + seg.offset:
             return wall - seg.offset

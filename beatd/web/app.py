@@ -39,8 +39,7 @@ from beatd.cli.schedule_cmds import parse_instant
 from beatd.config import url_secrets
 from beatd.errors import BeatdError, ConfigError, Conflict, NotFound
 from beatd.logs import scrub
-from beatd.model import Fire, Schedule
-from beatd.store.base import STATES, ScheduleFilter
+from beatd.model import STATES, Fire, Schedule, ScheduleFilter
 from beatd.upcoming import upcoming
 from beatd.web import forms, guard, views
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -11,14 +12,13 @@ import pytest
 
 from beatd import timing
 from beatd.clock import FakeClock
-from beatd.errors import BrokerError, StoreError
+from beatd.errors import BrokerError, Fenced, StoreError
 from beatd.leader import DatabaseTime, Leader, default_holder
-from beatd.model import Every, Lease, Misfire, Outcome, Schedule
-from beatd.publish.base import Message, Result, Status
+from beatd.model import Decision, Every, Lease, Message, Misfire, Outcome, Schedule, Source
+from beatd.publish.base import Result, Status
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
-from beatd.relay import REREAD, SETTLE_AFTER, Relay
-from beatd.store.base import Decision
+from beatd.relay import AHEAD, IDLE_CHECK, MAX_NACKS, SETTLE_AFTER, Relay
 from beatd.store.memory import MemoryStore
 from beatd.tick import Ticker
 
@@ -106,8 +106,8 @@ def test_a_leader_that_cannot_renew_self_fences_before_expiry(
     assert len([r for r in caplog.records if "cannot renew" in r.message]) == 1
     assert failures >= 2
     flaky.down = False
-    leader.step()  # still ours in the store: taken back with the same epoch
-    assert leader.lease is not None and leader.lease.epoch == lease.epoch
+    leader.step()  # still ours in the store: taken back, but as a new term
+    assert leader.lease is not None and leader.lease.epoch == lease.epoch + 1
 
 
 def test_an_expired_lease_goes_to_the_standby_with_a_new_epoch(
@@ -206,13 +206,13 @@ def test_a_slow_tick_is_late_not_missed_but_a_new_term_misses(
     clock.advance(1)
     leader.step()
     ticker.tick(clock.now())  # the term begins at T0+1s
-    clock.advance(2.5)  # a busy leader gets back 2.5 s later (its lease still holds)
+    clock.advance(2)  # a busy leader gets back 2 s later (its lease still holds)
     leader.step()
     ticker.tick(clock.now())
     outcomes = [(f.scheduled_for - T0, f.outcome) for f in store.history("a", 10)]
     assert sorted(outcomes) == [(timedelta(seconds=s), Outcome.PENDING) for s in range(1, 4)]
-    # the leader dies; a standby takes over 5 s later: those instants were missed
-    clock.advance(5)
+    # the leader dies; a standby takes over 5.5 s later: those instants were missed
+    clock.advance(5.5)
     successor = leading(store, clock, "b")
     Ticker(store, successor, build_message, lookahead=timedelta(0)).tick(clock.now())
     late = {f.scheduled_for - T0: f.outcome for f in store.history("a", 10)}
@@ -235,11 +235,12 @@ def test_tick_records_ahead_and_the_relay_publishes_at_the_instant(
     (fire,) = store.history("a", 10)
     assert fire.scheduled_for == T0 + timedelta(seconds=10) and fire.outcome is Outcome.PENDING
     pub = Recording()
-    relay = Relay(store, pub, clock)
-    assert relay.run_once(clock.now()) == T0 + timedelta(seconds=10)
+    relay = Relay(store, pub, clock, leader=leader)
+    wake = relay.run_once(clock.now())  # claimed, held until its instant
+    assert wake is not None and wake <= T0 + timedelta(seconds=10)
     assert pub.sent == []
     clock.set(T0 + timedelta(seconds=10))
-    assert relay.run_once(clock.now()) is None
+    relay.run_once(clock.now())
     assert [m.scheduled_for for m in pub.sent] == [T0 + timedelta(seconds=10)]
 
 
@@ -300,13 +301,13 @@ def test_tick_works_through_batches(store: MemoryStore, clock: FakeClock) -> Non
     woken: list[int] = []
     leader = leading(store, clock)
     ticker = Ticker(
-        store, leader, build_message, batch=100, on_recorded=lambda _, m: woken.append(len(m))
+        store, leader, build_message, batch=100, on_recorded=lambda: woken.append(store.backlog())
     )
     clock.advance(60)
     leader.step()
     ticker.tick(clock.now())
     assert store.backlog() == 450
-    assert woken == [50, 100, 100, 100, 100]  # a term's first transaction is short: sent sooner
+    assert woken == [50, 150, 250, 350, 450]  # a term's first transaction is short: sent sooner
 
 
 def test_a_long_catch_up_commits_as_it_goes(store: MemoryStore, clock: FakeClock) -> None:
@@ -320,10 +321,10 @@ def test_a_long_catch_up_commits_as_it_goes(store: MemoryStore, clock: FakeClock
         build_message,
         fires_per_commit=60,
         lookahead=timedelta(0),
-        on_recorded=lambda _, m: recorded.append(len(m)),
+        on_recorded=lambda: recorded.append(store.backlog()),
     )
     ticker.tick(clock.now())
-    assert recorded == [100, 50]  # two schedules reach 60, the third comes next
+    assert recorded == [100, 150]  # two schedules reach 60, the third comes next
     assert store.backlog() == 150
 
 
@@ -362,7 +363,7 @@ class Recording:
         pass
 
 
-def recorded(store: MemoryStore, clock: FakeClock, *schedules: Schedule, seconds: int) -> None:
+def recorded(store: MemoryStore, clock: FakeClock, *schedules: Schedule, seconds: int) -> Leader:
     load(store, clock, *schedules)
     leader = leading(store, clock)
     ticker = Ticker(store, leader, build_message, lookahead=timedelta(0))
@@ -370,43 +371,87 @@ def recorded(store: MemoryStore, clock: FakeClock, *schedules: Schedule, seconds
         clock.advance(1)
         leader.step()
         ticker.tick(clock.now())
+    return leader
+
+
+def relay_for(
+    store: MemoryStore, clock: FakeClock, leader: Leader | None = None, **kw: Any
+) -> Relay:
+    return Relay(
+        store, kw.pop("pub", Recording()), clock, leader=leader or leading(store, clock), **kw
+    )
+
+
+def drain(relay: Relay, clock: FakeClock, until: datetime) -> None:
+    """Run the relay (and renew its lease) at every wake-up it asks for, up to `until`."""
+    while clock.now() <= until:
+        relay.leader.step()  # type: ignore[attr-defined]
+        wake = relay.run_once(clock.now())
+        if wake is None or wake > until:
+            break
+        clock.set(max(wake, clock.now() + timedelta(milliseconds=1)))
 
 
 def test_relay_marks_sent_only_after_the_confirm(store: MemoryStore, clock: FakeClock) -> None:
-    recorded(store, clock, sched("a"), seconds=3)
+    leader = recorded(store, clock, sched("a"), seconds=3)
     pub = Recording()
-    relay = Relay(store, pub, clock)
-    assert relay.run_once(clock.now()) is None
+    relay = relay_for(store, clock, leader, pub=pub)
+    relay.run_once(clock.now())
     assert [m.scheduled_for for m in pub.sent] == [T0 + timedelta(seconds=s) for s in (1, 2, 3)]
     assert store.backlog() == 0
     assert {f.outcome for f in store.history("a", 10)} == {Outcome.SENT}
     assert relay.metrics.sent._value.get() == 3
 
 
-def test_nacked_stays_returned_fails(store: MemoryStore, clock: FakeClock) -> None:
-    recorded(store, clock, sched("a"), sched("b"), seconds=1)
+def test_a_nacked_fire_backs_off_alone_and_a_returned_one_fails(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    leader = recorded(store, clock, sched("a"), sched("b"), sched("c"), seconds=1)
     pub = Recording()
-    ids = {m.schedule: m.fire_id for m in store.pending(clock.now(), 10)}
+    ids = {f.schedule: f.fire_id for f in store.history(None, 10)}
     pub.answers = {ids["a"]: Status.NACKED, ids["b"]: Status.RETURNED}
-    relay = Relay(store, pub, clock, retry=RetryPolicy(initial=2.0))
-    assert relay.run_once(clock.now()) == clock.now() + timedelta(seconds=2)
-    assert [m.fire_id for m in store.pending(clock.now(), 10)] == [ids["a"]]
+    relay = relay_for(store, clock, leader, pub=pub)
+    wake = relay.run_once(clock.now())
+    assert [m.schedule for m in pub.sent] == ["c"]  # not held up by the full queue of "a"
     outcomes = {f.schedule: (f.outcome, f.reason) for f in store.history(None, 10)}
-    assert outcomes == {"a": (Outcome.PENDING, None), "b": (Outcome.FAILED, "no route")}
-    pub.answers = {}  # the broker takes it this time
-    clock.advance(2)
-    assert relay.run_once(clock.now()) is None
-    assert [m.fire_id for m in pub.sent] == [ids["a"]]
+    assert outcomes == {
+        "a": (Outcome.PENDING, None),
+        "b": (Outcome.FAILED, "no route"),
+        "c": (Outcome.SENT, None),
+    }
+    assert wake is not None and wake <= clock.now() + timedelta(seconds=0.5)
+    assert relay.failures == 0  # the broker itself is fine: no relay-wide backoff
+    pub.answers = {}  # the queue has room again
+    drain(relay, clock, clock.now() + timedelta(seconds=1))
+    assert [m.schedule for m in pub.sent] == ["c", "a"]
+    assert store.backlog() == 0
+
+
+def test_a_fire_nacked_max_nacks_times_is_failed_not_stuck(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    leader = recorded(store, clock, sched("a", 3600), seconds=3600)
+    pub = Recording()
+    (fire,) = store.history("a", 10)
+    pub.answers = {fire.fire_id: Status.NACKED}
+    relay = relay_for(store, clock, leader, pub=pub)
+    deadline = clock.now() + timedelta(hours=1)
+    while store.backlog() and clock.now() < deadline:
+        drain(relay, clock, clock.now() + timedelta(seconds=30))
+    assert pub.calls == MAX_NACKS
+    (fire,) = store.history("a", 10)
+    assert fire.outcome is Outcome.FAILED and fire.reason is not None
+    assert f"refused by the broker {MAX_NACKS} times" in fire.reason
     assert store.backlog() == 0
 
 
 def test_broker_failure_keeps_the_backlog_and_sends_it_in_order_later(
     store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    recorded(store, clock, sched("a", misfire=Misfire.ALL), seconds=5)
+    leader = recorded(store, clock, sched("a", misfire=Misfire.ALL), seconds=5)
     pub = Recording()
     pub.fail = 3
-    relay = Relay(store, pub, clock, retry=RetryPolicy(initial=0.5, max=30))
+    relay = relay_for(store, clock, leader, pub=pub, retry=RetryPolicy(initial=0.5, max=30))
     delays = []
     with caplog.at_level(logging.ERROR, "beatd"):
         for _ in range(3):
@@ -416,10 +461,11 @@ def test_broker_failure_keeps_the_backlog_and_sends_it_in_order_later(
             assert relay.run_once(clock.now()) == retry_at  # no call before the backoff ends
             assert store.backlog() == 5
             clock.set(retry_at)
+            leader.step()
     assert delays == [0.5, 1.0, 2.0]
     assert pub.calls == 3
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
-    assert relay.run_once(clock.now()) is None
+    relay.run_once(clock.now())
     assert [m.scheduled_for for m in pub.sent] == [T0 + timedelta(seconds=s) for s in range(1, 6)]
     assert store.backlog() == 0
 
@@ -427,67 +473,27 @@ def test_broker_failure_keeps_the_backlog_and_sends_it_in_order_later(
 def test_relay_sends_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:
     recorded(store, clock, sched("a"), seconds=1)
     pub = Recording()
-    relay = Relay(store, pub, clock, term=lambda: None)
-    relay.run_once(clock.now())
+    relay = relay_for(store, clock, Leader(store, clock, TTL, "standby"), pub=pub)
+    assert relay.run_once(clock.now()) is None
     assert pub.calls == 0 and store.backlog() == 1
 
 
 def test_relay_waits_for_a_jittered_publish(store: MemoryStore, clock: FakeClock) -> None:
-    recorded(store, clock, sched("a", 10, jitter=timedelta(seconds=5)), seconds=10)
-    (message,) = store.pending(clock.now() + timedelta(seconds=10), 10)
+    leader = recorded(store, clock, sched("a", 10, jitter=timedelta(seconds=5)), seconds=10)
     pub = Recording()
-    relay = Relay(store, pub, clock)
-    if message.publish_at > clock.now():
-        assert relay.run_once(clock.now()) == message.publish_at
-        assert pub.calls == 0
-        clock.set(message.publish_at)
-    assert relay.run_once(clock.now()) is None
-    assert [m.fire_id for m in pub.sent] == [message.fire_id]
-
-
-class Blind:
-    """The memory store's fire log with an outbox read that finds nothing."""
-
-    def __init__(self, inner: MemoryStore) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def pending(self, now: datetime, limit: int) -> list[Message]:
-        return []
-
-
-def ticking(store: MemoryStore, clock: FakeClock, relay: Relay) -> tuple[Leader, Ticker]:
-    leader = leading(store, clock)
-    relay.term = lambda: leader.lease.epoch if leader.lease else None
-    return leader, Ticker(store, leader, build_message, on_recorded=relay.offer)
-
-
-def test_the_relay_publishes_what_the_tick_hands_it_without_reading_it_back(
-    store: MemoryStore, clock: FakeClock
-) -> None:
-    load(store, clock, *(sched(f"s{i}", 10) for i in range(3)))
-    pub = Recording()
-    relay = Relay(Blind(store), pub, clock)  # type: ignore[arg-type]
-    leader, ticker = ticking(store, clock, relay)
-    clock.advance(9.6)
-    leader.step()
-    ticker.tick(clock.now())  # records T0+10s ahead and hands it over
-    assert relay.run_once(clock.now()) == T0 + timedelta(seconds=10)
-    assert pub.sent == []
-    clock.set(T0 + timedelta(seconds=10))
-    relay.run_once(clock.now())
-    assert sorted(m.schedule for m in pub.sent) == ["s0", "s1", "s2"]
-    assert store.backlog() == 0  # nothing more due: marked sent at once
+    relay = relay_for(store, clock, leader, pub=pub)
+    drain(relay, clock, T0 + timedelta(seconds=15))
+    (message,) = pub.sent
+    assert message.scheduled_for == T0 + timedelta(seconds=10)
+    assert T0 + timedelta(seconds=10) <= message.publish_at <= clock.now()
 
 
 def record_at(
-    store: MemoryStore, schedule: Schedule, at: datetime, publish_at: datetime
+    store: MemoryStore, schedule: Schedule, at: datetime, publish_at: datetime, **kw: Any
 ) -> Message:
     """Record one pending fire the way a trigger does (no lease); returns its message."""
     message = build_message(schedule, at, publish_at)
-    decision = Decision(schedule.name, at, message.fire_id, Outcome.PENDING, None, message)
+    decision = Decision(schedule.name, at, message.fire_id, Outcome.PENDING, None, message, **kw)
     store.record(None, [decision], [])
     return message
 
@@ -498,82 +504,193 @@ def test_confirmed_fires_are_marked_sent_together_at_most_settle_after_late(
     at = T0 + timedelta(seconds=10)
     record_at(store, sched("a"), at, at)
     record_at(store, sched("b"), at, at + SETTLE_AFTER / 2)
-    pub = Recording()
-    relay = Relay(store, pub, clock)
     clock.set(at)
+    pub = Recording()
+    relay = relay_for(store, clock, pub=pub)
     # "a" is confirmed; "b" is due before the mark would be late, so the mark waits for it
     assert relay.run_once(clock.now()) == at + SETTLE_AFTER / 2
     assert [m.schedule for m in pub.sent] == ["a"] and store.backlog() == 2
     clock.set(at + SETTLE_AFTER / 2)
-    assert relay.run_once(clock.now()) is None
+    relay.run_once(clock.now())
     assert [m.schedule for m in pub.sent] == ["a", "b"] and store.backlog() == 0
     assert {f.outcome for f in store.history(None, 10)} == {Outcome.SENT}
 
 
-def test_a_fire_recorded_elsewhere_is_read_within_reread(
+def test_a_fire_recorded_elsewhere_is_claimed_within_idle_check(
     store: MemoryStore, clock: FakeClock
 ) -> None:
     pub = Recording()
-    relay = Relay(store, pub, clock)
-    assert relay.run_once(clock.now()) is None
+    relay = relay_for(store, clock, pub=pub)
+    wake = relay.run_once(clock.now())
+    assert wake == clock.now() + IDLE_CHECK
     record_at(store, sched("t"), clock.now(), clock.now())  # `beatd trigger` in another process
-    clock.advance(REREAD.total_seconds())
+    clock.advance(IDLE_CHECK.total_seconds())
     relay.run_once(clock.now())
     assert [m.schedule for m in pub.sent] == ["t"]
 
 
-def test_an_offer_is_not_resent_after_a_read_sent_it(store: MemoryStore, clock: FakeClock) -> None:
-    message = record_at(store, sched("a"), T0, T0)
+def test_a_crowded_instant_is_claimed_and_sent_once(store: MemoryStore, clock: FakeClock) -> None:
+    for i in range(12_000):
+        record_at(store, sched(f"s{i:05}"), T0, T0)
     pub = Recording()
-    relay = Relay(store, pub, clock)
-    relay.run_once(clock.now())  # the read won the race to the tick's hand-over
-    relay.offer(0, [message])
-    clock.advance(0.1)
+    relay = relay_for(store, clock, pub=pub)
     relay.run_once(clock.now())
-    assert [m.fire_id for m in pub.sent] == [message.fire_id]
+    relay.poke()
+    relay.run_once(clock.now())
+    assert len(pub.sent) == 12_000 == len({m.fire_id for m in pub.sent})
+    assert pub.calls == 3  # 5,000 a call
+    assert store.backlog() == 0
 
 
-def test_an_offer_from_an_earlier_term_is_left_to_the_outbox(
+def test_a_new_term_claims_again_what_the_old_term_held(
     store: MemoryStore, clock: FakeClock
 ) -> None:
-    term = [1]
+    at = T0 + timedelta(seconds=1)
+    message = record_at(store, sched("a"), at, at)
+    old = leading(store, clock, "old")
+    gone = Recording()
+    relay_for(store, clock, old, pub=gone).run_once(at - AHEAD / 2)  # claimed, then it died
+    clock.advance(TTL.total_seconds() + 1)
+    new = leading(store, clock, "new")
     pub = Recording()
-    relay = Relay(store, pub, clock, term=lambda: term[0])
-    relay.run_once(clock.now())
-    message = record_at(store, sched("a"), T0 + timedelta(seconds=5), T0 + timedelta(seconds=5))
-    term[0] = 2
-    relay.offer(1, [message])
-    assert relay.run_once(clock.now()) == message.publish_at  # known from the new term's read
-    clock.set(message.publish_at)
-    relay.run_once(clock.now())
-    assert [m.fire_id for m in pub.sent] == [message.fire_id]
+    relay_for(store, clock, new, pub=pub).run_once(clock.now())
+    assert gone.sent == [] and [m.fire_id for m in pub.sent] == [message.fire_id]
+    assert store.history("a", 1)[0].outcome is Outcome.SENT
 
 
-def test_a_paused_schedule_s_held_fire_is_not_sent(store: MemoryStore, clock: FakeClock) -> None:
-    load(store, clock, sched("a", 10), sched("b", 10))
+def test_a_fenced_claim_steps_down(store: MemoryStore, clock: FakeClock) -> None:
+    record_at(store, sched("a"), T0, T0)
+    leader = leading(store, clock, "old")
+    store._lease = Lease("new", 9, clock.now() + TTL, "someone")  # taken behind its back
     pub = Recording()
-    relay = Relay(store, pub, clock)
-    leader, ticker = ticking(store, clock, relay)
-    clock.advance(9.5)
+    assert relay_for(store, clock, leader, pub=pub).run_once(clock.now()) is None
+    assert not leader.is_leading() and pub.calls == 0 and store.backlog() == 1
+
+
+# -- issue 11: the books balance under changes ---------------------------------
+
+
+def ahead_of(store: MemoryStore, clock: FakeClock, *schedules: Schedule) -> tuple[Leader, Ticker]:
+    """A leader whose tick records T0+10s two seconds ahead."""
+    load(store, clock, *schedules)
+    leader = leading(store, clock)
+    return leader, Ticker(store, leader, build_message)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def step(leader: Leader, ticker: Ticker, relay: Relay, clock: FakeClock, when: datetime) -> None:
+    clock.set(when)
     leader.step()
-    ticker.tick(clock.now())  # both fires of T0+10s recorded ahead and held by the relay
+    ticker.tick(clock.now())
     relay.run_once(clock.now())
-    store.set_paused("a", True, None, None)
-    relay.recheck()  # the daemon's watcher saw the change
-    clock.set(T0 + timedelta(seconds=10))
-    relay.run_once(clock.now())
-    assert [m.schedule for m in pub.sent] == ["b"]
 
 
-def test_a_burst_read_before_its_offers_arrive_is_sent_once(
+def test_a_replaced_fire_goes_out_as_its_new_definition(
     store: MemoryStore, clock: FakeClock
 ) -> None:
-    """The relay may read fires the tick committed before their hand-over reaches it."""
-    messages = [record_at(store, sched(f"s{i:04}"), T0, T0) for i in range(5000)]
+    """Defect 1: the old relay held the old message and skipped the re-recorded one."""
+    leader, ticker = ahead_of(store, clock, sched("a", 10))
     pub = Recording()
-    relay = Relay(store, pub, clock)
-    relay.run_once(clock.now())  # reads and sends all 5,000
-    relay.offer(0, messages)  # the tick's hand-over, late
+    relay = relay_for(store, clock, leader, pub=pub)
+    step(leader, ticker, relay, clock, at(8.1))  # T0+10s recorded ahead
+    assert store.backlog() == 1
+    new = dataclasses.replace(sched("a", 10), task="t.new", source=Source.FILE)
+    store.load_file([new], lambda s: timing.next_after(s, clock.now()))  # same timing
+    for t in (8.2, 9.0, 9.5, 10.0, 10.1):
+        step(leader, ticker, relay, clock, at(t))
+    assert [(m.scheduled_for, m.headers["task"]) for m in pub.sent] == [(at(10), "t.new")]
+    assert [(f.scheduled_for, f.outcome) for f in store.history("a", 5)] == [(at(10), Outcome.SENT)]
+
+
+def test_a_change_that_loses_to_the_claim_leaves_the_fire_sent_as_sent(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """Defect 2: a pause deleted the fire the relay was about to publish (no history row)."""
+    leader, ticker = ahead_of(store, clock, sched("a", 10), sched("b", 10))
+    pub = Recording()
+    relay = relay_for(store, clock, leader, pub=pub)
+    step(leader, ticker, relay, clock, at(8.1))
+    step(leader, ticker, relay, clock, at(10) - AHEAD / 2)  # both claimed: going out
+    store.set_paused("a", True, "too late for T0+10s", None)
+    store.set_paused("b", True, None, None)
+    store.set_paused("b", False, None, timing.next_after(sched("b", 10), clock.now()))
+    step(leader, ticker, relay, clock, at(10))
+    step(leader, ticker, relay, clock, at(10.1))
+    sent = {m.schedule: m.fire_id for m in pub.sent}
+    assert sorted(sent) == ["a", "b"]
+    for name, fid in sent.items():  # every message that left has its history row: sent
+        (row,) = [f for f in store.history(name, 5) if f.fire_id == fid]
+        assert row.outcome is Outcome.SENT
+
+
+def test_a_change_before_the_claim_wins(store: MemoryStore, clock: FakeClock) -> None:
+    leader, ticker = ahead_of(store, clock, sched("a", 10))
+    pub = Recording()
+    relay = relay_for(store, clock, leader, pub=pub)
+    step(leader, ticker, relay, clock, at(8.1))
+    store.set_paused("a", True, None, None)  # 1.9 s before the instant
+    for t in (9.0, 9.5, 10.0, 10.5):
+        step(leader, ticker, relay, clock, at(t))
+    assert pub.sent == [] and store.history("a", 5) == [] and store.backlog() == 0
+
+
+def test_confirmed_fires_stay_confirmed_until_marked_sent(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """Defect 3: a failed mark_sent lost the confirmed ids; they were sent again much later."""
+    leader = recorded(store, clock, sched("a"), sched("b"), seconds=1)
+    failing = Flaky(store)
+    pub = Recording()
+    relay = Relay(failing, pub, clock, leader=leader)  # type: ignore[arg-type]
+    real_mark = store.mark_sent
+
+    def mark_sent_fails(fire_ids: Sequence[str], sent_at: datetime) -> None:
+        raise StoreError("database unreachable")
+
+    store.mark_sent = mark_sent_fails  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        relay.run_once(clock.now())
+    assert len(pub.sent) == 2 and store.backlog() == 2
+    store.mark_sent = real_mark  # type: ignore[method-assign]
     clock.advance(0.1)
+    leader.step()
     relay.run_once(clock.now())
-    assert len(pub.sent) == 5000 == len({m.fire_id for m in pub.sent})
+    assert store.backlog() == 0 and len(pub.sent) == 2  # marked, not sent again
+    assert {f.outcome for f in store.history(None, 5)} == {Outcome.SENT}
+
+
+def test_two_processes_sharing_an_instance_id_never_lead_at_one_epoch(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """Defect 4: acquire kept the epoch for a matching holder name: both led at epoch 1."""
+    a, b = Leader(store, clock, TTL, "host-1"), Leader(store, clock, TTL, "host-1")
+    a.step()
+    b.step()
+    assert a.is_leading() and not b.is_leading()
+    clock.advance(TTL.total_seconds() + 0.1)  # a froze; b takes over with a new epoch
+    b.step()
+    assert b.lease is not None and a.lease is None
+    old = Lease("host-1", 1, clock.now() + TTL, a.token)
+    with pytest.raises(Fenced):
+        store.record(old, [], [])
+    assert b.lease.epoch == 2
+
+
+def test_a_trigger_is_never_withdrawn_nor_rewinds_the_schedule(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """A trigger's fire id is in history whatever change races with it."""
+    load(store, clock, sched("x", 60))
+    before = store.get("x").next_at
+    trigger = record_at(store, sched("x", 60), at(1), at(1), manual=True)
+    clock.set(at(0.5))  # the trigger's clock ran ahead of this change's
+    store.set_paused("x", True, None, None)
+    store.set_paused("x", False, None, before)
+    same = dataclasses.replace(sched("x", 60), source=Source.FILE)
+    store.load_file([same], lambda s: timing.next_after(s, clock.now()))
+    assert [f.fire_id for f in store.history("x", 5)] == [trigger.fire_id]
+    assert store.backlog() == 1
+    assert store.get("x").next_at == before

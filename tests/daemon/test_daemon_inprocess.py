@@ -133,7 +133,9 @@ def test_a_schedule_added_while_running_fires_within_a_second() -> None:
     running = Running(Daemon(settings, store, StdoutPublisher(out)))
     try:
         wait_for(lambda: store.current() is not None, what="leadership")
-        time.sleep(0.2)  # the tick loop is now idle-waiting (MAX_IDLE 5 s)
+        led = time.monotonic()
+        # a tick ran since: the tick loop is now idle-waiting (MAX_IDLE 5 s)
+        wait_for(lambda: running.daemon._heartbeat > led, what="a tick while leading")
         started = time.monotonic()
         from beatd import timing
 
@@ -164,10 +166,11 @@ def test_sighup_reload_applies_a_changed_file_and_keeps_the_last_good_one(
         wait_for(lambda: [s.schedule.name for s in store.all()] == ["b"], what="reloaded")
         write(config, "[schedules.c]\nevery = \n")
         with caplog.at_level(logging.ERROR, "beatd"):
-            daemon.request_reload()
-            wait_for(lambda: caplog.records, what="the error line")
-            time.sleep(0.1)
-        (line,) = [r.getMessage() for r in caplog.records]
+            for reloads in (1, 2):  # one line per reload, however many problems
+                daemon.request_reload()
+                wait_for(lambda n=reloads: len(caplog.records) >= n, what="the error line")
+        line, again = [r.getMessage() for r in caplog.records]
+        assert line == again
         assert line.startswith("reload failed, keeping the last good schedules:")
         assert "beatd.toml:2" in line
         assert [s.schedule.name for s in store.all()] == ["b"]
@@ -176,14 +179,25 @@ def test_sighup_reload_applies_a_changed_file_and_keeps_the_last_good_one(
         assert running.stop() == 0
 
 
+class Asking(MemoryStore):
+    """Counts the daemon's requests for the lease."""
+
+    asked = 0
+
+    def acquire(self, holder: str, ttl: timedelta, token: str) -> Any:
+        self.asked += 1
+        return super().acquire(holder, ttl, token)
+
+
 def test_a_standby_does_not_publish() -> None:
-    store = MemoryStore()
-    other = store.acquire("someone-else", timedelta(seconds=30))
+    store = Asking()
+    other = store.acquire("someone-else", timedelta(seconds=30), "someone-else")
     assert other is not None
     out = Lines()
     settings = Settings(database="memory://", lease=timedelta(seconds=3), schedules=(every("a"),))
     running = Running(Daemon(settings, store, StdoutPublisher(out)))
-    time.sleep(1.5)
+    wait_for(lambda: store.asked >= 4, what="the standby asking for the lease, refused")
+    wait_for(lambda: store.all(), what="the file's schedules loaded")
     assert running.stop() == 0
     assert out.lines() == []
     assert store.current() == other
@@ -202,14 +216,14 @@ class Connecting(StdoutPublisher):
 
 
 def test_the_broker_connection_opens_on_taking_the_lease_not_in_standby() -> None:
-    store = MemoryStore()
-    other = store.acquire("someone-else", timedelta(seconds=30))
+    store = Asking()
+    other = store.acquire("someone-else", timedelta(seconds=30), "someone-else")
     assert other is not None
     publisher = Connecting()
     settings = Settings(database="memory://", lease=timedelta(seconds=3))
     running = Running(Daemon(settings, store, publisher))
     try:
-        time.sleep(0.7)  # a standby asks for the lease every 0.5 s
+        wait_for(lambda: store.asked >= 3, what="the standby asking for the lease, refused")
         assert not publisher.connected.is_set()
         store.release(other)
         assert publisher.connected.wait(5), "no connection once leading"
@@ -223,6 +237,7 @@ class FlakyStore:
     def __init__(self, inner: MemoryStore) -> None:
         self.inner = inner
         self.down = threading.Event()
+        self.refused = 0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
@@ -231,6 +246,7 @@ class FlakyStore:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if self.down.is_set():
+                self.refused += 1
                 raise StoreError("database unreachable (test)")
             return attr(*args, **kwargs)
 
@@ -258,7 +274,8 @@ def test_a_database_outage_self_fences_logs_once_and_recovers(
             assert time.monotonic() - cut < 3.0  # before the lease could expire
             assert inner.db_now() < lease.expires_at + timedelta(seconds=1)
             assert daemon.healthy()  # the loop is alive, only the database is not
-            time.sleep(1.0)  # the outage goes on; nothing more may be logged
+            refused = store.refused  # the outage goes on; nothing more may be logged
+            wait_for(lambda: store.refused >= refused + 6, what="the loops retrying, refused")
             store.down.clear()
             wait_for(daemon.leader.is_leading, 10, "leading again")
             seen = len(out.lines())
@@ -414,3 +431,52 @@ def test_json_logs_are_one_object_per_line() -> None:
             root.removeHandler(handler)
         root.propagate = True
         root.setLevel(logging.NOTSET)
+
+
+def test_a_running_daemon_says_what_it_does(caplog: pytest.LogCaptureFixture) -> None:
+    """An INFO line per fire published (schedule, id, instant, lag); a standby says who leads."""
+    store = MemoryStore()
+    out = Lines()
+    settings = Settings(database="memory://", lease=timedelta(seconds=3), schedules=(every("a"),))
+    with caplog.at_level(logging.INFO, "beatd"):
+        leader = Running(Daemon(settings, store, StdoutPublisher(out)))
+        wait_for(lambda: len(out.lines()) >= 2, what="two fires")
+        standby = Running(Daemon(settings, store, StdoutPublisher(io.StringIO())))
+        wait_for(
+            lambda: any(r.getMessage().startswith("standby") for r in caplog.records),
+            what="the standby's line",
+        )
+        assert standby.stop() == 0
+        assert leader.stop() == 0
+    published = [r for r in caplog.records if r.getMessage() == "fire published"]
+    sent = {line["fire_id"] for line in out.lines()}
+    assert {r.__dict__["fire_id"] for r in published} == sent
+    first = published[0].__dict__
+    assert first["schedule"] == "a" and first["scheduled_for"].startswith("20")
+    assert isinstance(first["lag_ms"], float)
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("standby")]
+    assert line.__dict__["leader"] == leader.daemon.leader.holder
+
+
+def test_a_long_database_outage_is_logged_again_every_30_seconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from beatd.daemon import OUTAGE_REPEAT, _Outage
+
+    now = [100.0]
+    outage = _Outage(lambda: now[0])
+    with caplog.at_level(logging.ERROR, "beatd"):
+        for _ in range(3):  # three loops notice at once: one line
+            outage.failed("tick", StoreError("refused"))
+        now[0] += OUTAGE_REPEAT - 1
+        outage.failed("relay", StoreError("refused"))
+        now[0] += 1
+        outage.failed("lease", StoreError("refused"))
+        now[0] += OUTAGE_REPEAT
+        outage.failed("tick", StoreError("refused"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "database unavailable, retrying with backoff: refused",
+        "database still unavailable after 30s: refused",
+        "database still unavailable after 60s: refused",
+    ]

@@ -12,11 +12,9 @@ import pytest
 from beatd import timing
 from beatd.errors import ScheduleError
 from beatd.ids import fire_id
-from beatd.model import Cron, Every, Misfire, Once, Outcome, Schedule
+from beatd.model import Cron, Every, Message, Misfire, Once, Outcome, Schedule, StoredSchedule
 from beatd.planner import CATCH_UP_CAP, ON_TIME, plan
-from beatd.publish.base import Message
 from beatd.publish.messages import build_message
-from beatd.store.base import StoredSchedule
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = timedelta(seconds=1)

@@ -136,6 +136,7 @@ class Recorder:
     def __init__(self, url: str, queue: str) -> None:
         self.url, self.queue = url, queue
         self.got: list[tuple[str, datetime, float, bool]] = []  # id, scheduled_for, arrival, redel
+        self.bodies: dict[str, bytes] = {}
         self.arrived = threading.Event()
         self.reconnects = 0
         self._lock = threading.Lock()
@@ -162,13 +163,14 @@ class Recorder:
             ch.queue_declare(self.queue, durable=True)
             ch.basic_qos(prefetch_count=100)
             self._ready.set()
-            for method, props, _body in ch.consume(self.queue, inactivity_timeout=0.1):
+            for method, props, body in ch.consume(self.queue, inactivity_timeout=0.1):
                 if self._stop.is_set():
                     break
                 if method is None:
                     continue
                 header = props.headers["beatd-scheduled-for"].replace("Z", "+00:00")
                 with self._lock:
+                    self.bodies[props.message_id] = body
                     self.got.append(
                         (
                             props.message_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -80,7 +81,10 @@ def queue_depth(channel: Any, queue: str) -> int:
 
 def _connection_pids(connection_name: str) -> list[str]:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not available")
+        message = "rabbitmqctl is not available (it ships with rabbitmq-server)"
+        if os.environ.get("BEATD_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{message} and BEATD_REQUIRE_SERVICES=1")
+        pytest.skip(message)
     listing = subprocess.run(
         ["rabbitmqctl", "list_connections", "pid", "client_properties", "-q", "--no-table-headers"],
         capture_output=True,

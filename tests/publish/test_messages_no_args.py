@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from publish_support import NOW, make_schedule
 
 from beatd.publish.messages import build_message
 
 
-def test_a_schedule_without_args_matches_what_celery_builds() -> None:
-    from celery import Celery
-
+def test_a_schedule_without_args_matches_what_celery_builds(
+    celery_reference: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
     schedule = make_schedule(task="app.tasks.bare", headers={"tenant": "acme", "retries": 9})
     message = build_message(schedule, NOW, NOW)
-    app = Celery("reference", set_as_current=False)
-    reference = app.amqp.as_task_v2(
-        message.fire_id, schedule.task, args=(), kwargs={}, origin="beatd"
-    )
+    task = {
+        "id": message.fire_id,
+        "name": schedule.task,
+        "args": [],
+        "kwargs": {},
+        "origin": "beatd",
+    }
+    reference = celery_reference({"task_v2": task})["task_v2"]
 
     ours = {k: v for k, v in message.headers.items() if not k.startswith("beatd-")}
-    assert ours == {"tenant": "acme", **reference.headers}
-    args, kwargs, embed = reference.body
-    assert json.loads(message.body) == [list(args), kwargs, embed]
+    assert json.loads(json.dumps(ours)) == {"tenant": "acme", **reference["headers"]}
+    assert json.loads(message.body) == reference["body"]
 
 
 def test_the_body_is_compact_json_like_any_other() -> None:

@@ -20,8 +20,9 @@ from publish_support import (
 )
 
 from beatd.errors import BrokerError
+from beatd.model import Message
 from beatd.publish.amqp import AmqpPublisher
-from beatd.publish.base import Message, Result, Status
+from beatd.publish.base import Result, Status
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 

@@ -49,7 +49,7 @@ def main(url: str, go: str, command: str, *args: str) -> None:
         start, wins = time.monotonic(), []
         for round_ in range(rounds):
             time.sleep(max(0.0, start + round_ * interval - time.monotonic()))
-            lease = store.acquire(holder, timedelta(seconds=interval / 2))
+            lease = store.acquire(holder, timedelta(seconds=interval / 2), holder)
             if lease is not None:
                 wins.append([round_, lease.epoch])
         result = wins

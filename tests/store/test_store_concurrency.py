@@ -75,7 +75,7 @@ def test_an_api_add_during_reconciliation_survives(db_url: str, tmp_path: Path) 
 @pytest.mark.parametrize("workers", [6])
 def test_racing_acquirers_one_winner_per_epoch(db_url: str, tmp_path: Path, workers: int) -> None:
     store = open_sql(db_url)
-    first = store.acquire("old", timedelta(milliseconds=1))
+    first = store.acquire("old", timedelta(milliseconds=1), "old")
     assert first is not None
     jobs = [["acquire", f"w{i}", "3", "1.0"] for i in range(workers)]
     results = race(db_url, tmp_path, jobs)

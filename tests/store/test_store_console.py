@@ -8,8 +8,8 @@ import pytest
 from store_helpers import sched
 
 from beatd.ids import fire_id
-from beatd.model import Outcome
-from beatd.store.base import Decision, ScheduleFilter, Store
+from beatd.model import Decision, Outcome, ScheduleFilter
+from beatd.store.base import Store
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

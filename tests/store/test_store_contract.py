@@ -12,9 +12,19 @@ from store_helpers import Backend, sched
 
 from beatd.errors import ConfigError, Conflict, Fenced, NotFound
 from beatd.ids import fire_id
-from beatd.model import Cron, Format, Lease, Misfire, Outcome, Schedule, Source
-from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision, Store
+from beatd.model import (
+    Advance,
+    Cron,
+    Decision,
+    Format,
+    Lease,
+    Message,
+    Misfire,
+    Outcome,
+    Schedule,
+    Source,
+)
+from beatd.store.base import Store
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -44,6 +54,15 @@ def pending(schedule: str, when: datetime, publish_at: datetime | None = None) -
         schedule, when, fire_id(schedule, when), Outcome.PENDING,
         message=message(schedule, when, publish_at),
     )  # fmt: skip
+
+
+def claimed(store: Store, through: datetime, limit: int = 100) -> list[Message]:
+    """What a relay would take by `through`, claiming under its own lease."""
+    lease = store.current()
+    if lease is None or lease.token != "relay":
+        lease = store.acquire("relay", timedelta(seconds=30), "relay")
+    assert lease is not None
+    return store.claim(lease, through, limit)
 
 
 def dropped(schedule: str, when: datetime) -> Decision:
@@ -238,8 +257,7 @@ def test_a_change_withdraws_fires_recorded_ahead(backend: Backend) -> None:
     store.delete("deleted")
     store.load_file([sched("filed", task="app.tasks.new")], next_at_fixed(ahead(5)))
 
-    assert [m.fire_id for m in store.pending(ahead(10), 100)] == [past.fire_id]
-    assert store.still_pending([past.fire_id, fire_id("paused", ahead(0))]) == {past.fire_id}
+    assert [m.fire_id for m in claimed(store, ahead(10))] == [past.fire_id]
     assert [f.scheduled_for for f in store.history("paused", 10)] == [at(-1)]
     # same timing: decided again from the first withdrawn instant, as now defined
     assert store.get("replaced").next_at == ahead(0)
@@ -249,13 +267,61 @@ def test_a_change_withdraws_fires_recorded_ahead(backend: Backend) -> None:
     assert store.history("retimed", 10) == []
 
 
+def test_a_claimed_or_manual_fire_is_never_withdrawn(backend: Backend) -> None:
+    """A change loses to a fire already going out: it stays, and is marked sent as sent."""
+    store = backend.store
+    store.put(sched("a"), ahead(0), replace=False)
+    trigger = Decision(
+        "a", ahead(0.5), fire_id("a", ahead(0.5)), Outcome.PENDING,
+        message=message("a", ahead(0.5)), manual=True,
+    )  # fmt: skip
+    store.record(None, [pending("a", ahead(0)), pending("a", ahead(1)), trigger], [])
+    (going,) = claimed(store, ahead(0))
+    store.put(sched("a", task="app.tasks.new"), ahead(5), replace=True)
+    assert {f.fire_id for f in store.history("a", 10)} == {going.fire_id, trigger.fire_id}
+    assert store.get("a").next_at == ahead(1)  # decided again from the unclaimed one only
+    assert store.get("a").last_at == ahead(0.5)  # what history still holds
+    store.mark_sent([going.fire_id], ahead(0))
+    assert store.history("a", 10)[-1].outcome is Outcome.SENT
+
+
+def test_a_claim_is_fenced_and_a_new_term_claims_again(backend: Backend) -> None:
+    store = backend.store
+    store.record(None, [pending("a", at(1))], [])
+    old = store.acquire("old", backend.short_ttl, "old")
+    assert old is not None
+    assert [m.schedule for m in store.claim(old, at(1), 10)] == ["a"]
+    backend.expire(old)
+    with pytest.raises(Fenced):
+        store.claim(old, at(1), 10)
+    new = store.acquire("new", timedelta(seconds=30), "new")
+    assert new is not None
+    assert [m.schedule for m in store.claim(new, at(1), 10)] == ["a"]  # the old relay is gone
+    assert store.claim(new, at(1), 10) == []
+
+
+def test_instances_roll_call(store: Store) -> None:
+    store.heartbeat("host:1", "t1")
+    store.heartbeat("host:1", "t2")  # one instance_id, two processes
+    since = store.db_now() - timedelta(seconds=5)
+    seen = store.instances(since)
+    assert [(i.holder, i.token) for i in seen] == [("host:1", "t1"), ("host:1", "t2")]
+    first = seen[0]
+    store.heartbeat("host:1", "t1")
+    again = store.instances(since)[0]
+    assert again.started_at == first.started_at and again.last_seen >= first.last_seen
+    store.heartbeat("host:1", "t1", leaving=True)
+    assert [i.token for i in store.instances(since)] == ["t2"]
+    assert store.instances(store.db_now() + timedelta(seconds=5)) == []
+
+
 # -- fire log ------------------------------------------------------------------
 
 
 def test_record_with_lease_writes_fires_outbox_and_advances(backend: Backend) -> None:
     store = backend.store
     store.put(sched("a"), at(1), replace=False)
-    lease = store.acquire("me", timedelta(seconds=30))
+    lease = store.acquire("me", timedelta(seconds=30), "me")
     assert lease is not None
     v = store.get("a").version
     decisions = [pending("a", at(1)), dropped("a", at(0))]
@@ -269,17 +335,17 @@ def test_record_with_lease_writes_fires_outbox_and_advances(backend: Backend) ->
         (at(0), Outcome.DROPPED, lease.epoch),
     ]
     assert records[1].reason == "grace"
-    assert store.pending(at(5), 10) == [message("a", at(1))]  # exact round trip
+    assert store.claim(lease, at(5), 10) == [message("a", at(1))]  # exact round trip
     assert store.backlog() == 1
 
 
 def test_record_is_fenced_when_epoch_moved(backend: Backend) -> None:
     store = backend.store
     store.put(sched("a"), at(1), replace=False)
-    old = store.acquire("old", backend.short_ttl)
+    old = store.acquire("old", backend.short_ttl, "old")
     assert old is not None
     backend.expire(old)
-    new = store.acquire("new", timedelta(seconds=30))
+    new = store.acquire("new", timedelta(seconds=30), "new")
     assert new is not None and new.epoch == old.epoch + 1
     v = store.get("a").version
     with pytest.raises(Fenced):
@@ -291,7 +357,7 @@ def test_record_is_fenced_when_epoch_moved(backend: Backend) -> None:
 
 def test_record_is_fenced_when_lease_expired(backend: Backend) -> None:
     store = backend.store
-    lease = store.acquire("me", backend.short_ttl)
+    lease = store.acquire("me", backend.short_ttl, "me")
     assert lease is not None
     backend.expire(lease)
     with pytest.raises(Fenced, match="expired"):
@@ -310,7 +376,7 @@ def test_duplicate_instants_are_skipped(store: Store) -> None:
     assert store.record(None, [pending("a", at(1)), pending("a", at(3))], []) == [
         fire_id("a", at(3))
     ]
-    assert [m.scheduled_for for m in store.pending(at(10), 10)] == [at(2), at(3)]
+    assert [m.scheduled_for for m in claimed(store, at(10))] == [at(2), at(3)]
     assert len(store.history("a", 10)) == 3
     assert store.history("a", 10)[2].outcome is Outcome.SENT
 
@@ -334,7 +400,9 @@ def test_advance_with_moved_version_is_skipped_with_its_decisions(store: Store) 
     assert store.record(None, [pending("b", at(2))], [Advance("b", vb, at(3), at(2), 1)]) == []
 
 
-def test_outbox_pending_mark_sent_and_failed(store: Store) -> None:
+def test_outbox_claim_mark_sent_and_failed(store: Store) -> None:
+    lease = store.acquire("relay", timedelta(seconds=30), "relay")
+    assert lease is not None
     store.record(
         None,
         [
@@ -346,14 +414,16 @@ def test_outbox_pending_mark_sent_and_failed(store: Store) -> None:
         [],
     )
     assert store.backlog() == 3
-    assert store.next_publish_at() == at(1)
-    assert [m.schedule for m in store.pending(at(1.5), 10)] == ["b", "a"]
-    assert [m.schedule for m in store.pending(at(1.5), 1)] == ["b"]
-    assert store.pending(at(0), 10) == []
+    assert store.next_publish_at(lease.epoch) == at(1)
+    assert store.claim(lease, at(0), 10) == []
+    assert [m.schedule for m in store.claim(lease, at(1.5), 1)] == ["b"]
+    assert [m.schedule for m in store.claim(lease, at(1.5), 10)] == ["a"]  # b is taken
+    assert store.next_publish_at(lease.epoch) == at(2)  # claimed ones are not waited for
+    assert store.next_publish_at(lease.epoch + 1) == at(1)  # ...but a new term takes them
     store.mark_sent([fire_id("b", at(1)), fire_id("a", at(1))], at(3))
     store.mark_failed(fire_id("c", at(2)), "unroutable: NO_ROUTE", at(4))
     assert store.backlog() == 0
-    assert store.next_publish_at() is None
+    assert store.next_publish_at(lease.epoch) is None
     outcome = {r.schedule: (r.outcome, r.sent_at, r.reason) for r in store.history(None, 10)}
     assert outcome == {
         "a": (Outcome.SENT, at(3), None),
@@ -384,27 +454,31 @@ def test_history_newest_first_filter_and_limit(store: Store) -> None:
 def test_lease_acquire_renew_release_takeover(backend: Backend) -> None:
     store = backend.store
     assert store.current() is None
-    first = store.acquire("a", timedelta(seconds=30))
+    first = store.acquire("a", timedelta(seconds=30), "a")
     assert first is not None and first.holder == "a"
     assert store.current() == first
-    assert store.acquire("b", timedelta(seconds=30)) is None  # held
-    again = store.acquire("a", timedelta(seconds=60))  # ours: renewed, same epoch
-    assert again is not None and again.epoch == first.epoch
+    assert store.acquire("b", timedelta(seconds=30), "b") is None  # held
+    # the same holder name from another process: refused, it is not ours
+    assert store.acquire("a", timedelta(seconds=60), "another process") is None
+    again = store.acquire("a", timedelta(seconds=60), "a")  # ours, asked again: a new term
+    assert again is not None and again.epoch == first.epoch + 1
     assert again.expires_at > first.expires_at
+    assert store.renew(first, timedelta(seconds=30)) is None  # the old term is over
     renewed = store.renew(again, timedelta(seconds=30))
-    assert renewed is not None and renewed.epoch == first.epoch
-    assert store.renew(Lease("b", first.epoch, renewed.expires_at), timedelta(seconds=1)) is None
-    store.release(Lease("b", first.epoch, renewed.expires_at))  # not ours: no effect
+    assert renewed is not None and renewed.epoch == again.epoch
+    impostor = Lease("a", again.epoch, renewed.expires_at, "another process")
+    assert store.renew(impostor, timedelta(seconds=1)) is None
+    store.release(impostor)  # not ours: no effect
     assert store.current() == renewed
     store.release(renewed)
     assert store.current() is None
     assert store.renew(renewed, timedelta(seconds=30)) is None
-    taken = store.acquire("b", backend.short_ttl)
-    assert taken is not None and (taken.holder, taken.epoch) == ("b", first.epoch + 1)
+    taken = store.acquire("b", backend.short_ttl, "b")
+    assert taken is not None and (taken.holder, taken.epoch) == ("b", first.epoch + 2)
     backend.expire(taken)
     assert store.renew(taken, timedelta(seconds=30)) is None  # expired: lost
-    third = store.acquire("c", timedelta(seconds=30))
-    assert third is not None and third.epoch == first.epoch + 2
+    third = store.acquire("c", timedelta(seconds=30), "c")
+    assert third is not None and third.epoch == first.epoch + 3
     skew = abs((store.db_now() - datetime.now(UTC)).total_seconds())
     assert skew < 5 or backend.kind == "memory"
 
@@ -457,7 +531,7 @@ def test_load_file_refuses_a_name_listed_twice(store: Store) -> None:
 
 def test_threads_racing_for_an_expired_lease_make_one_leader(backend: Backend) -> None:
     store = backend.store
-    old = store.acquire("old", backend.short_ttl)
+    old = store.acquire("old", backend.short_ttl, "old")
     assert old is not None
     backend.expire(old)
     start = threading.Barrier(8)
@@ -465,7 +539,7 @@ def test_threads_racing_for_an_expired_lease_make_one_leader(backend: Backend) -
 
     def contend(holder: str) -> None:
         start.wait()
-        lease = store.acquire(holder, timedelta(seconds=30))
+        lease = store.acquire(holder, timedelta(seconds=30), holder)
         if lease is not None:
             won.append(lease)
 

@@ -19,9 +19,8 @@ from store_helpers import close_checked, open_sql, sched
 from beatd import migrate
 from beatd.errors import ConfigError, SchemaError, StoreError
 from beatd.ids import fire_id
-from beatd.model import Every, Lease, Outcome, Schedule, Source
+from beatd.model import Decision, Every, Lease, Outcome, Schedule, Source
 from beatd.store import has_tables, open_store
-from beatd.store.base import Decision
 from beatd.store.sql import SqlStore, firelog, schedules
 from beatd.store.sql import engine as eng
 from beatd.store.sql.engine import make_engine, parse_url
@@ -211,7 +210,7 @@ def test_sqlite_runs_in_wal_mode(sqlite_url: str) -> None:
 
 def test_a_takeover_waits_for_the_fenced_transaction(sql_store: SqlStore) -> None:
     """The lease is checked and locked in record(): a new leader starts after its commit."""
-    old = sql_store.acquire("old", timedelta(milliseconds=300))
+    old = sql_store.acquire("old", timedelta(milliseconds=300), "old")
     assert old is not None
     checked, taken = threading.Event(), []
 
@@ -219,7 +218,7 @@ def test_a_takeover_waits_for_the_fenced_transaction(sql_store: SqlStore) -> Non
         checked.wait()
         while sql_store.db_now() <= old.expires_at:
             time.sleep(0.01)
-        lease = sql_store.acquire("new", timedelta(seconds=30))
+        lease = sql_store.acquire("new", timedelta(seconds=30), "new")
         taken.append((time.monotonic(), lease))
 
     thread = threading.Thread(target=take_over)
@@ -242,7 +241,7 @@ def test_a_frozen_renew_cannot_hold_the_lease_row(pg_url: str) -> None:
     """Any transaction left idle (its process stopped) ends: here a renew that locked
     the lease row and never committed, which used to stall every takeover for good."""
     store = open_sql(pg_url)
-    old = store.acquire("old", timedelta(milliseconds=500))
+    old = store.acquire("old", timedelta(milliseconds=500), "old")
     assert old is not None
     frozen = store.engine.connect()
     tx = frozen.begin()
@@ -252,7 +251,7 @@ def test_a_frozen_renew_cannot_hold_the_lease_row(pg_url: str) -> None:
 
     def take_over() -> None:
         while not taken:
-            lease = store.acquire("new", timedelta(seconds=30))  # waits on the row lock
+            lease = store.acquire("new", timedelta(seconds=30), "new")  # waits on the row lock
             taken.extend([lease] if lease else [])
             time.sleep(0.05)
 

@@ -1,18 +1,8 @@
-"""The engine against a brute-force reference that shares none of its code.
+"""The engine against the brute-force reference (timing_reference.py), by hypothesis.
 
-The reference walks every UTC minute (every second for 6-field expressions)
-of a window, converts it to local wall time with zoneinfo (whose `fold` says
-which occurrence of a repeated wall time it is), matches the cron fields with
-the tiny matcher below, and applies SPEC §3 from its definition:
-
-- frequent (seconds x minutes > 1 element, or all 24 hours): fires whenever
-  the fields match;
-- fixed: fires when the fields match and the wall time is not the second
-  occurrence of a repeated one, plus at each spring-forward transition whose
-  gap contains a matching wall time.
-
-Windows sit around every UTC offset change of several years, found here by
-scanning utcoffset.
+Windows sit around every UTC offset change of several years of a few zones
+known for odd transitions, found here by scanning utcoffset; the randomized
+differential run over every zone and the whole grammar is test_differential.py.
 """
 
 from __future__ import annotations
@@ -24,6 +14,8 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from timing_reference import CronReference
+from timing_reference import reference_fires as scan
 
 from beatd.model import Cron, Schedule
 from beatd.timing import fires_between
@@ -38,101 +30,11 @@ ZONES = [
     "UTC",
 ]
 YEARS = range(2024, 2029)
-MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-DAYS = "sun mon tue wed thu fri sat".split()
-# (low, high, names) per field: sec, min, hour, dom, month, dow
-BOUNDS = {
-    "sec": (0, 59, None),
-    "min": (0, 59, None),
-    "hour": (0, 23, None),
-    "dom": (1, 31, None),
-    "month": (1, 12, MONTHS),
-    "dow": (0, 7, DAYS),
-}
-
-
-# -- the reference matcher --------------------------------------------------
-
-
-def _value(text: str, field: str) -> int:
-    _, _, names = BOUNDS[field]
-    if names and text.lower() in names:
-        return names.index(text.lower()) + (1 if field == "month" else 0)
-    return int(text)
-
-
-def parse_field(text: str, field: str) -> set[int]:
-    low, high, _ = BOUNDS[field]
-    values: set[int] = set()
-    for part in text.split(","):
-        body, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if body == "*":
-            first, last = low, high
-        elif "-" in body:
-            a, b = body.split("-")
-            first, last = _value(a, field), _value(b, field)
-        else:
-            first = _value(body, field)
-            last = high if step_text else first
-        values.update(range(first, last + 1, step))
-    if field == "dow" and 7 in values:
-        values = (values - {7}) | {0}
-    return values
-
-
-class Reference:
-    def __init__(self, expr: str) -> None:
-        fields = expr.split()
-        if len(fields) == 5:
-            fields = ["0", *fields]
-        sec, minute, hour, dom, month, dow = fields
-        self.sec = parse_field(sec, "sec")
-        self.min = parse_field(minute, "min")
-        self.hour = parse_field(hour, "hour")
-        self.dom = parse_field(dom, "dom")
-        self.month = parse_field(month, "month")
-        self.dow = parse_field(dow, "dow")
-        self.day_or = not dom.startswith("*") and not dow.startswith("*")
-        self.frequent = len(self.sec) * len(self.min) > 1 or len(self.hour) == 24
-
-    def matches(self, wall: datetime) -> bool:
-        if (
-            wall.second not in self.sec
-            or wall.minute not in self.min
-            or wall.hour not in self.hour
-            or wall.month not in self.month
-        ):
-            return False
-        dom_ok = wall.day in self.dom
-        dow_ok = (wall.isoweekday() % 7) in self.dow
-        return (dom_ok or dow_ok) if self.day_or else (dom_ok and dow_ok)
 
 
 def reference_fires(expr: str, zone: ZoneInfo, after: datetime, until: datetime) -> list[datetime]:
-    ref = Reference(expr)
     step = timedelta(seconds=1 if len(expr.split()) == 6 else 60)
-    fires: set[datetime] = set()
-    u = after.replace(second=0, microsecond=0) if step.seconds == 60 else after
-    u = u.replace(microsecond=0)
-    while u <= until:
-        if u > after:
-            local = u.astimezone(zone)
-            wall = local.replace(tzinfo=None, fold=0)
-            if ref.matches(wall) and (ref.frequent or local.fold == 0):
-                fires.add(u)
-            before = (u - step).astimezone(zone).utcoffset()
-            now = local.utcoffset()
-            assert before is not None and now is not None
-            if not ref.frequent and now > before:
-                gap_wall = (u - step).astimezone(zone).replace(tzinfo=None) + step
-                while gap_wall < local.replace(tzinfo=None):
-                    if ref.matches(gap_wall):
-                        fires.add(u)
-                        break
-                    gap_wall += step
-        u += step
-    return sorted(fires)
+    return scan(CronReference(expr), zone, after, until, step)
 
 
 @cache
@@ -266,8 +168,8 @@ def test_five_field_matches_reference(data: st.DataObject, expr: str, zone_name:
     after, until = data.draw(window(zone_name, timedelta(hours=27)))
     expected = reference_fires(expr, zone, after, until)
     event("fires" if expected else "no fire in window")
-    event("frequent" if Reference(expr).frequent else "fixed")
-    if not Reference(expr).frequent and set(expected) & set(transitions(zone_name)):
+    event("frequent" if CronReference(expr).frequent else "fixed")
+    if not CronReference(expr).frequent and set(expected) & set(transitions(zone_name)):
         event("fixed job fires at a transition")
     assert _engine(expr, zone, after, until) == expected
 
@@ -309,6 +211,6 @@ def transition_cases(draw: st.DrawFn) -> tuple[str, ZoneInfo, datetime, datetime
 def test_transition_walls_match_reference(case: tuple[str, ZoneInfo, datetime, datetime]) -> None:
     expr, zone, after, until = case
     expected = reference_fires(expr, zone, after, until)
-    if not Reference(expr).frequent and set(expected) & set(transitions(str(zone))):
+    if not CronReference(expr).frequent and set(expected) & set(transitions(str(zone))):
         event("fixed job fires at a transition")
     assert _engine(expr, zone, after, until) == expected

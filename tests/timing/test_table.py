@@ -307,6 +307,67 @@ SYNTAX_CASES = [
         ["01-01 04:05:00+0000", "01-02 04:05:00+0000", "01-03 04:05:00+0000"],
         id="equal-range-is-one-value",
     ),
+    # one-value ranges spelled differently at each end (croniter widens them to the field)
+    pytest.param(
+        "30 1 * 1-2 Sat-6",
+        utc(2026, 1, 1),
+        ["01-03 01:30:00+0000", "01-10 01:30:00+0000", "01-17 01:30:00+0000"],
+        id="one-value-range-name-and-number-dow",
+    ),
+    pytest.param(
+        "0 0 1 11-Nov *",
+        utc(2026, 1, 1),
+        ["11-01 00:00:00+0000", "11-01 00:00:00+0000", "11-01 00:00:00+0000"],
+        id="one-value-range-number-and-name-month",
+    ),
+    pytest.param(
+        "0 5-05 * * *",
+        utc(2026, 1, 1),
+        ["01-01 05:00:00+0000", "01-02 05:00:00+0000", "01-03 05:00:00+0000"],
+        id="one-value-range-leading-zero-hour",
+    ),
+    pytest.param(
+        "0 0 1-01 * *",
+        utc(2026, 1, 1),
+        ["02-01 00:00:00+0000", "03-01 00:00:00+0000", "04-01 00:00:00+0000"],
+        id="one-value-range-leading-zero-dom",
+    ),
+    pytest.param(
+        "0 0 * * 6-sat/2",
+        utc(2026, 1, 1),
+        ["01-03 00:00:00+0000", "01-10 00:00:00+0000", "01-17 00:00:00+0000"],
+        id="one-value-range-with-a-step",
+    ),
+    pytest.param(
+        "0 0 * * FRI-MON",
+        utc(2026, 1, 1),
+        ["01-02 00:00:00+0000", "01-03 00:00:00+0000", "01-04 00:00:00+0000"],
+        id="reversed-range-wraps-the-week",
+    ),
+    pytest.param(
+        "0 0 * * 7-0",
+        utc(2026, 1, 1),
+        ["01-04 00:00:00+0000", "01-11 00:00:00+0000", "01-18 00:00:00+0000"],
+        id="sunday-to-sunday-is-sunday",
+    ),
+    pytest.param(
+        "0 18 LW * *",
+        utc(2026, 1, 1),
+        ["01-30 18:00:00+0000", "02-27 18:00:00+0000", "03-31 18:00:00+0000"],
+        id="LW-last-weekday-of-the-month",  # 2026-01-31 is a Saturday, 02-28 too
+    ),
+    pytest.param(
+        "0 18 LW * *",
+        utc(2026, 5, 1),
+        ["05-29 18:00:00+0000", "06-30 18:00:00+0000", "07-31 18:00:00+0000"],
+        id="LW-sunday-month-end-goes-back-to-friday",  # 2026-05-31 is a Sunday
+    ),
+    pytest.param(
+        "0 0 * * MON#1,FRI",
+        utc(2026, 1, 1),
+        ["01-02 00:00:00+0000", "01-05 00:00:00+0000", "01-09 00:00:00+0000"],
+        id="nth-weekday-and-plain-weekday-in-one-list",
+    ),
 ]
 
 
@@ -482,24 +543,185 @@ def test_rrule_minutely_far_from_1970_keeps_its_1970_grid() -> None:
         assert datetime(2026, 3, 8, 3, 0) <= nxt_wall < datetime(2026, 3, 8, 3, 7)
 
 
+START_0115 = utc(2026, 1, 1, 1, 15, 20)
+MONDAY_23 = utc(2026, 6, 1, 23)  # 2026-06-01 is a Monday
+
+
 @pytest.mark.parametrize(
-    ("rule", "message"),
+    ("rule", "start", "message"),
     [
-        pytest.param("FREQ=DAILY;UNTIL=20270101T000000Z", "UNTIL", id="until"),
-        pytest.param("DTSTART:20260101T000000\nRRULE:FREQ=DAILY", "DTSTART", id="dtstart"),
-        pytest.param("FREQ=SOMETIMES", "invalid rrule", id="bad-freq"),
-        pytest.param("BYHOUR=3", "FREQ", id="no-freq"),
-        pytest.param("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "never fires", id="never"),
-        pytest.param("FREQ=DAILY;COUNT=3", "max_fires", id="count"),
-        pytest.param("FREQ=SECONDLY;BYSETPOS=2", "BYSETPOS", id="setpos-beyond-period"),
-        pytest.param("FREQ=DAILY;BYSETPOS=3;BYHOUR=1,2", "BYSETPOS", id="setpos-beyond-times"),
-        pytest.param("FREQ=MINUTELY;BYMONTH=4;BYMONTHDAY=31", "no day", id="no-day-sub-daily"),
-        pytest.param("FREQ=MONTHLY;BYDAY=5FR;BYMONTHDAY=1", "never fires", id="fifth-friday-1st"),
+        pytest.param(
+            "DTSTART:20260101T000000\nRRULE:FREQ=DAILY",
+            None,
+            "set the schedule's start",
+            id="dtstart",
+        ),
+        pytest.param("FREQ=SOMETIMES", None, "invalid rrule", id="bad-freq"),
+        pytest.param("BYHOUR=3", None, "FREQ", id="no-freq"),
+        pytest.param("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", None, "never fires", id="never"),
+        pytest.param("FREQ=SECONDLY;BYSETPOS=2", None, "BYSETPOS", id="setpos-beyond-period"),
+        pytest.param(
+            "FREQ=DAILY;BYSETPOS=3;BYHOUR=1,2", None, "BYSETPOS", id="setpos-beyond-times"
+        ),
+        pytest.param(
+            "FREQ=MINUTELY;BYMONTH=4;BYMONTHDAY=31", None, "no day", id="no-day-sub-daily"
+        ),
+        pytest.param(
+            "FREQ=MONTHLY;BYDAY=5FR;BYMONTHDAY=1", None, "never fires", id="fifth-friday-1st"
+        ),
+        pytest.param(
+            "FREQ=DAILY;UNTIL=2027-01-01", None, "UNTIL must be a date", id="until-garbage"
+        ),
+        pytest.param(
+            "FREQ=DAILY;COUNT=2;UNTIL=20270101", None, "COUNT and UNTIL", id="count-until"
+        ),
+        pytest.param("FREQ=DAILY;COUNT=0", None, "COUNT must be from 1 to 10,000", id="count-0"),
+        pytest.param("FREQ=DAILY;COUNT=10001", None, "COUNT must be from 1", id="count-too-many"),
+        pytest.param(
+            "FREQ=DAILY;UNTIL=19691231T000000Z", None, "never fires", id="until-before-start"
+        ),
+        pytest.param(
+            "FREQ=HOURLY;BYHOUR=0;INTERVAL=3",
+            START_0115,
+            "never fires from its start 2026-01-01 01:15:20",
+            id="hourly-grid-from-start-misses-byhour",  # passed, then upcoming() raised ValueError
+        ),
+        pytest.param(
+            "FREQ=YEARLY;INTERVAL=9000",
+            None,
+            "less often than once in 100 years",
+            id="yearly-interval-9000",  # was accepted and never fired
+        ),
+        pytest.param(
+            "FREQ=YEARLY;INTERVAL=101",
+            None,
+            "less often than once in 100 years",
+            id="interval-101y",
+        ),
+        pytest.param(
+            "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO;INTERVAL=4",
+            utc(2001, 1, 1),
+            "never fires",  # 2001 + 4k is never a leap year
+            id="leap-day-never-on-the-grid",
+        ),
+        pytest.param(
+            "FREQ=DAILY",
+            utc(9997, 12, 31, 12),
+            "less often than once in 100 years",
+            id="start-at-the-end-of-time",
+        ),
     ],
 )
-def test_rrule_rejected(rule: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        check_spec(RRule(rule), UTC_ZONE, "r")
+def test_rrule_rejected(rule: str, start: datetime | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        check_spec(RRule(rule), UTC_ZONE, "r", start)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "start", "first"),
+    [
+        pytest.param(
+            "FREQ=HOURLY;BYHOUR=10,20;INTERVAL=3",
+            START_0115,
+            utc(2026, 1, 1, 10, 15, 20),
+            id="hourly-grid-from-start-reaches-byhour",  # was refused: judged from 1970-01-01 00:00
+        ),
+        pytest.param(
+            "FREQ=DAILY;INTERVAL=7;BYDAY=MO;BYHOUR=23;BYMONTH=6,9",
+            MONDAY_23,
+            MONDAY_23,
+            id="every-7-days-from-a-monday",  # was refused: 1970-01-01 is a Thursday
+        ),
+        pytest.param("FREQ=YEARLY;INTERVAL=100", None, utc(1970, 1, 1), id="interval-100y"),
+        pytest.param("FREQ=DAILY;COUNT=1", START_0115, START_0115, id="count-1"),
+        pytest.param("FREQ=MONTHLY;UNTIL=20260101", None, utc(1970, 1, 1), id="until-a-date"),
+    ],
+)
+def test_rrule_accepted_from_its_start(rule: str, start: datetime | None, first: datetime) -> None:
+    check_spec(RRule(rule), UTC_ZONE, "r", start)
+    assert (
+        next_after(sched(RRule(rule), start=start), (start or EPOCH) - timedelta(seconds=1))
+        == first
+    )
+
+
+# COUNT counts wall occurrences from DTSTART (a wall time DST skips uses one up); UNTIL is
+# inclusive, local wall time unless written with Z.
+COUNT_UNTIL = [
+    pytest.param(
+        "FREQ=DAILY;BYHOUR=2;BYMINUTE=30;COUNT=3",
+        NY,
+        datetime(2026, 3, 7, tzinfo=NY),
+        ["03-07 02:30:00-0500", "03-08 03:00:00-0400", "03-09 02:30:00-0400"],
+        id="count-fixed-gap-wall-fires-after-the-gap",
+    ),
+    pytest.param(
+        "FREQ=MINUTELY;INTERVAL=30;COUNT=4",
+        NY,
+        datetime(2026, 3, 8, 1, tzinfo=NY),
+        ["03-08 01:00:00-0500", "03-08 01:30:00-0500"],
+        id="count-frequent-skipped-walls-use-their-count",
+    ),
+    pytest.param(
+        "FREQ=HOURLY;COUNT=2",
+        NY,
+        datetime(2026, 11, 1, tzinfo=NY),
+        ["11-01 00:00:00-0400", "11-01 01:00:00-0400", "11-01 01:00:00-0500"],
+        id="count-frequent-repeated-wall-counts-once-fires-twice",
+    ),
+    pytest.param(
+        "FREQ=DAILY;BYHOUR=9;UNTIL=20260104T090000",
+        BERLIN,
+        datetime(2026, 1, 1, tzinfo=BERLIN),
+        [
+            "01-01 09:00:00+0100",
+            "01-02 09:00:00+0100",
+            "01-03 09:00:00+0100",
+            "01-04 09:00:00+0100",
+        ],
+        id="until-local-wall-inclusive",
+    ),
+    pytest.param(
+        "FREQ=DAILY;BYHOUR=9;UNTIL=20260103T080000Z",
+        BERLIN,
+        datetime(2026, 1, 1, tzinfo=BERLIN),
+        ["01-01 09:00:00+0100", "01-02 09:00:00+0100", "01-03 09:00:00+0100"],
+        id="until-z-is-a-utc-instant-inclusive",
+    ),
+    pytest.param(
+        "FREQ=DAILY;BYHOUR=9;UNTIL=20260103T075959Z",
+        BERLIN,
+        datetime(2026, 1, 1, tzinfo=BERLIN),
+        ["01-01 09:00:00+0100", "01-02 09:00:00+0100"],
+        id="until-z-a-second-before",
+    ),
+    pytest.param(
+        "FREQ=DAILY;BYHOUR=23;UNTIL=20260102",
+        BERLIN,
+        datetime(2026, 1, 1, tzinfo=BERLIN),
+        ["01-01 23:00:00+0100", "01-02 23:00:00+0100"],
+        id="until-a-date-is-its-whole-day",
+    ),
+    pytest.param(
+        "FREQ=HOURLY;UNTIL=20261101T010000",
+        NY,
+        datetime(2026, 11, 1, tzinfo=NY),
+        ["11-01 00:00:00-0400", "11-01 01:00:00-0400", "11-01 01:00:00-0500"],
+        id="until-local-wall-in-the-repeated-hour-keeps-both",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule", "zone", "start", "expected"), COUNT_UNTIL)
+def test_rrule_count_and_until(
+    rule: str, zone: ZoneInfo, start: datetime, expected: list[str]
+) -> None:
+    schedule = sched(RRule(rule), zone, start=start.astimezone(UTC))
+    window = (start - timedelta(days=1), start + timedelta(days=30))
+    assert local_times(schedule, *window) == expected
+    last = fires_between(schedule, *window)
+    assert latest_at_or_before(schedule, window[1], EPOCH) == list(last)[-1]
 
 
 # -- once, bounds ----------------------------------------------------------------
@@ -615,6 +837,18 @@ def test_latest_interval_and_once() -> None:
         pytest.param("R * * * *", "random", id="random-R"),
         pytest.param("@reboot", "macro", id="unknown-macro"),
         pytest.param("*/0 * * * *", "invalid cron", id="zero-step"),
+        pytest.param(
+            "0 25 * * *", "'0 25 \\* \\* \\*': hour: 25 is out of range 0-23", id="hour-25"
+        ),
+        pytest.param(
+            "61 0 9 * * MON", "'61 0 9 \\* \\* MON': second: 61", id="six-fields-quoted-as-written"
+        ),
+        pytest.param("0 0 * * 0#6", "day of week: '0#6' is not valid", id="nth-6"),
+        pytest.param("0 0 40W * *", "day of month: 40 is out of range", id="W-40"),
+        pytest.param("0 22-2/3 * * *", "hour: '22-2/3' wraps around", id="wrap-with-step"),
+        pytest.param(
+            "0 0 * FOO *", "month: 'FOO' is not a number or a month name", id="month-name"
+        ),
     ],
 )
 def test_check_spec_rejects_cron(expr: str, message: str) -> None:

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
@@ -20,6 +22,7 @@ from dateutil.rrule import rrulestr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import beatd.timing
 from beatd.model import RRule, Schedule
 from beatd.timing import fires_between
 from beatd.timing.cron import compile_cron
@@ -172,3 +175,38 @@ def test_rrule_across_dst_follows_the_rule(data: st.DataObject, rule: str, zone:
         "r", RRule(rule), "t", timezone=zone, start=datetime(2024, 12, 30, tzinfo=zone)
     )
     assert list(fires_between(schedule, after, until)) == expected
+
+
+def _private(node: ast.AST) -> str | None:
+    """`obj._name` (obj not self or cls) or `getattr(obj, "_name")`: the name, else None."""
+    if isinstance(node, ast.Attribute):
+        owner = node.value
+        if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+            name = node.attr
+        else:
+            return None
+    elif (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "getattr"
+        and len(node.args) > 1
+        and isinstance(node.args[1], ast.Constant)
+    ):
+        name = str(node.args[1].value)
+    else:
+        return None
+    return name if name.startswith("_") and not name.startswith("__") else None
+
+
+def test_the_engine_uses_only_public_dependency_apis() -> None:
+    """No private attribute of another object: croniter's `_expand` and dateutil's
+    `_byhour` are gone, so a new croniter or dateutil release cannot silently change a
+    fire time through them (pyproject bounds both to the versions tested)."""
+    root = Path(beatd.timing.__file__).parent
+    found = [
+        f"{path.name}:{node.lineno} {_private(node)}"
+        for path in sorted(root.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if _private(node)
+    ]
+    assert not found

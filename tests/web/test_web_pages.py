@@ -15,7 +15,8 @@ import pytest
 from web_helpers import FILE_SCHEDULE, Client, Console
 
 from beatd.errors import NotFound
-from beatd.model import Outcome
+from beatd.ids import fire_id
+from beatd.model import Decision, Outcome
 
 
 def rows(page: str) -> list[str]:
@@ -24,6 +25,10 @@ def rows(page: str) -> list[str]:
         html.unescape(n)
         for n in re.findall(r'<td><a href="/schedule\?name=[^"]*">([^<]*)</a>', page)
     ]
+
+
+def iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def error_of(page: str, field: str) -> str:
@@ -96,10 +101,10 @@ def test_pause_with_a_note_resume_trigger_and_backfill(console: Console, client:
     assert record.manual and record.outcome is Outcome.PENDING
     assert f"fire {record.fire_id}" in client.text("/schedule?name=ping")
 
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
     done = client.post(
         "/schedule/backfill",
-        {"name": "ping", "from": "2026-01-01T00:00:00Z", "to": "2026-01-01T00:04:00Z"},
+        {"name": "ping", "from": iso(start), "to": iso(start + timedelta(minutes=4))},
     )
     assert done.status_code == 303
     backfilled = [r.scheduled_for for r in console.beat.history("ping") if r.reason == "backfill"]
@@ -232,14 +237,12 @@ def test_an_unknown_schedule_is_a_404_with_one_line(client: Client) -> None:
 def test_cluster_names_the_leader_and_charts_the_lag(console: Console, client: Client) -> None:
     console.beat.add("ping", every="1m", task="app.ping")
     store = console.beat.store
-    lease = store.acquire("host-a:4242", timedelta(seconds=30))
+    lease = store.acquire("host-a:4242", timedelta(seconds=30), "token-a")
+    store.heartbeat("host-a:4242", "token-a")
     assert lease is not None
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=5)
     console.beat.backfill("ping", start, start + timedelta(minutes=2))
     # three fires sent on schedule, 20, 40 and 3000 ms late (backfills are left out of the lag)
-    from beatd.ids import fire_id
-    from beatd.store.base import Decision
-
     instants = [start + timedelta(hours=h) for h in (1, 2, 3)]
     store.record(
         lease, [Decision("ping", at, fire_id("ping", at), Outcome.PENDING) for at in instants], []
@@ -249,6 +252,7 @@ def test_cluster_names_the_leader_and_charts_the_lag(console: Console, client: C
 
     page = client.text("/cluster")
     assert '<td id="leader">host-a:4242</td>' in page
+    assert '<tr><td>host-a:4242</td><td><span class="role leader">leader</span></td>' in page
     assert f"<td>{lease.epoch}</td>" in page
     assert "The last 3 fires sent on schedule" in page
     assert "p50 <strong>40 ms</strong>, p99 <strong>3000 ms</strong>" in page

@@ -127,7 +127,9 @@ class WebProcess:
     url: str
 
     @classmethod
-    def start(cls, config: Path, tmp: Path, env: dict[str, str] | None = None) -> WebProcess:
+    def start(
+        cls, config: Path, tmp: Path, env: dict[str, str] | None = None, timeout: float = 30
+    ) -> WebProcess:
         log = tmp / f"web-{time.monotonic_ns()}.log"
         environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         for key in ("BEATD_DATABASE", "BEATD_BROKER", "BEATD_CONFIG"):
@@ -141,7 +143,7 @@ class WebProcess:
                 env=environ,
                 cwd=tmp,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while True:
             found = re.search(r"url=(http://\S+?)/? ", log.read_text() + " ")
             if found:

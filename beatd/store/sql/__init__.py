@@ -15,19 +15,21 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Engine
 
-from beatd.model import FireRecord, Lease, Schedule
-from beatd.publish.base import Message
-from beatd.store.base import (
+from beatd.model import (
     Advance,
     Decision,
-    NextAt,
-    ReconcileResult,
+    FireRecord,
+    Instance,
+    Lease,
+    Message,
+    Schedule,
     ScheduleFilter,
     SchedulePage,
     StoredSchedule,
 )
+from beatd.store.base import NextAt, ReconcileResult
 from beatd.store.sql import engine as eng
-from beatd.store.sql import firelog, lease, schedules
+from beatd.store.sql import firelog, history, lease, schedules
 
 POLL_SECONDS = 0.1
 """How often `wait_for_change` polls the counter where LISTEN is not available."""
@@ -161,17 +163,13 @@ class SqlStore:
         with self._write() as conn:
             return firelog.record(conn, lease_, decisions, advances)
 
-    def still_pending(self, fire_ids: Sequence[str]) -> set[str]:
-        with self._read() as conn:
-            return firelog.still_pending(conn, fire_ids)
+    def claim(self, lease_: Lease, through: datetime, limit: int) -> list[Message]:
+        with self._write() as conn:
+            return firelog.claim(conn, lease_, through, limit)
 
-    def pending(self, now: datetime, limit: int) -> list[Message]:
+    def next_publish_at(self, epoch: int) -> datetime | None:
         with self._read() as conn:
-            return firelog.pending(conn, now, limit)
-
-    def next_publish_at(self) -> datetime | None:
-        with self._read() as conn:
-            return firelog.next_publish_at(conn)
+            return firelog.next_publish_at(conn, epoch)
 
     def mark_sent(self, fire_ids: Sequence[str], sent_at: datetime) -> None:
         if not fire_ids:
@@ -195,11 +193,15 @@ class SqlStore:
         with self._read() as conn:
             return firelog.lags(conn, limit)
 
+    def prune(self, before: datetime, limit: int) -> int:
+        with self._write() as conn:
+            return history.prune(conn, before, limit)
+
     # -- lease -----------------------------------------------------------------
 
-    def acquire(self, holder: str, ttl: timedelta) -> Lease | None:
+    def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:
         with self._write() as conn:
-            return lease.acquire(conn, holder, ttl)
+            return lease.acquire(conn, holder, ttl, token)
 
     def renew(self, lease_: Lease, ttl: timedelta) -> Lease | None:
         with self._write() as conn:
@@ -216,6 +218,14 @@ class SqlStore:
     def db_now(self) -> datetime:
         with self._read() as conn:
             return eng.db_now(conn)
+
+    def heartbeat(self, holder: str, token: str, *, leaving: bool = False) -> None:
+        with self._write() as conn:
+            lease.heartbeat(conn, holder, token, leaving)
+
+    def instances(self, since: datetime) -> list[Instance]:
+        with self._read() as conn:
+            return lease.seen_since(conn, since)
 
     def _drop_listener(self) -> None:
         if self._listener is not None:

@@ -17,9 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from beatd.model import FireRecord, Lease, Outcome
-from beatd.publish.base import Message
-from beatd.store.base import Advance, Decision
+from beatd.model import Advance, Decision, FireRecord, Lease, Message, Outcome
 from beatd.store.sql import engine as eng
 from beatd.store.sql import lease as leases
 from beatd.store.sql.tables import fires, outbox, schedules
@@ -190,36 +188,56 @@ def _advance(conn: Connection, advances: Sequence[Advance]) -> set[str]:
 
 
 def withdraw(conn: Connection, names: Sequence[str], now: datetime) -> dict[str, datetime]:
-    """Take back the fires of `names` recorded ahead and not due yet: a change applies to them.
+    """Take back the fires of `names` recorded ahead, not due yet and not claimed.
 
-    Their fire and outbox rows go (nothing of them was sent). Returns each
-    name's earliest withdrawn instant, where a schedule whose timing did not
-    change is decided again from.
+    A change applies to them: their fire and outbox rows go (nothing of them
+    was sent). A claimed fire is going out as recorded and stays; so does a
+    manual one (a trigger is asked for, not decided). The DELETE itself checks
+    `claimed IS NULL`, so a claim that commits first wins the race. Returns
+    each name's earliest withdrawn instant, where a schedule whose timing did
+    not change is decided again from.
     """
     dialect = conn.dialect.name
     earliest: dict[str, datetime] = {}
-    ids: list[str] = []
+    count: dict[str, int] = {}
+    manual = sa.exists().where(fires.c.fire_id == outbox.c.fire_id, fires.c.manual)
     for chunk in eng.chunks(names, dialect):
-        query = sa.select(outbox.c.fire_id, outbox.c.schedule, outbox.c.scheduled_for).where(
-            eng.in_list(outbox.c.schedule, chunk, dialect), outbox.c.scheduled_for > now
+        stmt = (
+            sa.delete(outbox)
+            .where(
+                eng.in_list(outbox.c.schedule, chunk, dialect),
+                outbox.c.scheduled_for > now,
+                outbox.c.claimed.is_(None),
+                ~manual,
+            )
+            .returning(outbox.c.fire_id, outbox.c.schedule, outbox.c.scheduled_for)
         )
-        for fid, name, at in conn.execute(query).all():
-            ids.append(fid)
+        gone = conn.execute(stmt).all()
+        for ids in eng.chunks([fid for fid, _, _ in gone], dialect):
+            conn.execute(sa.delete(fires).where(eng.in_list(fires.c.fire_id, ids, dialect)))
+        for _, name, at in gone:
             earliest[name] = min(at, earliest.get(name, at))
-    for chunk in eng.chunks(ids, dialect):
-        pending_ = fires.c.outcome == Outcome.PENDING.value
-        conn.execute(sa.delete(fires).where(eng.in_list(fires.c.fire_id, chunk, dialect), pending_))
-        conn.execute(sa.delete(outbox).where(eng.in_list(outbox.c.fire_id, chunk, dialect)))
+            count[name] = count.get(name, 0) + 1
+    _rewind(conn, count)
     return earliest
 
 
-def still_pending(conn: Connection, fire_ids: Sequence[str]) -> set[str]:
-    dialect = conn.dialect.name
-    found: set[str] = set()
-    for chunk in eng.chunks(fire_ids, dialect):
-        query = sa.select(outbox.c.fire_id).where(eng.in_list(outbox.c.fire_id, chunk, dialect))
-        found.update(conn.execute(query).scalars().all())
-    return found
+def _rewind(conn: Connection, withdrawn: dict[str, int]) -> None:
+    """A schedule's last fire and fire count say what history still holds after a withdrawal."""
+    latest = (
+        sa.select(sa.func.max(fires.c.scheduled_for))
+        .where(fires.c.schedule == schedules.c.name)
+        .scalar_subquery()
+    )
+    for name, count in sorted(withdrawn.items()):  # few: fires recorded in the last seconds
+        conn.execute(
+            sa.update(schedules)
+            .where(schedules.c.name == name)
+            .values(
+                last_at=latest,
+                fires=sa.case((schedules.c.fires > count, schedules.c.fires - count), else_=0),
+            )
+        )
 
 
 def _outbox_row(message: Message) -> dict[str, Any]:
@@ -240,14 +258,27 @@ def _outbox_row(message: Message) -> dict[str, Any]:
     }
 
 
-def pending(conn: Connection, now: datetime, limit: int) -> list[Message]:
-    query = (
-        sa.select(outbox)
-        .where(outbox.c.publish_at <= now)
+def _unclaimed(epoch: int) -> sa.ColumnElement[bool]:
+    """Not claimed in this term (never, or by an older one whose relay is gone)."""
+    return sa.or_(outbox.c.claimed.is_(None), outbox.c.claimed < epoch)
+
+
+def claim(conn: Connection, held: Lease, through: datetime, limit: int) -> list[Message]:
+    leases.check(conn, held, lock=False)  # not behind the tick's record: claims are on time
+    chosen = (
+        sa.select(outbox.c.fire_id)
+        .where(outbox.c.publish_at <= through, _unclaimed(held.epoch))
         .order_by(outbox.c.publish_at, outbox.c.fire_id)
         .limit(limit)
     )
-    return [
+    stmt = (
+        sa.update(outbox)
+        .where(outbox.c.fire_id.in_(chosen.scalar_subquery()))
+        .values(claimed=held.epoch)
+        .returning(*(c for c in outbox.c if c.name != "claimed"))
+    )
+    rows = conn.execute(stmt).all()
+    messages = [
         Message(
             fire_id=row.fire_id,
             schedule=row.schedule,
@@ -263,12 +294,19 @@ def pending(conn: Connection, now: datetime, limit: int) -> list[Message]:
             expires_at=row.expires_at,
             queue=row.queue,
         )
-        for row in conn.execute(query).all()
+        for row in rows
     ]
+    messages.sort(key=lambda m: (m.publish_at, m.fire_id))
+    return messages
 
 
-def next_publish_at(conn: Connection) -> datetime | None:
-    query = sa.select(outbox.c.publish_at).order_by(outbox.c.publish_at).limit(1)
+def next_publish_at(conn: Connection, epoch: int) -> datetime | None:
+    query = (
+        sa.select(outbox.c.publish_at)
+        .where(_unclaimed(epoch))
+        .order_by(outbox.c.publish_at)
+        .limit(1)
+    )
     value: datetime | None = conn.execute(query).scalar_one_or_none()
     return value
 

@@ -3,7 +3,11 @@
 Each operation runs in a writing transaction (PostgreSQL row lock, SQLite
 `BEGIN IMMEDIATE`), reads the database clock there and updates the row only
 if it is still in the state the caller believes; two racing acquirers on an
-expired lease therefore produce exactly one winner per epoch.
+expired lease therefore produce exactly one winner per epoch. Every acquire
+advances the epoch; only a renew by the same process (its token) keeps it.
+
+The `instances` table is the cluster's roll call: each process writes its
+row (holder, token, last seen by the database clock) as it steps.
 """
 
 from __future__ import annotations
@@ -15,15 +19,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from beatd.errors import Fenced
-from beatd.model import EPOCH, Lease
+from beatd.model import EPOCH, Instance, Lease
 from beatd.store.sql import engine as eng
-from beatd.store.sql.tables import LEASE_NAME, lease
+from beatd.store.sql.tables import LEASE_NAME, instances, lease
 
 _ROW = lease.c.name == LEASE_NAME
 
 
 def _ensure_row(conn: Connection) -> None:
-    values = {"name": LEASE_NAME, "holder": "", "epoch": 0, "expires_at": EPOCH}
+    values = {"name": LEASE_NAME, "holder": "", "epoch": 0, "expires_at": EPOCH, "token": ""}
     stmt = eng.insert_ignore(conn.dialect.name, lease).values(values)
     conn.execute(stmt)
 
@@ -31,24 +35,25 @@ def _ensure_row(conn: Connection) -> None:
 def _lease(row: Any) -> Lease | None:
     if row is None:
         return None
-    return Lease(holder=row[0], epoch=int(row[1]), expires_at=row[2])
+    return Lease(holder=row[0], epoch=int(row[1]), expires_at=row[2], token=row[3])
 
 
-_RETURNING = (lease.c.holder, lease.c.epoch, lease.c.expires_at)
+_RETURNING = (lease.c.holder, lease.c.epoch, lease.c.expires_at, lease.c.token)
 
 
-def acquire(conn: Connection, holder: str, ttl: timedelta) -> Lease | None:
+def _held_by(current: Lease) -> sa.ColumnElement[bool]:
+    return sa.and_(_ROW, lease.c.token == current.token, lease.c.epoch == current.epoch)
+
+
+def acquire(conn: Connection, holder: str, ttl: timedelta, token: str) -> Lease | None:
     _ensure_row(conn)
     now = eng.db_now(conn)
-    ours = sa.and_(lease.c.holder == holder, lease.c.expires_at > now)
+    # Our own unexpired row counts as free (we lost track of it, e.g. self-fenced),
+    # but it still gets a new epoch: whatever the old term holds is stale.
     stmt = (
         sa.update(lease)
-        .where(_ROW, sa.or_(lease.c.expires_at <= now, ours))
-        .values(
-            holder=holder,
-            epoch=sa.case((ours, lease.c.epoch), else_=lease.c.epoch + 1),
-            expires_at=now + ttl,
-        )
+        .where(_ROW, sa.or_(lease.c.expires_at <= now, lease.c.token == token))
+        .values(holder=holder, token=token, epoch=lease.c.epoch + 1, expires_at=now + ttl)
         .returning(*_RETURNING)
     )
     return _lease(conn.execute(stmt).one_or_none())
@@ -58,12 +63,7 @@ def renew(conn: Connection, current: Lease, ttl: timedelta) -> Lease | None:
     now = eng.db_now(conn)
     stmt = (
         sa.update(lease)
-        .where(
-            _ROW,
-            lease.c.holder == current.holder,
-            lease.c.epoch == current.epoch,
-            lease.c.expires_at > now,
-        )
+        .where(_held_by(current), lease.c.expires_at > now)
         .values(expires_at=now + ttl)
         .returning(*_RETURNING)
     )
@@ -73,14 +73,7 @@ def renew(conn: Connection, current: Lease, ttl: timedelta) -> Lease | None:
 def release(conn: Connection, current: Lease) -> None:
     now = eng.db_now(conn)
     conn.execute(
-        sa.update(lease)
-        .where(
-            _ROW,
-            lease.c.holder == current.holder,
-            lease.c.epoch == current.epoch,
-            lease.c.expires_at > now,
-        )
-        .values(expires_at=now)
+        sa.update(lease).where(_held_by(current), lease.c.expires_at > now).values(expires_at=now)
     )
 
 
@@ -92,23 +85,27 @@ def current(conn: Connection) -> Lease | None:
     return found
 
 
-def check(conn: Connection, expected: Lease) -> datetime:
-    """Lock the lease row and verify it is still `expected`'s; else raise Fenced.
+def check(conn: Connection, expected: Lease, *, lock: bool = True) -> datetime:
+    """Verify the lease row is still `expected`'s; else raise Fenced.
 
     Returns the database clock's reading it judged expiry by.
 
-    On PostgreSQL `FOR UPDATE` holds the row until commit, so a takeover waits
-    for the caller's transaction; on SQLite `BEGIN IMMEDIATE` already holds
-    the database's write lock.
+    With `lock`, on PostgreSQL `FOR UPDATE` holds the row until commit, so a
+    takeover waits for the caller's transaction; on SQLite `BEGIN IMMEDIATE`
+    already holds the database's write lock. Without it (the relay's claim,
+    a short statement) the check does not queue behind the tick's record
+    transaction; a takeover committing in between is still safe, because the
+    old leader stopped deciding a margin before its lease could expire.
     """
     # A leader frozen inside this transaction would keep the row lock, and so block
     # every takeover: on PostgreSQL the server ends it (engine.FROZEN_MS).
-    row = conn.execute(sa.select(*_RETURNING).where(_ROW).with_for_update()).one_or_none()
+    query = sa.select(*_RETURNING).where(_ROW)
+    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
     found = _lease(row)
     now = eng.db_now(conn)
     if found is None:
         raise Fenced("lease lost: no lease row")
-    if found.holder != expected.holder or found.epoch != expected.epoch:
+    if found.token != expected.token or found.epoch != expected.epoch:
         raise Fenced(
             f"lease lost: held by {found.holder!r} at epoch {found.epoch}, "
             f"not {expected.holder!r} at epoch {expected.epoch}"
@@ -117,3 +114,35 @@ def check(conn: Connection, expected: Lease) -> datetime:
         late = (now - found.expires_at).total_seconds()
         raise Fenced(f"lease lost: epoch {found.epoch} expired {late:.3f}s ago (database clock)")
     return now
+
+
+INSTANCE_FORGET = timedelta(hours=1)  # rows of processes silent this long are deleted
+
+
+def heartbeat(conn: Connection, holder: str, token: str, leaving: bool) -> None:
+    now = eng.db_now(conn)
+    conn.execute(sa.delete(instances).where(instances.c.last_seen < now - INSTANCE_FORGET))
+    if leaving:
+        conn.execute(sa.delete(instances).where(instances.c.token == token))
+        return
+    seen = conn.execute(
+        sa.update(instances)
+        .where(instances.c.token == token)
+        .values(holder=holder, last_seen=now)
+        .returning(instances.c.token)
+    ).one_or_none()
+    if seen is None:
+        values = {"token": token, "holder": holder, "started_at": now, "last_seen": now}
+        conn.execute(eng.insert_ignore(conn.dialect.name, instances).values(values))
+
+
+def seen_since(conn: Connection, since: datetime) -> list[Instance]:
+    query = (
+        sa.select(instances)
+        .where(instances.c.last_seen >= since)
+        .order_by(instances.c.started_at, instances.c.token)
+    )
+    return [
+        Instance(row.holder, row.token, row.started_at, row.last_seen)
+        for row in conn.execute(query)
+    ]

@@ -20,9 +20,17 @@ from sqlalchemy.engine import Connection
 
 from beatd import codec
 from beatd.errors import Conflict, NotFound
-from beatd.model import UTC_ZONE, Format, Schedule, Source
+from beatd.model import (
+    UTC_ZONE,
+    Format,
+    Schedule,
+    ScheduleFilter,
+    SchedulePage,
+    Source,
+    StoredSchedule,
+)
 from beatd.store import check_unique
-from beatd.store.base import NextAt, ReconcileResult, ScheduleFilter, SchedulePage, StoredSchedule
+from beatd.store.base import NextAt, ReconcileResult
 from beatd.store.sql import engine as eng
 from beatd.store.sql import firelog
 from beatd.store.sql.tables import changes, schedules

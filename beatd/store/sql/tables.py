@@ -107,6 +107,9 @@ outbox = sa.Table(
     sa.Column("priority", sa.Integer(), nullable=True),
     sa.Column("expires_at", UTCDateTime(), nullable=True),
     sa.Column("queue", sa.String(255), nullable=True),
+    # The epoch whose relay took it to publish; NULL until then. A change withdraws
+    # only unclaimed fires: a claimed one is going out as recorded.
+    sa.Column("claimed", sa.BigInteger(), nullable=True),
 )
 
 lease = sa.Table(
@@ -116,6 +119,17 @@ lease = sa.Table(
     sa.Column("holder", sa.String(255), nullable=False),
     sa.Column("epoch", sa.BigInteger(), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
+    # A nonce per process: two processes sharing a holder name never share an epoch.
+    sa.Column("token", sa.String(64), nullable=False, server_default=""),
+)
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("token", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("last_seen", UTCDateTime(), nullable=False),
 )
 
 changes = sa.Table(
