@@ -8,6 +8,7 @@ and ZoneInfo. A naive datetime below the edges is a bug.
 from __future__ import annotations
 
 import enum
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -220,10 +221,18 @@ class ScheduleFilter:
 
     def matches(self, name: str, state: str, source: str) -> bool:
         return (
-            self.text.lower() in name.lower()
+            ascii_lower(self.text) in ascii_lower(name)
             and self.state in (None, state)
             and self.source in (None, source)
         )
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def ascii_lower(text: str) -> str:
+    """`text` with ASCII letters in lower case and every other character as it is."""
+    return text.translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,14 @@ def test_text_matches_a_part_of_the_name_in_either_case(store: Store) -> None:
     assert store.page(ScheduleFilter(text="nothing"), 0, 10).total == 0
 
 
+def test_only_ascii_letters_match_in_either_case_on_every_backend(store: Store) -> None:
+    for name in ("Ärger-report", "ärger-log", "STRASSE", "straße"):
+        store.put(sched(name), T0, replace=False)
+    assert page_names(store, ScheduleFilter(text="ÄRGER")) == ["Ärger-report"]
+    assert page_names(store, ScheduleFilter(text="rger")) == ["Ärger-report", "ärger-log"]
+    assert page_names(store, ScheduleFilter(text="strasse")) == ["STRASSE"]
+
+
 @pytest.mark.parametrize(
     ("state", "expected"),
     [
