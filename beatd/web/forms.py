@@ -30,6 +30,7 @@ HINTS: Mapping[str, str] = {  # in the order the form shows them
     "grace": "how late a missed fire may still be sent, e.g. 10m; default: no limit",
     "jitter": "delay each fire by up to this, e.g. 30s (the same for a fire every time)",
     "max_fires": "stop after this many fires",
+    "history_limit": "keep only this many newest history rows (beside [beatd] keep_history)",
     "queue": "default: celery",
     "routing_key": "default: the queue",
     "exchange": 'default: the default exchange ("")',

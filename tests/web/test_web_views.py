@@ -7,8 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from beatd.codec import OPTIONS
 from beatd.model import Cron, Schedule
 from beatd.upcoming import upcoming
+from beatd.web.forms import FIELDS
 from beatd.web.views import lag_chart, percentile, timeline
 
 
@@ -93,3 +95,7 @@ def test_lag_chart_buckets_and_scales_bars() -> None:
     assert [b.height for b in chart.bars if b.count] == [60, 80, 20]  # the tallest is 80 px
     assert (chart.p50, chart.p99, chart.worst) == (30.0, 7500.0, 7500.0)
     assert lag_chart([]).count == 0
+
+
+def test_the_form_has_a_field_for_every_option_of_a_schedule() -> None:
+    assert {f.key for f in FIELDS} | {"enabled"} == set(OPTIONS)
