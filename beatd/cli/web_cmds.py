@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from beatd.api import Beat
@@ -48,7 +49,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def web_token(host: str, environ: dict[str, str] | os._Environ[str]) -> str | None:
+def web_token(host: str, environ: Mapping[str, str]) -> str | None:
     """The token pages need, or None on loopback without one; ConfigError when unsafe."""
     token = environ.get(TOKEN_ENV) or None
     if token is not None and len(token) < MIN_TOKEN:
