@@ -3,8 +3,9 @@
 The public API; everything else is internal and may change.
 """
 
-from beatd.api import Beat, ScheduleInfo
+from beatd.api import Beat
 from beatd.errors import (
+    AlreadyExists,
     BeatdError,
     BrokerError,
     ConfigError,
@@ -16,8 +17,10 @@ from beatd.errors import (
     StoreError,
 )
 from beatd.model import Cron, Every, Fire, FireRecord, Misfire, Once, Outcome, RRule, Schedule
+from beatd.views import ScheduleInfo
 
 __all__ = [
+    "AlreadyExists",
     "Beat",
     "BeatdError",
     "BrokerError",

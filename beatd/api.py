@@ -2,8 +2,15 @@
 
 `Beat` parses user input at the edge (through the same codec as the TOML
 file), computes first instants with the pure timing engine, and writes only
-through the Store protocols. Reads use the database when it holds beatd's
-tables, else the config file alone, so `upcoming` works with no database.
+through the Store protocols; a change opens the database as `beatd run` does
+(an empty one first gets beatd's tables).
+
+Reads show the config file as it is now (SPEC §5): its schedules, merged
+with the database's API schedules and run state (pause, last fire) when the
+database holds beatd's tables, else the file alone. A file schedule the
+running daemon has not loaded as it now reads is marked `reload_pending`.
+A naive instant given to a read (`after=`, `until=`, backfill's range) is
+read in `[beatd] timezone`.
 """
 
 from __future__ import annotations
@@ -14,16 +21,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from beatd import timing
+from beatd import planner, timing, views
 from beatd.clock import Clock, SystemClock
-from beatd.codec import format_instant, schedule_from_table
+from beatd.codec import format_instant, localize, schedule_from_table
 from beatd.config import Settings, load_settings, redact_url, settings_from_document, url_secrets
 from beatd.durations import format_duration
-from beatd.errors import BeatdError, ConfigError, Conflict, NotFound
+from beatd.errors import AlreadyExists, BeatdError, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
 from beatd.logs import scrub
 from beatd.model import (
@@ -41,33 +49,24 @@ from beatd.model import (
 from beatd.publish import open_publisher
 from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
-from beatd.store import has_tables, open_store
+from beatd.store import has_tables, open_or_create, open_store
 from beatd.store.base import Store
 from beatd.upcoming import upcoming as merge_upcoming
+from beatd.views import ScheduleInfo
 
 MAX_HISTORY = 100_000  # rows one history call may return
 MAX_PAGE = 1_000  # schedules one page may hold
-LAG_SAMPLE = 1_000  # history rows status() reads for the recent fire lag
+LAG_SAMPLE = 1_000  # recent fires status() reads the lag of
 
 
 @dataclass(frozen=True, slots=True)
-class ScheduleInfo:
-    """A schedule as `list` shows it."""
+class Backfill:
+    """What `backfill` recorded."""
 
-    schedule: Schedule
-    next_at: datetime | None
-    last_at: datetime | None
-    state: str  # active | paused | disabled | finished
-    note: str | None
-    last_fire: FireRecord | None = None  # its newest history row, where a page read it
-
-    @property
-    def name(self) -> str:
-        return self.schedule.name
-
-    @property
-    def source(self) -> str:
-        return str(self.schedule.source)
+    schedule: str
+    instants: int  # instants of the schedule in the range
+    recorded: tuple[str, ...]  # ids of the fires recorded now (the others were already)
+    expired: int  # of those, how many were past their `expires` already: never sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +116,6 @@ def _member(instance: Instance, lease: Lease | None) -> Member:
     leads = lease is not None and instance.token == lease.token
     role = "leader" if leads else "standby"
     return Member(instance.holder, role, instance.started_at, instance.last_seen)
-
-
-def _info(stored: StoredSchedule, last_fire: FireRecord | None = None) -> ScheduleInfo:
-    s = stored
-    return ScheduleInfo(s.schedule, s.next_at, s.last_at, s.state, s.note, last_fire)
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None:
-        raise ConfigError(f"{what}: needs a time zone (an aware datetime)")
-    return value
 
 
 class Beat:
@@ -185,8 +173,27 @@ class Beat:
             self._store = open_store(self.settings.database)
         return self._store
 
+    def _writable(self) -> Store:
+        """The database for a change: an empty one first gets beatd's tables, as `run` does."""
+        if self._store is None:
+            self._store = open_or_create(self.settings.database)
+        return self._store
+
     def _uses_database(self) -> bool:
         return self._store is not None or has_tables(self.settings.database)
+
+    @cached_property
+    def _in_file(self) -> dict[str, Schedule]:
+        return {s.name: s for s in self.settings.schedules}
+
+    def instant(self, value: datetime, what: str = "instant") -> datetime:
+        """`value` as an aware instant: a naive one is read in `[beatd] timezone`."""
+        if value.tzinfo is not None and value.utcoffset() is not None:
+            return value
+        try:
+            return localize(value, self.settings.timezone)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
 
     # -- changes ---------------------------------------------------------
 
@@ -194,11 +201,21 @@ class Beat:
         """Add an API schedule: one of cron=, every=, rrule=, at= and task=, plus SPEC §2 options.
 
         Options are validated by the same code as the TOML file. The new
-        schedule is never due for instants before now.
+        schedule is never due for instants before now; a one-off whose
+        instant is already past is recorded as missed at once (SPEC §4).
+        Raises AlreadyExists when the name is taken and not `replace`.
         """
         self._refuse_file_owned(name, "add")
         schedule = self.parse(name, options)
-        self.store.put(schedule, self._first_at(schedule), replace=replace)
+        now = self.clock.now()
+        store = self._writable()
+        try:
+            store.put(schedule, timing.next_after(schedule, now), replace=replace)
+        except AlreadyExists as exc:
+            raise AlreadyExists(f"{exc}; pass replace=True to change it") from None
+        missed = planner.missed_once(schedule, now)
+        if missed is not None:
+            store.record(None, [missed], [])
         return schedule
 
     def parse(self, name: str, options: Mapping[str, Any]) -> Schedule:
@@ -208,22 +225,38 @@ class Beat:
 
     def remove(self, name: str) -> None:
         self._refuse_file_owned(name, "remove")
-        self.store.delete(name)
+        self._writable().delete(name)
 
     def _refuse_file_owned(self, name: str, verb: str) -> None:
-        if any(s.name == name for s in self.settings.schedules):
+        if name in self._in_file:
             where = self.settings.path or "the config file"
             raise Conflict(
                 f"cannot {verb} {name!r}: it is declared in {where}; edit the file and reload"
             )
 
     def pause(self, name: str, note: str | None = None) -> None:
-        self.store.set_paused(name, True, note, None)
+        with self._not_loaded_yet(name, "pause"):
+            self._writable().set_paused(name, True, note, None)
 
     def resume(self, name: str) -> None:
         """Resume; fires that fell in the pause are not made up."""
-        schedule = self.store.get(name).schedule
-        self.store.set_paused(name, False, None, self._first_at(schedule))
+        store = self._writable()
+        with self._not_loaded_yet(name, "resume"):
+            schedule = store.get(name).schedule
+        store.set_paused(name, False, None, self._first_at(schedule))
+
+    @contextmanager
+    def _not_loaded_yet(self, name: str, verb: str) -> Iterator[None]:
+        """NotFound for a file schedule no daemon has loaded yet says so."""
+        try:
+            yield
+        except NotFound:
+            if name not in self._in_file:
+                raise
+            raise NotFound(
+                f"cannot {verb} {name!r}: no daemon has loaded it from the config file yet; "
+                "start or reload the daemon first"
+            ) from None
 
     def trigger(self, name: str) -> str:
         """Record a fire now, marked manual; the leader's relay sends it. Returns its id."""
@@ -237,12 +270,17 @@ class Beat:
             message=build_message(schedule, now, now, manual=True),
             manual=True,
         )
-        self.store.record(None, [decision], [])
+        self._writable().record(None, [decision], [])
         return decision.fire_id
 
-    def backfill(self, name: str, start: datetime, end: datetime) -> int:
-        """Record every instant in [start, end] not recorded yet; returns how many were new."""
-        start, end = _aware(start, "--from"), _aware(end, "--to")
+    def backfill(self, name: str, start: datetime, end: datetime) -> Backfill:
+        """Record every instant in [start, end] not recorded yet, for the leader to send.
+
+        Naive bounds are read in `[beatd] timezone`. Fires whose `expires`
+        has passed already are recorded too; the leader marks them failed,
+        unsent, and `expired` counts them.
+        """
+        start, end = self.instant(start, "--from"), self.instant(end, "--to")
         if end < start:
             raise ConfigError("backfill: --to is before --from")
         schedule = self.get(name).schedule
@@ -253,18 +291,26 @@ class Beat:
                 f"backfill: {len(instants)} instants in that range; at most 100000 at once"
             )
         now = self.clock.now()
+        messages = [build_message(schedule, at, now) for at in instants]
         decisions = [
             Decision(
                 schedule=name,
                 scheduled_for=at,
-                fire_id=fire_id(name, at),
+                fire_id=message.fire_id,
                 outcome=Outcome.PENDING,
                 reason="backfill",
-                message=build_message(schedule, at, now),
+                message=message,
             )
-            for at in instants
+            for at, message in zip(instants, messages, strict=True)
         ]
-        return len(self.store.record(None, decisions, []))
+        recorded = self._writable().record(None, decisions, [])
+        new = set(recorded)
+        expired = sum(
+            1
+            for m in messages
+            if m.fire_id in new and m.expires_at is not None and m.expires_at <= now
+        )
+        return Backfill(name, len(instants), tuple(recorded), expired)
 
     def _refuse_pruned_range(self, schedule: Schedule, start: datetime) -> None:
         """Backfill tells "not fired yet" by the history: refuse where it may be pruned.
@@ -291,95 +337,68 @@ class Beat:
     # -- reads -----------------------------------------------------------
 
     def get(self, name: str) -> ScheduleInfo:
-        if self._uses_database():
-            return _info(self.store.get(name))
-        for info in self.list():
-            if info.name == name:
-                return info
-        raise NotFound(f"no schedule named {name!r}")
+        """One schedule as `list` shows it; NotFound."""
+        in_file = self._in_file.get(name)
+        now = self.clock.now()
+        if not self._uses_database():
+            if in_file is None:
+                raise NotFound(f"no schedule named {name!r}")
+            return views.file_view(in_file, None, now, database=False).info
+        try:
+            stored: StoredSchedule | None = self.store.get(name)
+        except NotFound:
+            if in_file is None:
+                raise
+            stored = None
+        if in_file is not None:
+            return views.file_view(in_file, stored, now, database=True).info
+        assert stored is not None
+        if stored.schedule.source is Source.FILE:  # gone from the file: gone at the next load
+            raise NotFound(f"no schedule named {name!r}")
+        return views.stored_view(stored).info
 
     def list(self) -> builtins.list[ScheduleInfo]:
-        if self._uses_database():
-            return [_info(s) for s in self.store.all()]
-        now = self.clock.now()
-        return [
-            ScheduleInfo(
-                s,
-                timing.next_after(s, now),
-                None,
-                "active" if s.enabled else "disabled",
-                None,
-            )
-            for s in sorted(self.settings.schedules, key=lambda s: s.name)
-        ]
+        """Every schedule, by name: the file as it is now, and the database's API schedules."""
+        return [view.info for view in self._views(self.clock.now())]
 
     def page(
         self, where: ScheduleFilter | None = None, offset: int = 0, limit: int = 50
     ) -> Listing:
         """Schedules matching `where`, by name, from `offset`: `list` a page at a time.
 
-        The database filters and pages, so a page is quick at 100,000
-        schedules; each schedule on it carries its newest history row.
+        With a database, the database filters and pages (quick at 100,000
+        schedules) what it holds: API schedules and the file's as the running
+        daemon loaded them, each shown as the file now defines it and marked
+        `reload_pending` where it differs; a file schedule no daemon has
+        loaded yet is listed from its first load. Each carries its newest
+        history row.
         """
         where = where or ScheduleFilter()
         if offset < 0 or not 1 <= limit <= MAX_PAGE:
             raise ConfigError(f"page: offset must be 0 or more and limit 1 to {MAX_PAGE}")
-        if self._uses_database():
-            page = self.store.page(where, offset, limit)
-            return Listing(
-                tuple(_info(s, page.last.get(s.schedule.name)) for s in page.schedules), page.total
-            )
-        chosen = [i for i in self.list() if where.matches(i.name, i.state, i.source)]
-        return Listing(tuple(chosen[offset : offset + limit]), len(chosen))
-
-    def upcoming(
-        self,
-        limit: int = 10,
-        after: datetime | None = None,
-        until: datetime | None = None,
-        schedule: str | None = None,
-    ) -> builtins.list[Fire]:
-        """The next fires, merged across schedules, by instant then name; `after` is exclusive."""
         if not self._uses_database():
-            return merge_upcoming(
-                self.settings.schedules,
-                self.clock.now(),
-                limit=limit,
-                after=after,
-                until=until,
-                schedule=schedule,
+            chosen = [i for i in self.list() if where.matches(i.name, i.state, i.source)]
+            return Listing(tuple(chosen[offset : offset + limit]), len(chosen))
+        page = self.store.page(where, offset, limit)
+        now = self.clock.now()
+        shown = []
+        for stored in page.schedules:
+            in_file = self._in_file.get(stored.schedule.name)
+            view = (
+                views.file_view(in_file, stored, now, database=True)
+                if in_file is not None and stored.schedule.source is Source.FILE
+                else views.stored_view(stored)
             )
-        infos = {info.name: info for info in self.list()}
-
-        def start_at(s: Schedule) -> datetime | None:
-            # The store's next_at is the first undecided instant: earlier ones are history.
-            info = infos[s.name]
-            return info.next_at if info.state == "active" else None
-
-        return merge_upcoming(
-            [info.schedule for info in infos.values()],
-            self.clock.now(),
-            limit=limit,
-            after=after,
-            until=until,
-            schedule=schedule,
-            start_at=start_at,
-        )
-
-    def history(self, name: str | None = None, limit: int = 50) -> builtins.list[FireRecord]:
-        if not 1 <= limit <= MAX_HISTORY:
-            raise ConfigError(f"limit must be from 1 to {MAX_HISTORY}, got {limit}")
-        records = self.store.history(name, limit)
-        if name is not None and not records:
-            self.get(name)  # NotFound for a name that never existed
-        return records
+            last = page.last.get(stored.schedule.name)
+            shown.append(dataclasses.replace(view.info, last_fire=last))
+        return Listing(tuple(shown), page.total)
 
     def status(self) -> Status:
-        """The lease, backlog and recent lag from the database, and whether the broker answers."""
+        """The lease, instances, backlog and recent lag from the database; the broker's health."""
         secrets = url_secrets(self.settings)
         lease, backlog, database = None, None, "ok"
-        lags: tuple[float, ...] = ()
         members: tuple[Member, ...] = ()
+        lags: tuple[float, ...] = ()
         try:
             lease = self.store.current()
             backlog = self.store.backlog()
@@ -406,6 +425,54 @@ class Beat:
             instances=members,
             lags=lags,
         )
+
+    def _views(self, now: datetime) -> builtins.list[views.View]:
+        stored = self.store.all() if self._uses_database() else None
+        return views.merged(self.settings.schedules, stored, now)
+
+    def upcoming(
+        self,
+        limit: int = 10,
+        after: datetime | None = None,
+        until: datetime | None = None,
+        schedule: str | None = None,
+    ) -> builtins.list[Fire]:
+        """The next fires, merged across schedules, by instant then name; `after` is exclusive.
+
+        Naive `after` and `until` are read in `[beatd] timezone`.
+        """
+        now = self.clock.now()
+        start = self.instant(after, "after") if after is not None else now
+        end = self.instant(until, "until") if until is not None else None
+        shown = {view.info.name: view for view in self._views(now)}
+
+        def start_at(s: Schedule) -> datetime | None:
+            view = shown[s.name]
+            if view.info.state in ("paused", "disabled"):
+                return None
+            # The store's next_at is the first undecided instant: earlier ones are history.
+            # A schedule the store has no history for starts at `after`; its next_at is
+            # the first fire after now, so it is that start when `after` is now.
+            return view.info.next_at if view.decided or start == now else start
+
+        return merge_upcoming(
+            [view.info.schedule for view in shown.values()],
+            now,
+            limit=limit,
+            after=start,
+            until=end,
+            schedule=schedule,
+            start_at=start_at,
+        )
+
+    def history(self, name: str | None = None, limit: int = 50) -> builtins.list[FireRecord]:
+        """Past fires, newest scheduled instant first."""
+        if not 1 <= limit <= MAX_HISTORY:
+            raise ConfigError(f"limit must be from 1 to {MAX_HISTORY}, got {limit}")
+        records = self.store.history(name, limit)
+        if name is not None and not records:
+            self.get(name)  # NotFound for a name that never existed
+        return records
 
     def _first_at(self, schedule: Schedule) -> datetime | None:
         return timing.next_after(schedule, self.clock.now())

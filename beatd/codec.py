@@ -132,9 +132,51 @@ def parse_zone(value: object) -> ZoneInfo:
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown time zone {value!r}{did_you_mean(value, _zone_names())}"
-        ) from None
+        raise ValueError(f"unknown time zone {value!r}{_zone_hint(value)}") from None
+
+
+# Abbreviations people write for a zone: not IANA names, and the closest
+# spelling of one is rarely the zone meant ('CEST' is not 'EST').
+_ABBREVIATIONS: Mapping[str, tuple[str, ...]] = {
+    "CEST": ("Europe/Berlin", "Europe/Paris"),
+    "EEST": ("Europe/Athens", "Europe/Helsinki"),
+    "WEST": ("Europe/Lisbon",),
+    "BST": ("Europe/London",),
+    "IST": ("Asia/Kolkata", "Europe/Dublin"),
+    "MSK": ("Europe/Moscow",),
+    "EDT": ("America/New_York",),
+    "CST": ("America/Chicago", "Asia/Shanghai"),
+    "CDT": ("America/Chicago",),
+    "MDT": ("America/Denver",),
+    "PST": ("America/Los_Angeles",),
+    "PDT": ("America/Los_Angeles",),
+    "AKST": ("America/Anchorage",),
+    "AKDT": ("America/Anchorage",),
+    "BRT": ("America/Sao_Paulo",),
+    "JST": ("Asia/Tokyo",),
+    "KST": ("Asia/Seoul",),
+    "HKT": ("Asia/Hong_Kong",),
+    "SGT": ("Asia/Singapore",),
+    "AEST": ("Australia/Sydney",),
+    "AEDT": ("Australia/Sydney",),
+    "ACST": ("Australia/Adelaide",),
+    "AWST": ("Australia/Perth",),
+    "NZST": ("Pacific/Auckland",),
+    "NZDT": ("Pacific/Auckland",),
+}
+
+
+def _zone_hint(value: str) -> str:
+    """Which IANA zones the user may mean: by abbreviation, by city, else by spelling."""
+    meant = _ABBREVIATIONS.get(value.strip().upper())
+    if meant is not None:
+        names = " or ".join(repr(name) for name in meant)
+        return f" (an abbreviation, not a zone: use an IANA name such as {names})"
+    city = value.strip().replace(" ", "_").lower()
+    for name in _zone_names():
+        if "/" in name and name.rsplit("/", 1)[1].lower() == city:
+            return f" (did you mean {name!r}?)"
+    return did_you_mean(value, _zone_names())
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,8 @@
 """Settings from the TOML file and BEATD_* environment variables, validated in one pass.
 
 The file is found as `--config PATH`, else `./beatd.toml`, else
-`$BEATD_CONFIG`; with none of them, beatd runs on defaults and the
-environment alone. `BEATD_DATABASE` and `BEATD_BROKER` override the file.
+`$BEATD_CONFIG`; with none of them, loading fails (no silent defaults).
+`BEATD_DATABASE` and `BEATD_BROKER` override the file.
 Every problem (TOML syntax aside, which stops parsing) is collected and
 reported together, one line each.
 """
@@ -105,22 +105,45 @@ def url_secrets(settings: Settings) -> list[str]:
     return found
 
 
+_POSTGRESQL_HINT = "postgresql:// (psycopg 3, installed with beatd)"
+
+
 def check_database_url(url: object) -> str:
-    """A usable SQLAlchemy URL, or ValueError saying why (password masked)."""
+    """A usable SQLAlchemy URL whose driver is installed, or ValueError saying why.
+
+    `postgresql://` means psycopg 3, as the store opens it (engine.parse_url).
+    The password is masked in every message.
+    """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"expected a SQLAlchemy URL such as 'sqlite:///beatd.db', got {url!r}")
+    shown = redact_url(url)
     try:
         parsed = make_url(url)
-        parsed.get_dialect()
-    except NoSuchModuleError:
-        raise ValueError(f"unsupported database in {redact_url(url)!r}") from None
     except (ArgumentError, ValueError):
         raise ValueError(
-            f"not a valid SQLAlchemy URL: {redact_url(url)!r} "
-            "(expected e.g. 'sqlite:///beatd.db' or 'postgresql+psycopg://user@host/db')"
+            f"not a valid SQLAlchemy URL: {shown!r} "
+            "(expected e.g. 'sqlite:///beatd.db' or 'postgresql://user@host/db')"
+        ) from None
+    if parsed.get_backend_name() == "postgres":
+        raise ValueError(
+            f"unsupported database scheme 'postgres' in {shown!r}: write postgresql://"
+        )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"unsupported database in {shown!r}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        use = _POSTGRESQL_HINT if parsed.get_backend_name() == "postgresql" else "another driver"
+        raise ValueError(
+            f"the database driver {parsed.get_driver_name()!r} of {shown!r} is not installed "
+            f"({exc}); install it or use {use}"
         ) from None
     return url
 
@@ -242,15 +265,31 @@ def _beatd_section(raw: object, env: Mapping[str, str], problems: list[str]) -> 
 # -- the file ------------------------------------------------------------------------
 
 
-def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, bool]:
-    """The config file to read and whether it was asked for explicitly."""
+NO_CONFIG = (
+    f"no config file: pass --config PATH, set $BEATD_CONFIG or create ./{DEFAULT_FILE} "
+    "(schedules.example.toml shows every option)"
+)
+
+
+def resolve_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read and whether it was asked for explicitly.
+
+    ConfigError when none is named and ./beatd.toml does not exist: beatd
+    never runs on silent defaults.
+    """
     if path is not None:
         return Path(path), True
     if Path(DEFAULT_FILE).is_file():
         return Path(DEFAULT_FILE), False
     if env.get("BEATD_CONFIG"):
         return Path(env["BEATD_CONFIG"]), True
-    return None, False
+    raise ConfigError(NO_CONFIG)
+
+
+def environment() -> list[tuple[str, str]]:
+    """The environment variables beatd reads, with what each does (for the CLI help)."""
+    found = ("BEATD_CONFIG", f"the config file, when there is no --config and no ./{DEFAULT_FILE}")
+    return [found, *((var, f"overrides [beatd] {key}") for key, var in _ENV.items())]
 
 
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
@@ -281,8 +320,6 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load_settings(path: str | Path | None, env: Mapping[str, str] = os.environ) -> Settings:
     """Read, validate and return the settings; ConfigError lists every problem."""
     found, explicit = resolve_path(path, env)
-    if found is None:
-        return settings_from_document({}, env, path=None)
     if explicit and not found.exists():
         raise ConfigError(f"{found}: config file not found")
     try:

@@ -25,23 +25,23 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from beatd import timing
+from beatd import planner, timing
 from beatd.clock import Clock, SystemClock
 from beatd.config import Settings, load_settings
 from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
 from beatd.leader import DatabaseTime, Leader
 from beatd.metrics import Metrics
-from beatd.model import Schedule
+from beatd.model import Message, Once, Schedule
 from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay
-from beatd.store.base import Store
+from beatd.store.base import ReconcileResult, Store
 from beatd.systemd import Notifier
 from beatd.tick import LOOKAHEAD, Ticker
 
@@ -166,8 +166,8 @@ class Daemon:
         self.metrics.renew_failures.inc()
         self._outage.failed("lease", exc)
 
-    def _recorded(self) -> None:
-        self.relay.poke()
+    def _recorded(self, messages: list[Message]) -> None:
+        self.relay.offer(messages)
         self._relay_wake.set()
 
     def _wake_all(self) -> None:
@@ -200,7 +200,9 @@ class Daemon:
         """Make the file's schedules the store's; retries while the database is down."""
         while not self._stop.is_set():
             try:
-                result = self.store.load_file(settings.schedules, _first_after(self.time.now()))
+                now = self.time.now()
+                result = self.store.load_file(settings.schedules, _first_after(now))
+                self._record_missed(settings.schedules, result, now)
             except SchemaError:
                 raise
             except StoreError as exc:
@@ -219,6 +221,26 @@ class Daemon:
             )
             self._tick_wake.set()
             return
+
+    def _record_missed(
+        self, schedules: Sequence[Schedule], result: ReconcileResult, now: datetime
+    ) -> None:
+        """A one-off loaded with its instant already past is missed at once (SPEC §4).
+
+        Only one the store will not decide (no next instant): a one-off that
+        fell due while no daemon ran is left to its misfire policy.
+        """
+        loaded = set(result.added).union(result.changed)
+        decisions = [
+            missed
+            for s in schedules
+            if isinstance(s.spec, Once)
+            and s.name in loaded
+            and (missed := planner.missed_once(s, now)) is not None
+            and self.store.get(s.name).next_at is None
+        ]
+        if decisions:
+            self.store.record(None, decisions, [])
 
     def reload(self) -> None:
         """SIGHUP: re-read the TOML file; a broken one keeps the last good schedules."""

@@ -5,6 +5,7 @@
     │   └── ScheduleError       names the schedule and the key
     ├── NotFound                no schedule of that name
     ├── Conflict                name exists / owned by the file
+    │   └── AlreadyExists       a schedule of that name exists (replace it to change it)
     ├── StoreError              the database failed or is unreachable
     │   ├── SchemaError         tables missing or from a newer beatd
     │   └── Fenced              this instance's lease epoch is no longer current
@@ -57,6 +58,10 @@ class Conflict(BeatdError):
     """The name exists already, or the file owns it."""
 
     exit_code = 2
+
+
+class AlreadyExists(Conflict):
+    """A schedule of that name exists; adding it again needs replace."""
 
 
 class StoreError(BeatdError):

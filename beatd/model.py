@@ -8,6 +8,7 @@ and ZoneInfo. A naive datetime below the edges is a bug.
 from __future__ import annotations
 
 import enum
+import hashlib
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,6 +103,11 @@ class Schedule:
         return kind_of(self.spec)
 
     @property
+    def timing(self) -> tuple[object, ...]:
+        """The fields that decide its instants: when they change, the next instant is recomputed."""
+        return (self.spec, self.timezone, self.start, self.end, self.enabled)
+
+    @property
     def route(self) -> str:
         """The routing key messages go out with: routing_key, else the queue."""
         return self.routing_key if self.routing_key is not None else self.queue
@@ -170,6 +176,8 @@ class Instance:
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One fire's message, as built when it is recorded and as the outbox holds it."""
+
     fire_id: str  # AMQP message_id (and Celery task id)
     schedule: str
     scheduled_for: datetime  # nominal instant, aware UTC
@@ -183,6 +191,33 @@ class Message:
     priority: int | None = None
     expires_at: datetime | None = None  # TTL is computed from this at publish time
     queue: str | None = None  # declare this durable queue if it does not exist
+    # A 63-bit digest of all of the above, made once. Stored beside the outbox row and
+    # returned by a claim, it lets the relay use a message it already has (and its
+    # prepared frames) only when it is exactly what the row holds.
+    digest: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", _digest(self))
+
+
+def _digest(message: Message) -> int:
+    fields = (
+        message.fire_id,
+        message.schedule,
+        message.scheduled_for,
+        message.publish_at,
+        message.exchange,
+        message.routing_key,
+        message.content_type,
+        message.content_encoding,
+        sorted(message.headers.items()),
+        message.priority,
+        message.expires_at,
+        message.queue,
+    )
+    digest = hashlib.blake2b(message.body, digest_size=8)
+    digest.update(repr(fields).encode())
+    return int.from_bytes(digest.digest()) >> 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,15 +235,19 @@ class StoredSchedule:
 
     @property
     def state(self) -> str:
-        """One of STATES: paused, else disabled, else finished (no next instant), else active."""
-        if self.paused:
-            return "paused"
-        if not self.schedule.enabled:
-            return "disabled"
-        return "active" if self.next_at is not None else "finished"
+        return schedule_state(self.schedule, self.next_at, self.paused)
 
 
 STATES = ("active", "paused", "disabled", "finished")
+
+
+def schedule_state(schedule: Schedule, next_at: datetime | None, paused: bool) -> str:
+    """One of STATES: paused, else disabled, else finished (no next instant), else active."""
+    if paused:
+        return "paused"
+    if not schedule.enabled:
+        return "disabled"
+    return "active" if next_at is not None else "finished"
 
 
 @dataclass(frozen=True, slots=True)

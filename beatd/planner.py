@@ -42,6 +42,7 @@ from beatd.model import (
     Every,
     Message,
     Misfire,
+    Once,
     Outcome,
     Schedule,
     StoredSchedule,
@@ -121,6 +122,25 @@ def plan(
     # On-time instants are all sent; the cap only bounds a term stuck for ages.
     out.drop_run(out.send_run(on_time_first, None, limit=cap), None, "catch-up cap")
     return out.finish(stored, latest)
+
+
+MISSED_WHEN_STORED = "missed: the one-off instant was already past when it was stored"
+
+
+def missed_once(schedule: Schedule, now: datetime) -> Decision | None:
+    """The drop a one-off stored with its instant already past gets at once (SPEC §4).
+
+    Its store row has no next instant, so the leader never decides it; this
+    decision is its history row. Recording it again is harmless: the fire
+    log keeps one row per (schedule, instant).
+    """
+    spec = schedule.spec
+    if not isinstance(spec, Once) or spec.at > now:
+        return None
+    at = spec.at
+    return Decision(
+        schedule.name, at, fire_id(schedule.name, at), Outcome.DROPPED, MISSED_WHEN_STORED
+    )
 
 
 def _first_at_or_after(

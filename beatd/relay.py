@@ -9,10 +9,18 @@ is exactly what the outbox held when it claimed it, and its history row says
 sent; a change that returned before the claim (more than `ahead` before the
 instant) always wins.
 
-Claimed messages are held until their publish_at (the publisher marshals
-them meanwhile), published with confirms and marked sent in batches at most
-SETTLE_AFTER late; confirmed ids are kept until that write succeeds (a crash
-in between sends them again: at-least-once, same fire id). Returned
+The tick also offers the relay the messages it just recorded, as a cache:
+each is kept under its fire id with its Message.digest, the claim
+returns each row's digest, and a row is taken from the cache only when the
+digests match, so
+the cached copy is exactly the durable row (a fire withdrawn and recorded
+again as a new definition misses and is read from the outbox). The cache
+saves reading rows back and lets the publisher marshal frames seconds ahead.
+
+Claimed messages are held until their publish_at, published with confirms
+and marked sent in batches at most SETTLE_AFTER late; confirmed ids are
+kept until that write succeeds (a crash in between sends them again:
+at-least-once, same fire id). Returned
 (unroutable) and expired fires are marked failed. A nack is that fire's own
 problem: it is retried with its own backoff and marked failed after
 MAX_NACKS, while the rest go on. A broker failure backs off the relay (the
@@ -26,6 +34,7 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
+from collections import deque
 from datetime import datetime, timedelta
 
 from beatd.clock import Clock
@@ -39,14 +48,16 @@ from beatd.store.base import FireLog
 
 log = logging.getLogger("beatd.relay")
 
-BATCH = 5000  # fires per claim and per publish call: a crowded instant goes out at once
-AHEAD = timedelta(milliseconds=600)  # claim this long before publish_at (< 1 s: changes win)
-CLAIM_GAP = timedelta(milliseconds=100)  # claim at most this often when busy
+BATCH = 5000  # fires per publish call: a crowded instant goes out at once
+CLAIM = 20_000  # fires per claim statement
+AHEAD = timedelta(milliseconds=900)  # claim this long before publish_at (< 1 s: changes win)
+CLAIM_GAP = timedelta(milliseconds=250)  # claim at most this often when busy
 IDLE_CHECK = timedelta(milliseconds=250)  # look for fires recorded elsewhere (a trigger)
 WINDOW = 50_000  # messages held at most
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
 NACK_RETRY = RetryPolicy(initial=0.5, max=30.0)  # one fire's backoff after a nack
 MAX_NACKS = 40  # then it is marked failed: about 17 minutes of refusals
+KNOWN = 60_000  # offered messages cached at most (withdrawn ones age out)
 
 
 class Relay:
@@ -73,12 +84,29 @@ class Relay:
         self._nacks: dict[str, int] = {}  # fire id -> nacks so far
         self._claim_at: datetime | None = None  # None: claim at the next run
         self._poked = threading.Event()  # fires were recorded: claim at the next run
+        self._offers: deque[list[Message]] = deque()  # from the tick's thread
+        self._known: dict[str, tuple[int, Message]] = {}  # fire id -> (digest, message)
         self._confirmed: list[str] = []  # confirmed, not marked sent yet
         self._confirmed_at: datetime | None = None  # the oldest of those confirms
 
     def poke(self) -> None:
         """Fires were recorded (by the tick, or a change elsewhere); safe from any thread."""
         self._poked.set()
+
+    def offer(self, messages: list[Message]) -> None:
+        """The tick just recorded these: a cache for the claim; safe from any thread."""
+        self._offers.append(messages)
+        self._poked.set()
+
+    def _take_offers(self) -> None:
+        while self._offers:
+            messages = self._offers.popleft()
+            for m in messages:
+                self._known[m.fire_id] = (m.digest, m)
+            self.publisher.prepare(messages)  # encoded now, written at their instant
+        if len(self._known) > KNOWN:  # oldest first: withdrawn, or claimed by another term
+            for key in list(self._known)[: len(self._known) - KNOWN]:
+                del self._known[key]
 
     def run_once(self, now: datetime) -> datetime | None:
         """Publish everything due at `now`; returns when to run next (None: not leading).
@@ -137,14 +165,24 @@ class Relay:
         if not self._poked.is_set() and self._claim_at is not None and now < self._claim_at:
             return
         self._poked.clear()  # before reading: a poke during the claim is not lost
+        self._take_offers()
+        took = 0
         while len(self._held) < WINDOW:
-            limit = min(self.batch, WINDOW - len(self._held))
-            claimed = self.firelog.claim(lease, now + self.ahead, limit)
+            limit = min(CLAIM, WINDOW - len(self._held))
+            claimed = self.firelog.claim(lease, now + self.ahead, limit, self._known)
+            fresh = []
             for m in claimed:
                 heapq.heappush(self._held, (m.publish_at, m.fire_id, m))
-            self.publisher.prepare(claimed)  # marshalled now, written at their instant
+                cached = self._known.pop(m.fire_id, None)
+                if cached is None or cached[1] is not m:
+                    fresh.append(m)  # read from the outbox: not prepared yet
+            self.publisher.prepare(fresh)
+            took += len(claimed)
             if len(claimed) < limit:
                 break
+        if took:  # busy: more is surely due soon; look again after the gap
+            self._claim_at = now + CLAIM_GAP
+            return
         upcoming = self.firelog.next_publish_at(lease.epoch)
         soonest = now + CLAIM_GAP
         if upcoming is None:
@@ -221,7 +259,10 @@ class Relay:
         return min(wakes, default=None)
 
     def _forget(self, lease: Lease | None) -> None:
-        """A new term (or none): drop what is held; the outbox has it, claimed by the old epoch."""
+        """A new term (or none): drop what is held; the outbox has it, claimed by the old epoch.
+
+        The cache stays: an entry is used only for a row with its very digest.
+        """
         self._held.clear()
         self._nacks.clear()
         self._epoch = lease.epoch if lease is not None else None

@@ -18,7 +18,7 @@ from typing import Protocol
 from beatd.errors import Fenced
 from beatd.leader import Leadership
 from beatd.metrics import Metrics
-from beatd.model import Advance, Decision, Outcome
+from beatd.model import Advance, Decision, Message, Outcome
 from beatd.planner import Builder, plan
 from beatd.store.base import FireLog, ScheduleStore
 
@@ -47,7 +47,7 @@ class Ticker:
         *,
         batch: int = BATCH,
         fires_per_commit: int = FIRES_PER_COMMIT,
-        on_recorded: Callable[[], None] = lambda: None,
+        on_recorded: Callable[[list[Message]], None] = lambda messages: None,
         lookahead: timedelta = LOOKAHEAD,
         record_cost: timedelta = RECORD_COST,
     ) -> None:
@@ -55,7 +55,7 @@ class Ticker:
         self.metrics = metrics or Metrics()
         self.batch, self.lookahead, self.fires_per_commit = batch, lookahead, fires_per_commit
         self.record_cost = record_cost
-        self.on_recorded = on_recorded  # tells the relay the outbox has new fires (no data)
+        self.on_recorded = on_recorded  # offers the relay what was written (its cache)
         self._term: tuple[int, datetime] | None = None  # (epoch, when it began deciding)
         self._crowded: tuple[datetime, datetime] | None = None  # (wake at, record through)
 
@@ -100,8 +100,11 @@ class Ticker:
                 self.leader.step_down()
                 return None
             self._count(decisions)
-            if any(d.outcome is Outcome.PENDING and d.fire_id in written for d in decisions):
-                self.on_recorded()
+            messages = [
+                d.message for d in decisions if d.message is not None and d.fire_id in written
+            ]
+            if messages:
+                self.on_recorded(messages)
             if taken == len(due) < limit:
                 break
         else:

@@ -72,8 +72,8 @@ def _deep(levels: int) -> dict[str, Any]:
     return value
 
 
-def _naive_backfill(beat: Beat) -> Any:
-    return beat.backfill("keep", datetime(2026, 1, 1), datetime(2026, 1, 2))
+def _reversed_backfill(beat: Beat) -> Any:
+    return beat.backfill("keep", datetime(2026, 1, 2), datetime(2026, 1, 1))
 
 
 CASES = [
@@ -442,6 +442,7 @@ CASES = [
         Bad(
             argv=("upcoming", "--after", "2027-01-02T00:00:00Z", "--until", "2027-01-01T00:00:00Z"),
             says=("--until",),
+            existing=True,
         ),
         id="cli-upcoming-until-before-after",
     ),
@@ -542,13 +543,11 @@ CASES = [
         id="api-add-existing",
     ),
     pytest.param(
-        Bad(
-            api=lambda b: b.upcoming(after=datetime(2027, 1, 1)), says=("time zone",), existing=True
-        ),
-        id="api-upcoming-naive",
+        Bad(api=lambda b: b.upcoming(after=datetime(1, 1, 1)), says=("after",), existing=True),
+        id="api-upcoming-naive-year-1",
     ),
     pytest.param(
-        Bad(api=_naive_backfill, says=("time zone",), existing=True), id="api-backfill-naive"
+        Bad(api=_reversed_backfill, says=("--to",), existing=True), id="api-backfill-reversed"
     ),
     pytest.param(
         Bad(api=lambda b: b.history(limit=0), says=("limit",), existing=True),

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from beatd.cli.main import main
+from beatd.config import NO_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,8 +95,10 @@ def test_validate_finds_env_config(
     assert run(capsys, "validate") == (0, "ok: 4 schedules\n", [])
 
 
-def test_validate_without_any_file(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "validate") == (0, "ok: 0 schedules\n", [])
+@pytest.mark.parametrize("command", ["validate", "list", "upcoming", "status", "run"])
+def test_no_config_file_exits_2_saying_so(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """No --config, no $BEATD_CONFIG, no ./beatd.toml: no silent defaults (was: exit 0)."""
+    assert run(capsys, command) == (2, "", [f"beatd: {NO_CONFIG}"])
 
 
 def test_env_broker_override_is_checked(

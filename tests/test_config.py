@@ -10,12 +10,14 @@ import pytest
 
 from beatd.config import (
     BEATD_KEYS,
+    NO_CONFIG,
     Settings,
     check_broker_url,
     check_database_url,
     check_http,
     load_settings,
     redact_url,
+    settings_from_document,
 )
 from beatd.durations import format_duration
 from beatd.errors import ConfigError
@@ -46,8 +48,17 @@ def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
 
 
-def test_defaults_without_any_file() -> None:
-    settings = load_settings(None, env={})
+def test_no_config_file_is_an_error_not_silent_defaults() -> None:
+    """With no --config, no $BEATD_CONFIG and no ./beatd.toml nothing runs on defaults."""
+    for env in ({}, {"BEATD_DATABASE": "sqlite:///c.db"}):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, env=env)
+        assert caught.value.problems == (NO_CONFIG,)
+    assert "--config" in NO_CONFIG and "BEATD_CONFIG" in NO_CONFIG and "beatd.toml" in NO_CONFIG
+
+
+def test_defaults_of_an_empty_document() -> None:
+    settings = settings_from_document({}, env={})
     assert settings == Settings()
     assert settings.path is None
     assert settings.database == "sqlite:///beatd.db"
@@ -172,19 +183,14 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     assert (settings.database, settings.broker) == ("sqlite:///b.db", "amqp://h/")
 
 
-def test_env_alone_without_file() -> None:
-    settings = load_settings(None, env={"BEATD_DATABASE": "sqlite:///c.db"})
-    assert settings.database == "sqlite:///c.db"
-
-
 def test_empty_env_value_is_ignored(tmp_path: Path) -> None:
     path = write(tmp_path, '[beatd]\ndatabase = "sqlite:///a.db"\n')
     assert load_settings(path, env={"BEATD_DATABASE": ""}).database == "sqlite:///a.db"
 
 
-def test_bad_env_value_names_the_variable() -> None:
+def test_bad_env_value_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(None, env={"BEATD_BROKER": "redis://u:hunter2@h/"})
+        load_settings(write(tmp_path, ""), env={"BEATD_BROKER": "redis://u:hunter2@h/"})
     (line,) = caught.value.problems
     assert line.startswith("BEATD_BROKER: unsupported broker scheme 'redis'")
     assert "hunter2" not in line

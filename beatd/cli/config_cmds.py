@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beatd import timing
+from beatd.advice import warnings_for
 from beatd.api import Beat, opened
-from beatd.cli.main import EXIT_OK, add_command
+from beatd.cli.main import EXIT_OK, add_command, warn
 from beatd.cli.output import iso_local, iso_utc, print_json, print_table, relative, table_time
 from beatd.config import load_settings
 from beatd.errors import ConfigError, NotFound
@@ -18,7 +19,13 @@ MAX_LIMIT = 100_000
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    add_command(sub, "validate", "check the configuration file and report every problem", _validate)
+    add_command(
+        sub,
+        "validate",
+        "check the configuration file: every problem (exit 2), and warnings for what is "
+        "valid but likely not meant (a one-off already past, jitter longer than the period)",
+        _validate,
+    )
 
     upcoming = add_command(
         sub, "upcoming", "the next fires, merged across schedules, by instant then name", _upcoming
@@ -29,19 +36,29 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     upcoming.add_argument(
         "--after",
         metavar="ISO",
-        help="only fires strictly after this instant (default now; naive = UTC)",
+        help="only fires strictly after this instant (default now; " + NAIVE + ")",
     )
     upcoming.add_argument(
-        "--until", metavar="ISO", help="only fires at or before this instant (naive = UTC)"
+        "--until", metavar="ISO", help="only fires at or before this instant (" + NAIVE + ")"
     )
     upcoming.add_argument("--schedule", metavar="NAME", help="only the schedule of this name")
-    upcoming.add_argument("--json", action="store_true", help="print one JSON array")
+    upcoming.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON array of {"schedule", "at" (UTC), "local"}',
+    )
+
+
+NAIVE = "ISO-8601; without an offset it is read in [beatd] timezone"
 
 
 def _validate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    count = len(settings.schedules)
-    print(f"ok: {count} schedules")
+    now = datetime.now(UTC)
+    for schedule in settings.schedules:
+        for line in warnings_for(schedule, now):
+            warn(line)
+    print(f"ok: {len(settings.schedules)} schedules")
     return EXIT_OK
 
 
@@ -57,14 +74,16 @@ def parse_limit(text: str) -> int:
 
 
 def parse_instant(flag: str, text: str) -> datetime:
-    """An ISO-8601 instant from the command line; without an offset it is UTC."""
+    """An ISO-8601 time from the command line, naive when it has no offset.
+
+    The Beat reads a naive one in `[beatd] timezone` (Beat.instant).
+    """
     try:
-        value = datetime.fromisoformat(text.strip())
+        return datetime.fromisoformat(text.strip())
     except ValueError:
         raise ConfigError(
             f"{flag}: not an ISO-8601 time such as 2027-03-14T09:00:00Z: {text!r}"
         ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _specs(beat: Beat, names: set[str]) -> dict[str, str]:
@@ -83,9 +102,11 @@ def _upcoming(args: argparse.Namespace) -> int:
     limit = parse_limit(args.limit)
     after = parse_instant("--after", args.after) if args.after is not None else None
     until = parse_instant("--until", args.until) if args.until is not None else None
-    if after is not None and until is not None and until < after:
-        raise ConfigError("--until: is before --after")
     with opened(args.config) as beat:
+        after = beat.instant(after, "--after") if after is not None else None
+        until = beat.instant(until, "--until") if until is not None else None
+        if after is not None and until is not None and until < after:
+            raise ConfigError("--until: is before --after")
         # One "now" for the query and the labels: a slow query must not age what it found.
         now = beat.clock.now()
         fires: list[Fire] = beat.upcoming(

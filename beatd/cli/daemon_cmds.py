@@ -21,7 +21,7 @@ from beatd.errors import SchemaError, StoreError
 from beatd.http import HttpServer
 from beatd.logs import FORMATS, scrub, setup
 from beatd.publish import open_publisher
-from beatd.store import MEMORY, has_tables, open_store
+from beatd.store import open_or_create
 from beatd.store.base import Store
 
 log = logging.getLogger("beatd")
@@ -53,31 +53,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _open_or_create(url: str) -> Store:
-    """Open the store; an empty database first gets beatd's tables.
-
-    An older schema still needs `db upgrade`. The tables are looked for only
-    when opening fails, so a normal start connects once, not twice. Safe
-    when several instances start at once: the upgrade takes a lock.
-    """
-    try:
-        return open_store(url)
-    except SchemaError:
-        if url.startswith(MEMORY) or has_tables(url):
-            raise
-    from beatd import migrate
-
-    _before, after = migrate.upgrade(url)
-    log.info("created beatd's tables", extra={"database": redact_url(url), "revision": after})
-    return open_store(url)
-
-
 def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
     """Open the database, retrying while it is unreachable; None if stopped meanwhile."""
     failures = 0
     while not stop.is_set():
         try:
-            return _open_or_create(settings.database)
+            return open_or_create(settings.database)
         except SchemaError:
             raise
         except StoreError as exc:

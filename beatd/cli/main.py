@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from beatd.config import environment
 from beatd.errors import BeatdError, ConfigError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_CODES = (
+    (EXIT_OK, "success"),
+    (EXIT_USAGE, "bad usage or invalid config"),
+    (EXIT_FAILURE, "anything else (database or broker down, no such schedule...)"),
+)
 
 GROUPS = (
     "config_cmds",
     "schedule_cmds",
+    "backfill_cmds",
     "db_cmds",
     "daemon_cmds",
     "import_cmds",
@@ -34,14 +44,38 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{where}: {message}" if where else message)
 
 
+CONFIG_HELP = "config file (default ./beatd.toml, then $BEATD_CONFIG; one of them must exist)"
+
+
+def _epilog() -> str:
+    """The environment variables and exit codes, at the foot of every --help."""
+    width = max(len(name) for name, _ in environment())
+    lines = ["environment:"]
+    lines += [f"  {name:<{width}}  {what}" for name, what in environment()]
+    lines.append("exit codes:")
+    lines += [f"  {code}  {what}" for code, what in EXIT_CODES]
+    return "\n".join(lines)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps each line of a description or epilog on its own; a `  NAME  text` line's
+    continuation lines are indented to its text."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            column = re.match(r"\s+\S+\s\s+", line)
+            lead = indent + line[: len(line) - len(line.lstrip())]
+            more = indent + " " * column.end() if column else lead
+            lines.append(
+                textwrap.fill(line.strip(), width, initial_indent=lead, subsequent_indent=more)
+            )
+        return "\n".join(lines)
+
+
 def _common() -> _Parser:
     common = _Parser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="config file (default ./beatd.toml, then $BEATD_CONFIG)",
-    )
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=CONFIG_HELP)
     return common
 
 
@@ -52,19 +86,48 @@ def add_command(
     handler: Callable[[argparse.Namespace], int],
 ) -> argparse.ArgumentParser:
     """Register one command; every command takes --config, before or after its name."""
-    parser = sub.add_parser(name, help=help, description=help, parents=[_common()])
+    parser = sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        parents=[_common()],
+        epilog=_epilog(),
+        formatter_class=_Formatter,
+    )
     parser.set_defaults(handler=handler)
     return parser
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("beatd")
+    except PackageNotFoundError:  # a source checkout that is not installed
+        return "unknown"
+
+
+class _Version(argparse.Action):
+    """--version: looks the version up only when asked (importlib.metadata costs ~0.1 s)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print beatd's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"beatd {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="beatd", description="A cron-like scheduling daemon for RabbitMQ.")
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        default=None,
-        help="config file (default ./beatd.toml, then $BEATD_CONFIG)",
+    parser = _Parser(
+        prog="beatd",
+        description="A cron-like scheduling daemon for RabbitMQ.",
+        epilog=_epilog(),
+        formatter_class=_Formatter,
     )
+    parser.add_argument("--version", action=_Version)
+    parser.add_argument("--config", metavar="PATH", default=None, help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for group in GROUPS:
@@ -76,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
+
+
+def warn(line: str) -> None:
+    """One warning line on stderr: valid input that is most likely not what was meant."""
+    print(f"beatd: warning: {one_line(line)}", file=sys.stderr)
 
 
 def one_line(text: str) -> str:

@@ -1,5 +1,5 @@
 """Commands that change or read schedules in the database: add, remove, pause,
-resume, trigger, backfill, list, history. Thin over beatd.api.Beat."""
+resume, trigger, list, history. Thin over beatd.api.Beat."""
 
 from __future__ import annotations
 
@@ -8,48 +8,78 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from beatd.api import Beat, ScheduleInfo, opened
+from beatd.advice import warnings_for
+from beatd.api import Beat, opened
 from beatd.cli.config_cmds import parse_limit
-from beatd.cli.main import add_command
+from beatd.cli.main import add_command, warn
 from beatd.cli.output import print_table
 from beatd.codec import schedule_to_table
-from beatd.errors import ConfigError
-from beatd.model import FireRecord
+from beatd.errors import AlreadyExists, ConfigError
+from beatd.model import FireRecord, Format, Misfire
+from beatd.views import ScheduleInfo
 
-# (flag, TOML key, how the value is read): every option of SPEC §2.
-OPTION_FLAGS: tuple[tuple[str, str, str], ...] = (
-    ("--task", "task", "text"),
-    ("--anchor", "anchor", "text"),
-    ("--args", "args", "json"),
-    ("--kwargs", "kwargs", "json"),
-    ("--queue", "queue", "text"),
-    ("--exchange", "exchange", "text"),
-    ("--routing-key", "routing_key", "text"),
-    ("--headers", "headers", "json"),
-    ("--format", "format", "text"),
-    ("--timezone", "timezone", "text"),
-    ("--start", "start", "text"),
-    ("--end", "end", "text"),
-    ("--jitter", "jitter", "text"),
-    ("--expires", "expires", "text"),
-    ("--misfire", "misfire", "text"),
-    ("--grace", "grace", "text"),
-    ("--max-fires", "max_fires", "int"),
-    ("--history-limit", "history_limit", "int"),
-    ("--priority", "priority", "int"),
+NAME = "the schedule's name"
+DURATION = "a duration: 90s, 5m, 1h30m, 2d or a number of seconds"
+INSTANT = "ISO-8601; without an offset it is read in the schedule's --timezone"
+
+# (flag, TOML key, how the value is read, help): every option of SPEC §2.
+OPTION_FLAGS: tuple[tuple[str, str, str, str], ...] = (
+    ("--task", "task", "text", "the task name a worker runs (required)"),
+    ("--anchor", "anchor", "instant", f"--every's phase: fires at anchor + k * period ({INSTANT})"),
+    ("--args", "args", "json", "positional arguments, a JSON array"),
+    ("--kwargs", "kwargs", "json", "keyword arguments, a JSON object"),
+    ("--queue", "queue", "text", "queue (default celery; also the routing key unless set)"),
+    ("--exchange", "exchange", "text", 'exchange (default "": the default exchange)'),
+    ("--routing-key", "routing_key", "text", "routing key (default: the queue)"),
+    ("--headers", "headers", "json", "extra message headers, a JSON object"),
+    ("--format", "format", "text", "message format (default [beatd] format)"),
+    ("--timezone", "timezone", "text", "IANA zone of cron, rrule and naive instants"),
+    ("--start", "start", "instant", f"no fire before this ({INSTANT})"),
+    ("--end", "end", "instant", f"no fire after this ({INSTANT})"),
+    (
+        "--jitter",
+        "jitter",
+        "duration",
+        f"delay each publish by a stable random part of it; {DURATION}",
+    ),
+    (
+        "--expires",
+        "expires",
+        "duration",
+        f"a message not sent this long after its instant expires; {DURATION}",
+    ),
+    (
+        "--misfire",
+        "misfire",
+        "text",
+        "after missed instants send: coalesce (default) one fire for the latest, all of them "
+        "(at most 1000), or skip them",
+    ),
+    ("--grace", "grace", "duration", f"drop missed instants older than this; {DURATION}"),
+    ("--max-fires", "max_fires", "int", "stop after this many fires"),
+    ("--history-limit", "history_limit", "int", "keep at most this many history rows of it"),
+    ("--priority", "priority", "int", "AMQP message priority, 0-255"),
 )
+_CHOICES = {"format": tuple(str(f) for f in Format), "misfire": tuple(str(m) for m in Misfire)}
+_METAVARS = {"json": "JSON", "int": "N", "instant": "ISO", "duration": "DURATION"}
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    add = add_command(sub, "add", "add a schedule to the database", _add)
-    add.add_argument("name")
+    add = add_command(sub, "add", "add a schedule to the database (--replace to change one)", _add)
+    add.add_argument("name", help=NAME)
     kind = add.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--cron", metavar="EXPR")
-    kind.add_argument("--every", metavar="DURATION")
-    kind.add_argument("--rrule", metavar="RULE")
-    kind.add_argument("--at", metavar="ISO")
-    for flag, _key, how in OPTION_FLAGS:
-        add.add_argument(flag, metavar="JSON" if how == "json" else None)
+    kind.add_argument("--cron", metavar="EXPR", help='cron expression, e.g. "*/5 9-17 * * MON-FRI"')
+    kind.add_argument("--every", metavar="DURATION", help=f"a fixed period; {DURATION}")
+    kind.add_argument("--rrule", metavar="RULE", help='RFC 5545 rule, e.g. "FREQ=WEEKLY;BYDAY=MO"')
+    kind.add_argument("--at", metavar="ISO", help=f"one fire at this instant ({INSTANT})")
+    for flag, key, how, help in OPTION_FLAGS:
+        add.add_argument(
+            flag,
+            metavar=_METAVARS.get(how, "ZONE" if key == "timezone" else None),
+            choices=_CHOICES.get(key),
+            required=key == "task",
+            help=help,
+        )
     add.add_argument("--disabled", action="store_true", help="store it disabled")
     add.add_argument("--replace", action="store_true", help="replace a schedule of that name")
 
@@ -58,23 +88,28 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         ("resume", "resume a paused schedule", _resume),
         ("trigger", "fire a schedule now, once", _trigger),
     ):
-        add_command(sub, name, help, handler).add_argument("name")
+        add_command(sub, name, help, handler).add_argument("name", help=NAME)
     pause = add_command(sub, "pause", "pause a schedule (survives reloads)", _pause)
-    pause.add_argument("name")
-    pause.add_argument("--note", metavar="TEXT")
-
-    backfill = add_command(sub, "backfill", "record and send missed instants", _backfill)
-    backfill.add_argument("name")
-    backfill.add_argument("--from", dest="start", required=True, metavar="ISO")
-    backfill.add_argument("--to", dest="end", required=True, metavar="ISO")
+    pause.add_argument("name", help=NAME)
+    pause.add_argument("--note", metavar="TEXT", help="why, shown by list")
 
     list_ = add_command(sub, "list", "schedules with next and last fire", _list)
-    list_.add_argument("--json", action="store_true")
+    list_.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON array (name, kind, spec, timezone, task, next, last, state, note, "
+        "source, reload_pending)",
+    )
 
     history = add_command(sub, "history", "past fires, newest first", _history)
-    history.add_argument("name", nargs="?")
+    history.add_argument("name", nargs="?", help="only this schedule's fires")
     history.add_argument("--limit", metavar="N", default="20", help="how many (default 20)")
-    history.add_argument("--json", action="store_true")
+    history.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON array (schedule, scheduled_for, fire_id, outcome, reason, sent_at, "
+        "manual)",
+    )
 
 
 def read_option(flag: str, how: str, raw: str) -> Any:
@@ -97,15 +132,22 @@ def _add(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         key: getattr(args, key) for key in ("cron", "every", "rrule", "at") if getattr(args, key)
     }
-    for flag, key, how in OPTION_FLAGS:
+    for flag, key, how, _help in OPTION_FLAGS:
         raw = getattr(args, key)
         if raw is not None:
             options[key] = read_option(flag, how, raw)
     if args.disabled:
         options["enabled"] = False
     with opened(args.config) as beat:
-        schedule = beat.add(args.name, replace=args.replace, **options)
+        try:
+            schedule = beat.add(args.name, replace=args.replace, **options)
+        except AlreadyExists:
+            raise AlreadyExists(
+                f"schedule {args.name!r} already exists; add --replace to change it"
+            ) from None
         nxt = beat.get(schedule.name).next_at
+        for line in warnings_for(schedule, beat.clock.now()):
+            warn(line)
     print(f"{'replaced' if args.replace else 'added'} {schedule.name}: next {_when(nxt)}")
     return 0
 
@@ -139,23 +181,6 @@ def _trigger(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_instant(flag: str, text: str) -> datetime:
-    """An ISO-8601 instant from the command line; naive means UTC."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{flag}: not an ISO-8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _backfill(args: argparse.Namespace) -> int:
-    start, end = parse_instant("--from", args.start), parse_instant("--to", args.end)
-    with opened(args.config) as beat:
-        count = beat.backfill(args.name, start, end)
-    print(f"backfill {args.name}: {count} fires recorded (sent by the leader)")
-    return 0
-
-
 def _when(at: datetime | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else "-"
 
@@ -173,6 +198,7 @@ def _list_row(info: ScheduleInfo) -> dict[str, Any]:
         "state": info.state,
         "note": info.note,
         "source": info.source,
+        "reload_pending": info.reload_pending,
     }
 
 
@@ -183,8 +209,14 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         columns = ("name", "kind", "spec", "timezone", "next", "last", "state", "source")
-        print_table(columns, [[row[c] or "-" for c in columns] for row in rows])
+        print_table(columns, [[_list_cell(row, c) for c in columns] for row in rows])
     return 0
+
+
+def _list_cell(row: dict[str, Any], column: str) -> str:
+    if column == "source" and row["reload_pending"]:
+        return f"{row['source']} (reload pending)"
+    return str(row[column] or "-")
 
 
 def _history_row(record: FireRecord) -> dict[str, Any]:

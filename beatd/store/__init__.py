@@ -5,12 +5,15 @@
     postgresql://...     SqlStore on PostgreSQL through psycopg 3
 
 The SQL store checks the schema revision when opened (SchemaError: run
-`beatd db upgrade`). `has_tables(url)` tells the CLI whether to read the
-database at all, without creating a SQLite file.
+`beatd db upgrade`); `open_or_create(url)` first creates beatd's tables in
+an empty database, as `beatd run` and the API's changes do. `has_tables(url)`
+tells the CLI whether to read the database at all, without creating a
+SQLite file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +31,7 @@ __all__ = [
     "StoredSchedule",
     "check_unique",
     "has_tables",
+    "open_or_create",
     "open_store",
 ]
 
@@ -48,6 +52,30 @@ def open_store(url: str) -> Store:
     if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
         raise SchemaError("database has no beatd tables; run: beatd db upgrade")
     return SqlStore(parsed)
+
+
+def open_or_create(url: str) -> Store:
+    """Open the store; an empty database first gets beatd's tables.
+
+    An older schema still needs `db upgrade`. The tables are looked for only
+    when opening fails, so a normal open connects once, not twice. Safe
+    when several processes open at once: the upgrade takes a lock.
+    """
+    from beatd.errors import SchemaError
+
+    try:
+        return open_store(url)
+    except SchemaError:
+        if url.startswith(MEMORY) or has_tables(url):
+            raise
+    from beatd import migrate
+    from beatd.store.sql.engine import redact
+
+    _before, after = migrate.upgrade(url)
+    logging.getLogger("beatd").info(
+        "created beatd's tables", extra={"database": redact(url), "revision": after}
+    )
+    return open_store(url)
 
 
 def has_tables(url: str) -> bool:

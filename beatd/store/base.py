@@ -9,7 +9,7 @@ when the database fails, Fenced when a lease check fails).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -132,13 +132,22 @@ class FireLog(Protocol):
         """
         ...
 
-    def claim(self, lease: Lease, through: datetime, limit: int) -> list[Message]:
+    def claim(
+        self,
+        lease: Lease,
+        through: datetime,
+        limit: int,
+        known: Mapping[str, tuple[int, Message]] | None = None,
+    ) -> list[Message]:
         """Take outbox messages with publish_at <= through to publish them now.
 
         Fenced like record (Fenced, nothing written, unless `lease` is
         current). Marks at most `limit` messages not claimed in this epoch
         (never claimed, or by an older epoch) as claimed by it and returns
         them, oldest publish_at first. From then on no change withdraws them.
+        A row whose fire id maps in `known` to (its Message.digest, a
+        message) is returned as that message object, not read back: the
+        caller's copy is exactly the row.
         """
         ...
 

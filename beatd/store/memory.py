@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from beatd.clock import Clock, SystemClock
-from beatd.errors import Conflict, Fenced, NotFound
+from beatd.errors import AlreadyExists, Conflict, Fenced, NotFound
 from beatd.model import (
     EPOCH,
     Advance,
@@ -66,6 +66,11 @@ def _owned_by_file(name: str) -> Conflict:
     return Conflict(
         f"schedule {name!r} is defined in the config file; edit the file and reload instead"
     )
+
+
+def _known(message: Message, known: Mapping[str, tuple[int, Message]]) -> Message:
+    found = known.get(message.fire_id)
+    return found[1] if found is not None and found[0] == message.digest else message
 
 
 class MemoryStore:
@@ -132,9 +137,7 @@ class MemoryStore:
             if row is not None and row.schedule.source is Source.FILE:
                 raise _owned_by_file(schedule.name)
             if row is not None and not replace:
-                raise Conflict(
-                    f"schedule {schedule.name!r} already exists (use replace to change it)"
-                )
+                raise AlreadyExists(f"schedule {schedule.name!r} already exists")
             if row is None:
                 self._rows[schedule.name] = _Row(schedule, next_at, created_at=self.clock.now())
             else:
@@ -303,14 +306,20 @@ class MemoryStore:
             late = (now - held.expires_at).total_seconds()
             raise Fenced(f"lease lost: epoch {held.epoch} expired {late:.3f}s ago (database clock)")
 
-    def claim(self, lease: Lease, through: datetime, limit: int) -> list[Message]:
+    def claim(
+        self,
+        lease: Lease,
+        through: datetime,
+        limit: int,
+        known: Mapping[str, tuple[int, Message]] | None = None,
+    ) -> list[Message]:
         with self._lock:
             self._check(lease, self.clock.now())
             ready = [m for m in self._unclaimed(lease.epoch) if m.publish_at <= through]
             ready.sort(key=lambda m: (m.publish_at, m.fire_id))
             for m in ready[:limit]:
                 self._claimed[m.fire_id] = lease.epoch
-            return ready[:limit]
+            return [_known(m, known or {}) for m in ready[:limit]]
 
     def _unclaimed(self, epoch: int) -> list[Message]:
         return [m for m in self._outbox.values() if self._claimed.get(m.fire_id, -1) < epoch]

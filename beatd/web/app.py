@@ -32,15 +32,16 @@ from jinja2 import StrictUndefined
 from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.wrappers import Response
 
-from beatd.api import Beat, ScheduleInfo
+from beatd.api import Beat
+from beatd.cli.config_cmds import parse_instant
 from beatd.cli.main import one_line
 from beatd.cli.output import relative, table_time
-from beatd.cli.schedule_cmds import parse_instant
 from beatd.config import url_secrets
-from beatd.errors import BeatdError, ConfigError, Conflict, NotFound
+from beatd.errors import AlreadyExists, BeatdError, ConfigError, Conflict, NotFound
 from beatd.logs import scrub
 from beatd.model import STATES, Fire, Schedule, ScheduleFilter
 from beatd.upcoming import upcoming
+from beatd.views import ScheduleInfo
 from beatd.web import forms, guard, views
 
 log = logging.getLogger("beatd.web")
@@ -257,11 +258,14 @@ def backfill() -> Response | tuple[str, int]:
             errors[key] = [str(exc)]
     if not errors:
         try:
-            count = _beat().backfill(name, bounds[0], bounds[1])
+            done = _beat().backfill(name, bounds[0], bounds[1])
         except ConfigError as exc:
             errors["to"] = [str(exc)]
         else:
-            message = f"backfill {name}: {count} fires recorded (sent by the leader)"
+            message = (
+                f"backfill {name}: {len(done.recorded)} of {done.instants} instants recorded "
+                "(the others were already); the leader sends them"
+            )
             return _done(message, url_for("schedule", name=name))
     return _schedule_page(name, 400, errors)
 
@@ -305,6 +309,8 @@ def _schedule_form(editing: ScheduleInfo | None) -> Response | tuple[str, int]:
     if parsed is not None and not sub.errors and request.form.get("action") == "save":
         try:
             beat.add(sub.name, replace=editing is not None, **sub.options)
+        except AlreadyExists:  # the API's words name replace=True; here it is Edit
+            sub.problem("name", f"schedule {sub.name!r} already exists; use its Edit to change it")
         except (Conflict, NotFound) as exc:
             sub.problem("name", str(exc))
         else:

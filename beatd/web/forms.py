@@ -1,8 +1,8 @@
 """The schedule form: its fields, what a submission asks `Beat.add` for, problems by field.
 
 A field is read as the CLI reads its flag (`read_option`: JSON, whole
-numbers) and the schedule is validated by `Beat.parse`, the codec every
-other path uses, so the messages are the CLI's. Each message is shown next
+numbers), has the flag's help, and the schedule is validated by `Beat.parse`,
+the codec every other path uses, so the messages are the CLI's. Each message is shown next
 to the field its key names; an empty field means "not set".
 """
 
@@ -18,27 +18,11 @@ from beatd.codec import KEYS, KINDS, check_name, schedule_to_table
 from beatd.errors import ConfigError
 from beatd.model import Format, Misfire, Schedule
 
-HINTS: Mapping[str, str] = {  # in the order the form shows them
-    "task": "the task to run, e.g. app.tasks.report (required)",
-    "args": 'JSON array, e.g. [1, "two"]',
-    "kwargs": 'JSON object, e.g. {"full": true}',
-    "timezone": "IANA zone, e.g. Europe/Berlin; default: [beatd] timezone",
-    "anchor": "phase of an interval: ISO-8601 instant (every only)",
-    "start": "ISO-8601; no fire before (without an offset: in the schedule's zone)",
-    "end": "ISO-8601; no fire after",
-    "misfire": "missed fires after downtime; default: coalesce",
-    "grace": "how late a missed fire may still be sent, e.g. 10m; default: no limit",
-    "jitter": "delay each fire by up to this, e.g. 30s (the same for a fire every time)",
-    "max_fires": "stop after this many fires",
-    "history_limit": "keep only this many newest history rows (beside [beatd] keep_history)",
-    "queue": "default: celery",
-    "routing_key": "default: the queue",
-    "exchange": 'default: the default exchange ("")',
-    "priority": "message priority, 0 to 255",
-    "expires": "message TTL and Celery expires, e.g. 5m",
-    "format": "message format; default: [beatd] format",
-    "headers": "JSON object of extra message headers",
-}
+ORDER = (  # the options as the form groups them: what, when, missed fires, where, message
+    "task", "args", "kwargs", "timezone", "anchor", "start", "end", "misfire", "grace",
+    "jitter", "max_fires", "history_limit", "queue", "routing_key", "exchange", "priority",
+    "expires", "format", "headers",
+)  # fmt: skip
 CHOICES: Mapping[str, tuple[str, ...]] = {
     "format": tuple(str(f) for f in Format),
     "misfire": tuple(str(m) for m in Misfire),
@@ -54,15 +38,13 @@ SPEC_HINTS: Mapping[str, str] = {
 @dataclass(frozen=True, slots=True)
 class Field:
     key: str
-    how: str  # text | json | int (as the CLI reads the flag)
+    how: str  # text | json | int | instant | duration (as the CLI reads the flag)
     hint: str
     choices: tuple[str, ...] = ()
 
 
-_HOW = {key: how for _flag, key, how in OPTION_FLAGS}
-FIELDS: tuple[Field, ...] = tuple(
-    Field(key, _HOW[key], hint, CHOICES.get(key, ())) for key, hint in HINTS.items()
-)
+_FLAGS = {key: (how, hint) for _flag, key, how, hint in OPTION_FLAGS}  # the CLI's help
+FIELDS: tuple[Field, ...] = tuple(Field(key, *_FLAGS[key], CHOICES.get(key, ())) for key in ORDER)
 _FIELD_KEYS = ("name", "kind", "spec", *(f.key for f in FIELDS))
 
 

@@ -146,12 +146,12 @@ def _store_api_schedules(db_url: str, intervals: list[Interval], queue: str) -> 
 
     from beatd import timing
     from beatd.codec import schedule_from_table
-    from beatd.config import load_settings
+    from beatd.config import settings_from_document
     from beatd.model import Source
     from beatd.store import open_store
 
     started = time.monotonic()
-    defaults = load_settings(None, env={}).defaults
+    defaults = settings_from_document({}, env={}).defaults
     schedules = [
         schedule_from_table(
             i.name,

@@ -104,9 +104,9 @@ def test_run_opens_the_store_without_importing_alembic(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from beatd.cli.main import build_parser\n"
-        "from beatd.cli.daemon_cmds import _open_or_create\n"
+        "from beatd.store import open_or_create\n"
         "build_parser()\n"
-        f"_open_or_create({url!r}).close()\n"
+        f"open_or_create({url!r}).close()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
     )
     root = Path(__file__).resolve().parents[2]
@@ -117,14 +117,14 @@ def test_run_opens_the_store_without_importing_alembic(tmp_path: Path) -> None:
 
 
 def test_run_creates_the_tables_only_in_an_empty_database(tmp_path: Path) -> None:
-    from beatd.cli.daemon_cmds import _open_or_create
     from beatd.errors import SchemaError
+    from beatd.store import open_or_create
 
     url = f"sqlite:///{tmp_path}/beatd.db"
-    _open_or_create(url).close()  # no file yet: the tables are created
+    open_or_create(url).close()  # no file yet: the tables are created
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM alembic_version"))  # beatd's tables, no revision
     engine.dispose()
     with pytest.raises(SchemaError, match="no revision; run: beatd db upgrade"):
-        _open_or_create(url)
+        open_or_create(url)

@@ -301,13 +301,13 @@ def test_tick_works_through_batches(store: MemoryStore, clock: FakeClock) -> Non
     woken: list[int] = []
     leader = leading(store, clock)
     ticker = Ticker(
-        store, leader, build_message, batch=100, on_recorded=lambda: woken.append(store.backlog())
+        store, leader, build_message, batch=100, on_recorded=lambda m: woken.append(len(m))
     )
     clock.advance(60)
     leader.step()
     ticker.tick(clock.now())
     assert store.backlog() == 450
-    assert woken == [50, 150, 250, 350, 450]  # a term's first transaction is short: sent sooner
+    assert woken == [50, 100, 100, 100, 100]  # a term's first transaction is short: sent sooner
 
 
 def test_a_long_catch_up_commits_as_it_goes(store: MemoryStore, clock: FakeClock) -> None:
@@ -321,10 +321,10 @@ def test_a_long_catch_up_commits_as_it_goes(store: MemoryStore, clock: FakeClock
         build_message,
         fires_per_commit=60,
         lookahead=timedelta(0),
-        on_recorded=lambda: recorded.append(store.backlog()),
+        on_recorded=lambda m: recorded.append(len(m)),
     )
     ticker.tick(clock.now())
-    assert recorded == [100, 150]  # two schedules reach 60, the third comes next
+    assert recorded == [100, 50]  # two schedules reach 60, the third comes next
     assert store.backlog() == 150
 
 
@@ -595,7 +595,8 @@ def test_a_replaced_fire_goes_out_as_its_new_definition(
     leader, ticker = ahead_of(store, clock, sched("a", 10))
     pub = Recording()
     relay = relay_for(store, clock, leader, pub=pub)
-    step(leader, ticker, relay, clock, at(8.1))  # T0+10s recorded ahead
+    ticker.on_recorded = relay.offer  # the relay caches what the tick recorded
+    step(leader, ticker, relay, clock, at(8.1))  # T0+10s recorded ahead, cached as t.a
     assert store.backlog() == 1
     new = dataclasses.replace(sched("a", 10), task="t.new", source=Source.FILE)
     store.load_file([new], lambda s: timing.next_after(s, clock.now()))  # same timing
@@ -612,6 +613,7 @@ def test_a_change_that_loses_to_the_claim_leaves_the_fire_sent_as_sent(
     leader, ticker = ahead_of(store, clock, sched("a", 10), sched("b", 10))
     pub = Recording()
     relay = relay_for(store, clock, leader, pub=pub)
+    ticker.on_recorded = relay.offer
     step(leader, ticker, relay, clock, at(8.1))
     step(leader, ticker, relay, clock, at(10) - AHEAD / 2)  # both claimed: going out
     store.set_paused("a", True, "too late for T0+10s", None)

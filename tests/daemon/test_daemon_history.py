@@ -19,10 +19,10 @@ from beatd.config import Settings
 from beatd.daemon import Daemon
 from beatd.errors import ConfigError
 from beatd.ids import fire_id
-from beatd.model import Outcome
+from beatd.model import Decision, Outcome
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store import open_store
-from beatd.store.base import Decision, Store
+from beatd.store.base import Store
 from beatd.store.sql import SqlStore
 
 
@@ -83,7 +83,7 @@ def test_a_standby_prunes_nothing(
 ) -> None:
     monkeypatch.setattr(daemon_module, "PRUNE_EVERY", 0.05)
     old_history(store, "gone", 10, ago=timedelta(hours=2))
-    held = store.acquire("someone-else", timedelta(seconds=30))
+    held = store.acquire("someone-else", timedelta(seconds=30), "someone-else")
     assert held is not None
     settings = Settings(
         database=db_url, lease=timedelta(seconds=3), keep_history=timedelta(minutes=1)

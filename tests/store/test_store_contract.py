@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -298,6 +299,22 @@ def test_a_claim_is_fenced_and_a_new_term_claims_again(backend: Backend) -> None
     assert new is not None
     assert [m.schedule for m in store.claim(new, at(1), 10)] == ["a"]  # the old relay is gone
     assert store.claim(new, at(1), 10) == []
+
+
+def test_a_claim_returns_a_known_message_only_when_it_is_exactly_the_row(store: Store) -> None:
+    mine, other = pending("a", at(1)), pending("b", at(1))
+    assert mine.message is not None and other.message is not None
+    store.record(None, [mine, other], [])
+    stale = dataclasses.replace(other.message, body=b"[[], {}, {}]")  # an older definition
+    known = {
+        mine.fire_id: (mine.message.digest, mine.message),
+        other.fire_id: (stale.digest, stale),
+    }
+    lease = store.acquire("relay", timedelta(seconds=30), "relay")
+    assert lease is not None
+    got = {m.schedule: m for m in store.claim(lease, at(1), 10, known)}
+    assert got["a"] is mine.message  # the caller's own object: its prepared frames go out
+    assert got["b"] == other.message and got["b"] is not stale  # read from the row
 
 
 def test_instances_roll_call(store: Store) -> None:

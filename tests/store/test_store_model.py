@@ -171,7 +171,7 @@ class BooksModel(RuleBasedStateMachine):
     def _node(self) -> Node:
         leader = Leader(self.store, self.clock, TTL, "host-1")  # one instance_id for all
         relay = Relay(self.store, self.broker, self.clock, leader=leader)
-        ticker = Ticker(self.store, leader, build_message, on_recorded=relay.poke)
+        ticker = Ticker(self.store, leader, build_message, on_recorded=relay.offer)
         return Node(leader, ticker, relay)
 
     def _note(self, name: str, definition: Schedule | None) -> None:

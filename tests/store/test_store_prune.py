@@ -8,8 +8,8 @@ from store_helpers import sched
 from test_store_contract import dropped, pending
 
 from beatd.ids import fire_id
-from beatd.model import Outcome
-from beatd.store.base import Decision, Store
+from beatd.model import Decision, Outcome
+from beatd.store.base import Store
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -109,7 +109,7 @@ def test_pause_with_a_note_resume_trigger_and_backfill(console: Console, client:
     assert done.status_code == 303
     backfilled = [r.scheduled_for for r in console.beat.history("ping") if r.reason == "backfill"]
     assert sorted(backfilled) == [start + timedelta(minutes=m) for m in range(5)]
-    assert "backfill ping: 5 fires recorded" in client.text("/schedule?name=ping")
+    assert "backfill ping: 5 of 5 instants recorded" in client.text("/schedule?name=ping")
 
 
 def test_bad_backfill_input_gets_the_cli_message_and_changes_nothing(
@@ -120,7 +120,9 @@ def test_bad_backfill_input_gets_the_cli_message_and_changes_nothing(
         "/schedule/backfill", {"name": "ping", "from": "yesterday", "to": "2026-01-01T00:00:00Z"}
     )
     assert bad.status_code == 400
-    assert error_of(bad.get_data(as_text=True), "from") == "from: not an ISO-8601 time: 'yesterday'"
+    assert error_of(bad.get_data(as_text=True), "from") == (
+        "from: not an ISO-8601 time such as 2027-03-14T09:00:00Z: 'yesterday'"
+    )
     backwards = client.post(
         "/schedule/backfill",
         {"name": "ping", "from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
@@ -178,7 +180,7 @@ def test_add_previews_the_next_five_fires_then_saves(console: Console, client: C
 
     again = client.post("/add", {**form, "action": "save"})
     assert error_of(again.get_data(as_text=True), "name") == (
-        "schedule 'report' already exists (use replace to change it)"
+        "schedule 'report' already exists; use its Edit to change it"
     )
 
 

@@ -9,7 +9,7 @@ escape. Writers that change definitions serialise on an advisory lock
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,9 +163,15 @@ class SqlStore:
         with self._write() as conn:
             return firelog.record(conn, lease_, decisions, advances)
 
-    def claim(self, lease_: Lease, through: datetime, limit: int) -> list[Message]:
+    def claim(
+        self,
+        lease_: Lease,
+        through: datetime,
+        limit: int,
+        known: Mapping[str, tuple[int, Message]] | None = None,
+    ) -> list[Message]:
         with self._write() as conn:
-            return firelog.claim(conn, lease_, through, limit)
+            return firelog.claim(conn, lease_, through, limit, known or {})
 
     def next_publish_at(self, epoch: int) -> datetime | None:
         with self._read() as conn:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from beatd import codec
-from beatd.errors import Conflict, NotFound
+from beatd.errors import AlreadyExists, Conflict, NotFound
 from beatd.model import (
     UTC_ZONE,
     Format,
@@ -281,7 +281,7 @@ def put(
     if existing is not None and existing.source == Source.FILE.value:
         raise _owned_by_file(schedule.name)
     if existing is not None and not replace:
-        raise Conflict(f"schedule {schedule.name!r} already exists (use replace to change it)")
+        raise AlreadyExists(f"schedule {schedule.name!r} already exists")
     if existing is None:
         conn.execute(
             sa.insert(schedules).values(
