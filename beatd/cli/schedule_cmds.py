@@ -60,7 +60,10 @@ OPTION_FLAGS: tuple[tuple[str, str, str, str], ...] = (
     ("--history-limit", "history_limit", "int", "keep at most this many history rows of it"),
     ("--priority", "priority", "int", "AMQP message priority, 0-255"),
 )
-_CHOICES = {"format": tuple(str(f) for f in Format), "misfire": tuple(str(m) for m in Misfire)}
+OPTION_CHOICES = {
+    "format": tuple(str(f) for f in Format),
+    "misfire": tuple(str(m) for m in Misfire),
+}
 _METAVARS = {"json": "JSON", "int": "N", "instant": "ISO", "duration": "DURATION"}
 
 
@@ -76,7 +79,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         add.add_argument(
             flag,
             metavar=_METAVARS.get(how, "ZONE" if key == "timezone" else None),
-            choices=_CHOICES.get(key),
+            choices=OPTION_CHOICES.get(key),
             required=key == "task",
             help=help,
         )

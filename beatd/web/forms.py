@@ -13,20 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from beatd.cli.schedule_cmds import OPTION_FLAGS, read_option
+from beatd.cli.schedule_cmds import OPTION_CHOICES, OPTION_FLAGS, read_option
 from beatd.codec import KEYS, KINDS, check_name, schedule_to_table
 from beatd.errors import ConfigError
-from beatd.model import Format, Misfire, Schedule
+from beatd.model import Schedule
 
 ORDER = (  # the options as the form groups them: what, when, missed fires, where, message
     "task", "args", "kwargs", "timezone", "anchor", "start", "end", "misfire", "grace",
     "jitter", "max_fires", "history_limit", "queue", "routing_key", "exchange", "priority",
     "expires", "format", "headers",
 )  # fmt: skip
-CHOICES: Mapping[str, tuple[str, ...]] = {
-    "format": tuple(str(f) for f in Format),
-    "misfire": tuple(str(m) for m in Misfire),
-}
 SPEC_HINTS: Mapping[str, str] = {
     "cron": "5 fields, or 6 with seconds first, e.g. */5 9-17 * * MON-FRI or @daily",
     "every": "a duration, e.g. 90s, 1h30m, 2d",
@@ -44,7 +40,9 @@ class Field:
 
 
 _FLAGS = {key: (how, hint) for _flag, key, how, hint in OPTION_FLAGS}  # the CLI's help
-FIELDS: tuple[Field, ...] = tuple(Field(key, *_FLAGS[key], CHOICES.get(key, ())) for key in ORDER)
+FIELDS: tuple[Field, ...] = tuple(
+    Field(key, *_FLAGS[key], OPTION_CHOICES.get(key, ())) for key in ORDER
+)
 _FIELD_KEYS = ("name", "kind", "spec", *(f.key for f in FIELDS))
 
 
