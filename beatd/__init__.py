@@ -3,7 +3,11 @@
 The public API; everything else is internal and may change.
 """
 
-from beatd.api import Beat
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from beatd.errors import (
     AlreadyExists,
     BeatdError,
@@ -16,8 +20,46 @@ from beatd.errors import (
     SchemaError,
     StoreError,
 )
-from beatd.model import Cron, Every, Fire, FireRecord, Misfire, Once, Outcome, RRule, Schedule
-from beatd.views import ScheduleInfo
+
+if TYPE_CHECKING:
+    from beatd.api import Beat
+    from beatd.model import (
+        Cron,
+        Every,
+        Fire,
+        FireRecord,
+        Misfire,
+        Once,
+        Outcome,
+        RRule,
+        Schedule,
+    )
+    from beatd.views import ScheduleInfo
+
+# Loaded on first use, so `import beatd.cli.main` stays light: `beatd run` catches its
+# signals before the database and broker libraries are imported.
+_LAZY = {
+    "Beat": "beatd.api",
+    "ScheduleInfo": "beatd.views",
+    **dict.fromkeys(
+        ("Cron", "Every", "Fire", "FireRecord", "Misfire", "Once", "Outcome", "RRule", "Schedule"),
+        "beatd.model",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'beatd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "AlreadyExists",

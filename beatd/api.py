@@ -29,11 +29,10 @@ from typing import Any
 from beatd import planner, timing, views
 from beatd.clock import Clock, SystemClock
 from beatd.codec import format_instant, localize, schedule_from_table
-from beatd.config import Settings, load_settings, redact_url, settings_from_document, url_secrets
+from beatd.config import Settings, load_settings, settings_from_document
 from beatd.durations import format_duration
-from beatd.errors import AlreadyExists, BeatdError, ConfigError, Conflict, NotFound
+from beatd.errors import AlreadyExists, BeatdError, BrokerError, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
-from beatd.logs import scrub
 from beatd.model import (
     Decision,
     Fire,
@@ -49,6 +48,7 @@ from beatd.model import (
 from beatd.publish import open_publisher
 from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
+from beatd.redact import redact
 from beatd.store import has_tables, open_or_create, open_store
 from beatd.store.base import Store
 from beatd.upcoming import upcoming as merge_upcoming
@@ -91,9 +91,11 @@ class Member:
 class Status:
     """What `beatd status` reports: who leads, the backlog, database and broker health.
 
-    `database` and `broker` are "ok" or "error: why", with passwords masked.
-    `lags` are the seconds from instant to the broker's confirm of the most
-    recent fires sent on schedule (not triggers, backfills or drops).
+    `database` and `broker` are "ok" or "error: why", with passwords masked;
+    `problems` the same errors as lines to show, `exit_code` the highest of
+    theirs (0 when healthy). `lags` are the seconds from instant to the
+    broker's confirm of the most recent fires sent on schedule (not triggers,
+    backfills or drops).
     """
 
     leader: str | None
@@ -106,10 +108,12 @@ class Status:
     broker_url: str
     instances: tuple[Member, ...] = ()  # every process seen within two leases
     lags: tuple[float, ...] = ()
+    problems: tuple[str, ...] = ()
+    exit_code: int = 0
 
     @property
     def healthy(self) -> bool:
-        return self.database == "ok" and self.broker == "ok"
+        return not self.problems
 
 
 def _member(instance: Instance, lease: Lease | None) -> Member:
@@ -395,10 +399,10 @@ class Beat:
 
     def status(self) -> Status:
         """The lease, instances, backlog and recent lag from the database; the broker's health."""
-        secrets = url_secrets(self.settings)
-        lease, backlog, database = None, None, "ok"
+        lease, backlog = None, None
         members: tuple[Member, ...] = ()
         lags: tuple[float, ...] = ()
+        failed: dict[str, BeatdError] = {}
         try:
             lease = self.store.current()
             backlog = self.store.backlog()
@@ -406,25 +410,34 @@ class Beat:
             members = tuple(_member(i, lease) for i in self.store.instances(seen))
             lags = tuple(self.store.lags(LAG_SAMPLE))
         except BeatdError as exc:
-            database = f"error: {scrub(str(exc), secrets)}"
+            failed["database"] = exc
         try:
             if self._publisher is None:
                 self._publisher = open_publisher(self.settings.broker)
-            problem = self._publisher.check()  # reconnects when the connection is gone
+            unreachable = self._publisher.check()  # reconnects when the connection is gone
+            if unreachable is not None:
+                raise BrokerError(unreachable)
         except BeatdError as exc:
-            problem = str(exc)
+            failed["broker"] = exc
+        shown = {what: self.shown(exc) for what, exc in failed.items()}
         return Status(
             leader=lease.holder if lease else None,
             epoch=lease.epoch if lease else None,
             lease_expires=lease.expires_at if lease else None,
             backlog=backlog,
-            database=database,
-            broker="ok" if problem is None else f"error: {scrub(problem, secrets)}",
-            database_url=redact_url(self.settings.database),
-            broker_url=redact_url(self.settings.broker),
+            database=f"error: {shown['database']}" if "database" in shown else "ok",
+            broker=f"error: {shown['broker']}" if "broker" in shown else "ok",
+            database_url=redact(self.settings.database),
+            broker_url=redact(self.settings.broker),
             instances=members,
             lags=lags,
+            problems=tuple(shown.values()),
+            exit_code=max((exc.exit_code for exc in failed.values()), default=0),
         )
+
+    def shown(self, error: object) -> str:
+        """An error's text fit to show: without the database's and broker's passwords."""
+        return redact(str(error), self.settings.database, self.settings.broker)
 
     def _views(self, now: datetime) -> builtins.list[views.View]:
         stored = self.store.all() if self._uses_database() else None

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from beatd.codec import Defaults, did_you_mean, parse_zone, schedule_from_table, show_key
 from beatd.durations import format_duration, parse_duration
 from beatd.errors import ConfigError
 from beatd.model import Format, Schedule, Source
+from beatd.redact import redact
 
 DEFAULT_FILE = "beatd.toml"
 BROKER_SCHEMES = ("amqp", "amqps", "stdout")
@@ -77,33 +79,6 @@ class Settings:
 
 # -- URLs ---------------------------------------------------------------------------
 
-_QUERY_SECRET = re.compile(r"((?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe to log or print."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return _QUERY_SECRET.sub(r"\1***", url)
-    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    at = rest.rfind("@", 0, end)
-    if at >= 0:
-        user, colon, _ = rest[:at].partition(":")
-        if colon:
-            rest = f"{user}:***{rest[at:]}"
-    return scheme + "://" + _QUERY_SECRET.sub(r"\1***", rest)
-
-
-def url_secrets(settings: Settings) -> list[str]:
-    """The passwords in the database and broker URLs, to scrub from messages shown."""
-    found = []
-    for url in (settings.database, settings.broker):
-        try:
-            found.append(unquote(urlsplit(url).password or ""))
-        except ValueError:
-            found.append("")
-    return found
-
 
 _POSTGRESQL_HINT = "postgresql:// (psycopg 3, installed with beatd)"
 
@@ -119,7 +94,7 @@ def check_database_url(url: object) -> str:
 
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"expected a SQLAlchemy URL such as 'sqlite:///beatd.db', got {url!r}")
-    shown = redact_url(url)
+    shown = redact(url)
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -152,7 +127,7 @@ def check_broker_url(url: object) -> str:
     """An amqp://, amqps:// or stdout:// URL, or ValueError saying why (password masked)."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"expected a broker URL such as 'amqp://host/', got {url!r}")
-    shown = redact_url(url)
+    shown = redact(url)
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ValueError(f"not a URL: {shown!r} (expected amqp://, amqps:// or stdout://)")
@@ -292,14 +267,53 @@ def environment() -> list[tuple[str, str]]:
     return [found, *((var, f"overrides [beatd] {key}") for key, var in _ENV.items())]
 
 
+MAX_FILE_BYTES = 64 * 2**20  # the largest config file read (100,000 schedules take ~10 MiB)
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_config(path: Path) -> BinaryIO:
+    """The config file open for reading; ConfigError unless it is a regular file of at
+    most MAX_FILE_BYTES. Opened without blocking: a FIFO is refused, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((kind for test, kind in _NOT_REGULAR if test(info.st_mode)), "special")
+        problem = f"not a regular file ({kind})"
+    elif info.st_size > MAX_FILE_BYTES:
+        problem = _too_large()
+    if problem is not None:
+        os.close(fd)
+        raise ConfigError(f"{path}: cannot read config file: {problem}")
+    return os.fdopen(fd, "rb")
+
+
+def _too_large() -> str:
+    return f"larger than {MAX_FILE_BYTES // 2**20} MiB"
+
+
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; ConfigError names the file and the line of a syntax error."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        with open_config(path) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:  # it grew since it was opened
+            raise ConfigError(f"{path}: cannot read config file: {_too_large()}")
+        return tomllib.loads(data.decode())
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = _TOML_AT.search(message)
@@ -311,8 +325,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
 
@@ -355,9 +367,12 @@ class _NotStreamable(Exception):
 def _parts(handle: BinaryIO) -> Iterator[dict[str, Any]]:
     """The head (all before the first `[schedules.NAME]` line), then batches of tables."""
     lines: list[bytes] = []
-    headers = 0
+    headers = read = 0
     in_schedules = False
     for line in handle:
+        read += len(line)
+        if read > MAX_FILE_BYTES:  # it grew since it was opened: read_toml says so
+            raise _NotStreamable
         if line[:1] == b"[" and _SCHEDULE_HEADER.fullmatch(line):
             if not in_schedules or headers >= _BATCH:
                 yield tomllib.loads(b"".join(lines).decode())
@@ -371,7 +386,7 @@ def _parts(handle: BinaryIO) -> Iterator[dict[str, Any]]:
 
 def _stream_settings(path: Path, env: Mapping[str, str]) -> Settings:
     """Settings from the file read in parts; _NotStreamable when it must be read whole."""
-    with path.open("rb") as handle:
+    with open_config(path) as handle:
         parts = _parts(handle)
         head = next(parts)
         batch = next(parts, None)

@@ -243,15 +243,22 @@ class Daemon:
             self.store.record(None, decisions, [])
 
     def reload(self) -> None:
-        """SIGHUP: re-read the TOML file; a broken one keeps the last good schedules."""
+        """SIGHUP: re-read the TOML file; a broken one keeps the last good schedules.
+
+        Whatever loading raises, the daemon goes on: a broken file, a name the API owns
+        and a schema problem are BeatdErrors; anything else is a defect of ours, told in
+        one line too (its traceback at debug level).
+        """
         self.notifier.reloading()
         try:
             settings = self._reload_settings(self.settings.path)
             self.load_schedules(settings)
-        except BeatdError as exc:  # a broken file, a name the API owns, a schema problem
+        except Exception as exc:
             more = len(exc.problems) - 1 if isinstance(exc, ConfigError) else 0
             extra = f" (and {more} more problems)" if more > 0 else ""
-            log.error(f"reload failed, keeping the last good schedules: {exc}{extra}")
+            text = str(exc) if isinstance(exc, BeatdError) else f"{type(exc).__name__}: {exc}"
+            log.error(f"reload failed, keeping the last good schedules: {text}{extra}")
+            log.debug("the reload's failure", exc_info=True)
         else:
             self.settings = settings
         finally:

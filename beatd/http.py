@@ -1,18 +1,27 @@
-"""`/metrics` (Prometheus text) and `/healthz` from a stdlib ThreadingHTTPServer."""
+"""`/metrics` (Prometheus text) and `/healthz` from a stdlib ThreadingHTTPServer.
+
+A connection silent for IDLE_TIMEOUT is closed (no thread waits on a client
+forever); a client that resets or goes away costs one debug line, never a
+traceback on stderr.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from beatd.errors import BeatdError, ConfigError
 from beatd.metrics import Metrics
 
 log = logging.getLogger("beatd.http")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+IDLE_TIMEOUT = 10.0  # seconds a connection may stay silent before it is closed
 
 
 def parse_bind(value: str) -> tuple[str, int]:
@@ -29,10 +38,19 @@ def parse_bind(value: str) -> tuple[str, int]:
 class HttpServer:
     """Serves in a daemon thread until close()."""
 
-    def __init__(self, bind: str, metrics: Metrics, healthy: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        bind: str,
+        metrics: Metrics,
+        healthy: Callable[[], bool],
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         host, port = parse_bind(bind)
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = idle_timeout
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -68,9 +86,19 @@ class HttpServer:
         return int(self.address[1])
 
     def close(self) -> None:
-        self.server.shutdown()
+        stopping = threading.Thread(target=self.server.shutdown, daemon=True)
+        stopping.start()
+        while stopping.is_alive():  # wake the serving loop now, not at its next 0.5 s poll
+            self._knock()
+            stopping.join(0.05)
         self.server.server_close()
         self._thread.join(timeout=5)
+
+    def _knock(self) -> None:
+        host, port = str(self.address[0]), int(self.address[1])
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            pass
 
 
 class _Server(ThreadingHTTPServer):
@@ -80,3 +108,11 @@ class _Server(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)
+
+    def handle_error(self, request: object, client_address: Any) -> None:
+        """Called with the exception being handled: the stdlib prints its traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # the client reset, went away or stayed silent
+            log.debug(f"http: client {client_address[0]}: {type(exc).__name__}: {exc}")
+        else:
+            log.error("http: request failed", exc_info=True)

@@ -1,8 +1,8 @@
 """Structured logs: `json` (one object per line) or `text`, on stderr.
 
 Extra fields passed with `log.info(msg, extra={...})` become keys of the JSON
-object (or `key=value` pairs in text). Never log a URL without
-config.redact_url: passwords do not belong in logs.
+object (or `key=value` pairs in text). Every line goes through
+beatd.redact.redact, with the database and broker URLs' passwords.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from beatd.redact import redact
 
 FORMATS = ("json", "text")
 _STANDARD = frozenset(
@@ -28,7 +31,16 @@ def _ts(record: logging.LogRecord) -> str:
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class JsonFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    def __init__(self, urls: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.urls = tuple(urls)
+
+    def shown(self, text: str) -> str:
+        return redact(text, *self.urls)
+
+
+class JsonFormatter(_Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": _ts(record),
@@ -39,34 +51,35 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        shown = {k: self.shown(v) if isinstance(v, str) else v for k, v in entry.items()}
+        return json.dumps(shown, default=lambda v: self.shown(str(v)), ensure_ascii=False)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_Formatter):
     def format(self, record: logging.LogRecord) -> str:
         pairs = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         line = f"{_ts(record)} {record.levelname:<7} {record.getMessage()}"
         line = f"{line} {pairs}" if pairs else line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return self.shown(line)
 
 
-def setup(fmt: str = "text", level: int = logging.INFO, stream: TextIO | None = None) -> None:
-    """Route the `beatd` loggers to `stream` (stderr) in the chosen format."""
+def setup(
+    fmt: str = "text",
+    level: int = logging.INFO,
+    stream: TextIO | None = None,
+    urls: Sequence[str] = (),
+) -> None:
+    """Route the `beatd` loggers to `stream` (stderr) in the chosen format.
+
+    Every line is passed through redact(), with the passwords of `urls`.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(urls) if fmt == "json" else TextFormatter(urls))
     root = logging.getLogger("beatd")
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """`text` with each non-empty secret replaced by ***."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text

@@ -340,7 +340,7 @@ CASES = [
     ),
     pytest.param(Bad(argv=("frobnicate",), says=("invalid choice",)), id="cli-unknown-command"),
     pytest.param(
-        Bad(argv=("--config", "{tmp}", "validate"), says=("Is a directory",)),
+        Bad(argv=("--config", "{tmp}", "validate"), says=("a directory",)),
         id="cli-config-is-dir",
     ),
     pytest.param(

@@ -16,7 +16,6 @@ from beatd.config import (
     check_database_url,
     check_http,
     load_settings,
-    redact_url,
     settings_from_document,
 )
 from beatd.durations import format_duration
@@ -326,26 +325,6 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 
 
 # -- URLs ----------------------------------------------------------------------------
-
-REDACT = [
-    ("amqp", "amqp://guest:guest@host:5672/%2F", "amqp://guest:***@host:5672/%2F"),
-    ("no-password", "amqp://guest@host/", "amqp://guest@host/"),
-    ("no-user", "amqp://host/", "amqp://host/"),
-    ("at-in-password", "postgresql://u:p@ss@db/x", "postgresql://u:***@db/x"),
-    ("at-in-query", "amqp://host/?email=a@b", "amqp://host/?email=a@b"),
-    (
-        "query-password",
-        "postgresql://db/x?password=hunter2&a=1",
-        "postgresql://db/x?password=***&a=1",
-    ),
-    ("not-a-url", "garbage", "garbage"),
-    ("stdout", "stdout://", "stdout://"),
-]
-
-
-@pytest.mark.parametrize(("url", "shown"), [c[1:] for c in REDACT], ids=[c[0] for c in REDACT])
-def test_redact_url(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 - Broker and database passwords never appear in logs (json and text), in
   `status` (text and --json), `list`, `history`, error messages, `/metrics` or
   `/healthz`: checked on real `beatd run` processes whose URLs carry
-  distinctive passwords (percent-encoded too).
+  distinctive passwords (percent-encoded too), and with every command and a
+  daemon on real PostgreSQL and RabbitMQ accounts whose password holds
+  `# @ : / ?` (in the user info or as `?password=`), written raw as well.
 - The TOML file is parsed by tomllib alone: YAML tags and pickle payloads are
   refused as invalid TOML and nothing runs (plus a scan of beatd's imports).
 - Task names, args, kwargs and schedule names are data: a task named
@@ -14,18 +16,23 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from unit_file import read_unit
@@ -228,6 +235,252 @@ def test_passwords_never_shown_when_nothing_is_reachable(tmp_path: Path, runs: l
     _wait(lambda: "cannot open the database" in daemon.log(), 60, "the database error")
     assert daemon.stop() == 0
     _assert_clean("the log", daemon.log())
+
+
+# A password with every separator a URL has, each piece distinctive: none may show, whole,
+# percent-encoded, decoded or cut at a separator (a driver takes the rest for a host).
+SEPARATORS_SECRET = "Zq9x#Yk3w@Wm7q:Pv2z/Qr5j?Ts8k"
+SEPARATORS_PIECES = ("Zq9x", "Yk3w", "Wm7q", "Pv2z", "Qr5j", "Ts8k")
+
+
+def _assert_no_pieces(where: str, text: str) -> None:
+    for piece in SEPARATORS_PIECES:
+        assert piece not in text, f"{where} shows part of the password ({piece!r}):\n{text}"
+
+
+@contextlib.contextmanager
+def _pg_role(server: str, password: str) -> Iterator[str]:
+    """A new role with `password`, owning a new database; yields its URL (encoded password)."""
+    import sqlalchemy as sa
+
+    name = f"beatd_sec_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    literal = password.replace("'", "''")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {name} LOGIN PASSWORD '{literal}'"))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" OWNER {name}'))
+    try:
+        host = server.split("@", 1)[1].rsplit("/", 1)[0]
+        yield f"postgresql+psycopg://{name}:{quote(password, safe='')}@{host}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {name}"))
+        admin.dispose()
+
+
+def _rabbitmqctl(*argv: str) -> bool:
+    if shutil.which("rabbitmqctl") is None:
+        return False
+    done = subprocess.run(["rabbitmqctl", *argv], capture_output=True, timeout=60, check=False)
+    return done.returncode == 0
+
+
+@contextlib.contextmanager
+def _amqp_user(server: str, password: str) -> Iterator[tuple[str, bool]]:
+    """A RabbitMQ user with `password` (rabbitmqctl); yields its URL and whether it exists.
+
+    Without rabbitmqctl the URL names guest with this (wrong) password: the
+    broker refuses it, and the error paths are what is checked.
+    """
+    name = f"beatd-sec-{uuid.uuid4().hex[:10]}"
+    host = server.split("@", 1)[1].split("/", 1)[0]
+    created = _rabbitmqctl("add_user", name, password) and _rabbitmqctl(
+        "set_permissions", "-p", "/", name, ".*", ".*", ".*"
+    )
+    user = name if created else "guest"
+    try:
+        yield f"amqp://{user}:{quote(password, safe='')}@{host}/%2F", created
+    finally:
+        if created:
+            _rabbitmqctl("delete_user", name)
+
+
+# Every command, with arguments that reach the database (and the broker for status).
+COMMANDS: list[list[str]] = [
+    ["validate"],
+    ["upcoming"],
+    ["upcoming", "--json"],
+    ["list"],
+    ["list", "--json"],
+    ["add", "api", "--every", "1h", "--task", "t"],
+    ["pause", "api"],
+    ["resume", "api"],
+    ["trigger", "api"],
+    ["backfill", "api", "--from", "2024-01-01T00:00:00Z", "--to", "2024-01-01T02:00:00Z"],
+    ["history"],
+    ["history", "--json"],
+    ["remove", "api"],
+    ["db", "current"],
+    ["db", "upgrade"],
+    ["status"],
+    ["status", "--json"],
+    ["web", "--bind", "0.0.0.0:0"],  # refused (no BEATD_WEB_TOKEN): says so, exits 2
+]
+
+# One process runs the commands one after another through beatd's entry point (what the
+# `beatd` script calls), so the sweep does not pay an interpreter start per command.
+_SWEEP = """
+import contextlib, io, json, sys
+from beatd.cli.main import main
+done = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    done.append([argv, code, out.getvalue(), err.getvalue()])
+print(json.dumps(done))
+"""
+
+
+def _sweep(
+    config: Path, commands: list[list[str]], env: dict[str, str] | None = None
+) -> dict[str, tuple[int, str, str]]:
+    """{command: (exit code, stdout, stderr)} for each command run against `config`."""
+    argvs = [["--config", str(config), *argv] for argv in commands]
+    done = subprocess.run(
+        [sys.executable, "-c", _SWEEP, json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+        env=env or _env(),
+        cwd=config.parent,
+        timeout=300,
+    )
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    return {
+        " ".join(argv[2:]): (code, out, err) for argv, code, out, err in json.loads(done.stdout)
+    }
+
+
+def test_every_command_is_in_the_password_sweep() -> None:
+    from beatd.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) - {"run"} == {argv[0] for argv in COMMANDS}
+
+
+def _metric(port: int, name: str) -> float:
+    """A metric's value (0 while the daemon is not serving yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+    except urllib.error.URLError:
+        return 0.0
+    values = [line.split()[1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(values[0]) if values else 0.0
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize(
+    ("store", "log_format"),
+    [
+        ("sqlite", "text"),
+        pytest.param("postgres", "json", marks=pytest.mark.postgres),
+        pytest.param("postgres-query", "text", marks=pytest.mark.postgres),
+    ],
+)
+def test_a_password_with_every_url_separator_never_shows(
+    store: str,
+    log_format: str,
+    amqp_server: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    runs: list[Run],
+) -> None:
+    """Real PostgreSQL and RabbitMQ accounts whose password holds `# @ : / ?`: every command,
+    a daemon running (a reload included), /metrics, /healthz: no output shows any of it."""
+    import pika
+
+    with contextlib.ExitStack() as stack:
+        database = f"sqlite:///{tmp_path}/beatd.db"
+        if store.startswith("postgres"):
+            server = request.getfixturevalue("pg_server")
+            database = stack.enter_context(_pg_role(server, SEPARATORS_SECRET))
+            if store == "postgres-query":  # the password as a query parameter instead
+                user_info, rest = database.split("://", 1)[1].split("@", 1)
+                user, encoded = user_info.split(":", 1)
+                database = f"postgresql+psycopg://{user}@{rest}?password={encoded}"
+        broker, broker_works = stack.enter_context(_amqp_user(amqp_server, SEPARATORS_SECRET))
+        queue = f"beatd-sec-{uuid.uuid4().hex[:10]}"
+        port = _free_port()
+        config = tmp_path / "beatd.toml"
+        config.write_text(
+            f'[beatd]\ndatabase = "{database}"\nbroker = "{broker}"\nlease = "2s"\n'
+            f'http = ":{port}"\nlog_format = "{log_format}"\n'
+            f'[schedules.tick]\nevery = "1s"\ntask = "app.tick"\nqueue = "{queue}"\n'
+        )
+        daemon = Run(config, log_format, "daemon")
+        runs.append(daemon)
+        if broker_works:
+            _wait(lambda: _metric(port, "beatd_fires_sent_total") > 0, 60, "a sent fire")
+        else:
+            _wait(lambda: "authentication failed" in daemon.log(), 60, "the broker refusing")
+        daemon.proc.send_signal(signal.SIGHUP)
+        _wait(lambda: daemon.log().count("schedules loaded") == 2, 30, "the reload")
+        outputs = {}
+        for path in ("/metrics", "/healthz"):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+                    outputs[path] = reply.read().decode()
+            except urllib.error.HTTPError as exc:
+                outputs[path] = exc.read().decode()
+        for command, (_code, out, err) in _sweep(config, COMMANDS).items():
+            outputs[command] = out + err
+            assert "Traceback" not in err, (command, err)
+        assert daemon.stop() == 0
+        outputs["the daemon's log"] = daemon.log()
+        outputs["the daemon's stdout"] = daemon.stdout()
+        if broker_works:
+            connection = pika.BlockingConnection(pika.URLParameters(amqp_server))
+            connection.channel().queue_delete(queue)
+            connection.close()
+    for where, text in outputs.items():
+        _assert_no_pieces(where, text)
+    report = json.loads(outputs["status --json"])
+    assert report["database"] == "ok"
+    assert report["broker"] == "ok" if broker_works else report["broker"].startswith("error")
+    assert "***" in report["broker_url"]
+    assert ("***" in report["database_url"]) == store.startswith("postgres")
+    assert "***" in outputs["the daemon's log"]  # the URLs are logged, redacted
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("BEATD_BROKER", f"amqp://guest:{SEPARATORS_SECRET}@127.0.0.1:5672/%2F"),
+        ("BEATD_DATABASE", f"postgresql://beatd:{SEPARATORS_SECRET}@127.0.0.1:5432/beatd"),
+        ("BEATD_DATABASE", f"postgresql://beatd@127.0.0.1:5432/beatd?password={SEPARATORS_SECRET}"),
+        (
+            "BEATD_BROKER",
+            "amqps://guest@127.0.0.1:1/?ssl_options="
+            + quote(repr({"certfile": "/nonexistent", "password": SEPARATORS_SECRET}), safe=""),
+        ),
+    ],
+    ids=["broker-raw", "database-raw", "database-query-raw", "broker-ssl-options"],
+)
+def test_a_raw_password_with_every_url_separator_never_shows(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    """Written without percent-encoding, such a URL is refused (or fails) in one line that
+    names the URL without any piece of its password; so do bad amqps ssl_options."""
+    config = tmp_path / "beatd.toml"
+    config.write_text("")
+    env = {**_env(), key: value}
+    commands = [["validate"], ["status", "--json"], ["list"], ["history"], ["trigger", "x"]]
+    for command, (_code, out, err) in _sweep(config, commands, env).items():
+        _assert_no_pieces(command, out + err)
+        assert "Traceback" not in err, err
+    run = subprocess.run(
+        [*BEATD, "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert run.returncode in (1, 2) and "Traceback" not in run.stderr, run.stderr
+    _assert_no_pieces("run", run.stdout + run.stderr)
 
 
 @pytest.mark.parametrize(

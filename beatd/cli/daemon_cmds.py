@@ -5,22 +5,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
-from types import FrameType
 from typing import Any
 
 from beatd.api import Beat
-from beatd.cli.main import EXIT_FAILURE, EXIT_OK, add_command
+from beatd.cli.main import EXIT_OK, Signals, add_command, one_line
 from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
-from beatd.config import Settings, load_settings, redact_url, url_secrets
+from beatd.config import Settings, load_settings
 from beatd.daemon import STORE_RETRY, Daemon
 from beatd.errors import SchemaError, StoreError
 from beatd.http import HttpServer
-from beatd.logs import FORMATS, scrub, setup
+from beatd.logs import FORMATS, setup
 from beatd.publish import open_publisher
+from beatd.redact import redact
 from beatd.store import open_or_create
 from beatd.store.base import Store
 
@@ -53,6 +52,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _shown(exc: object, settings: Settings) -> str:
+    """An error's text without the passwords of the database and broker URLs."""
+    return redact(str(exc), settings.database, settings.broker)
+
+
 def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
     """Open the database, retrying while it is unreachable; None if stopped meanwhile."""
     failures = 0
@@ -64,40 +68,28 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
         except StoreError as exc:
             failures += 1
             if failures == 1:
-                log.error(
-                    f"cannot open the database, retrying: {scrub(str(exc), url_secrets(settings))}"
-                )
+                log.error(f"cannot open the database, retrying: {_shown(exc, settings)}")
             stop.wait(STORE_RETRY.delay(failures))
     return None
 
 
 def _run(args: argparse.Namespace) -> int:
+    signals = args.signals or Signals()  # main() installed them before anything slow
     settings = load_settings(args.config)
-    setup(args.log_format or settings.log_format, LEVELS[args.log_level])
-    stop = threading.Event()
-    daemon: list[Daemon] = []
-
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        if daemon:
-            daemon[0].request_stop()
-
-    def on_reload(signum: int, frame: FrameType | None) -> None:
-        if daemon:
-            daemon[0].request_reload()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_stop)
-    signal.signal(signal.SIGHUP, on_reload)
+    setup(
+        args.log_format or settings.log_format,
+        LEVELS[args.log_level],
+        urls=(settings.database, settings.broker),
+    )
     log.info(
         "beatd starting",
         extra={
-            "database": redact_url(settings.database),
-            "broker": redact_url(settings.broker),
+            "database": redact(settings.database),
+            "broker": redact(settings.broker),
             "config": str(settings.path) if settings.path else None,
         },
     )
-    store = _open_store(settings, stop)
+    store = _open_store(settings, signals.stop)
     if store is None:
         return EXIT_OK
     publisher = open_publisher(settings.broker)
@@ -106,13 +98,12 @@ def _run(args: argparse.Namespace) -> int:
     if os.environ.get(TEST_OFFSET_ENV):
         log.warning(f"test clock: wall time shifted by the seconds in ${TEST_OFFSET_ENV}")
     try:
-        daemon.append(Daemon(settings, store, publisher, clock))
-        if stop.is_set():
-            daemon[0].request_stop()
+        daemon = Daemon(settings, store, publisher, clock)
+        signals.attach(daemon)
         if settings.http:
-            http = HttpServer(settings.http, daemon[0].metrics, daemon[0].healthy)
+            http = HttpServer(settings.http, daemon.metrics, daemon.healthy)
             log.info("serving /metrics and /healthz", extra={"http": settings.http})
-        return daemon[0].run()
+        return daemon.run()
     finally:
         if http is not None:
             http.close()
@@ -153,4 +144,6 @@ def _status(args: argparse.Namespace) -> int:
                 )
             print(f"{key + ':':<15}{'-' if value is None else value}")
     sys.stdout.flush()
-    return EXIT_OK if status.healthy else EXIT_FAILURE
+    for problem in status.problems:  # as every command says what is wrong, and exits the same way
+        print(f"beatd: {one_line(problem)}", file=sys.stderr)
+    return status.exit_code

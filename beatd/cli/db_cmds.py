@@ -8,7 +8,7 @@ from typing import Any
 from beatd import migrate
 from beatd.cli.main import EXIT_OK, add_command
 from beatd.config import load_settings
-from beatd.store.sql.engine import redact
+from beatd.redact import redact
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

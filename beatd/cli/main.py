@@ -8,15 +8,20 @@ BeatdError becomes one line per problem on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import re
+import signal
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import Any, Protocol
 
 from beatd.config import environment
 from beatd.errors import BeatdError, ConfigError
+from beatd.redact import redact
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -147,13 +152,85 @@ def warn(line: str) -> None:
 
 
 def one_line(text: str) -> str:
-    """The message with control characters (a newline in an argument) escaped."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    """The message with control characters (a newline in an argument) escaped, and any
+    password of a URL in it masked (see beatd.redact)."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in redact(text))
+
+
+class Controlled(Protocol):
+    def request_stop(self) -> None: ...
+    def request_reload(self) -> None: ...
+
+
+class Signals:
+    """SIGTERM, SIGINT and SIGHUP for `beatd run`, caught from its first instant.
+
+    main() installs them before anything slow (importing the database and broker
+    libraries, reading the file, opening the database), so a stop during the start
+    exits 0, not 143; a stop or reload asked for before there is a daemon is kept
+    and passed on when one is attached.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._reload = False
+        self._daemon: Controlled | None = None
+
+    def attach(self, daemon: Controlled) -> None:
+        self._daemon = daemon
+        if self.stop.is_set():
+            daemon.request_stop()
+        if self._reload:
+            daemon.request_reload()
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+        if self._daemon is not None:
+            self._daemon.request_stop()
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        if self._daemon is not None:
+            self._daemon.request_reload()
+        else:
+            self._reload = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Signals]:
+        """The handlers, for the duration of the block (the previous ones come back)."""
+        handlers = {signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop}
+        handlers[signal.SIGHUP] = self._on_reload
+        previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The command named in `argv` (the first word that is not an option or its value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with contextlib.ExitStack() as stack:
+        signals: Signals | None = None
+        if _command(argv) == "run" and threading.current_thread() is threading.main_thread():
+            signals = stack.enter_context(Signals().installed())
+        return _main(argv, signals)
+
+
+def _main(argv: Sequence[str], signals: Signals | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.signals = signals
         code: int = args.handler(args)
         return code
     except ConfigError as exc:

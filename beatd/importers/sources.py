@@ -9,8 +9,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from beatd.config import check_database_url, redact_url
+from beatd.config import check_database_url
 from beatd.errors import ConfigError, StoreError
+from beatd.redact import redact
 
 
 @contextmanager
@@ -21,7 +22,7 @@ def open_database(url: str, tables: Iterable[str]) -> Iterator[Connection]:
         check_database_url(url)
     except ValueError as exc:
         raise ConfigError(f"DATABASE_URL: {exc}") from None
-    shown = redact_url(url)
+    shown = redact(url)
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         if not Path(parsed.database).is_file():  # SQLAlchemy would create an empty one

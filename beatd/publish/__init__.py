@@ -7,7 +7,6 @@ import the Protocol from here, and only ``open_publisher`` with an
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 from beatd.errors import ConfigError
@@ -15,6 +14,7 @@ from beatd.model import Message
 from beatd.publish.base import Publisher, Result, Status
 from beatd.publish.messages import build_message, message_from_json, message_to_json
 from beatd.publish.retry import RetryPolicy
+from beatd.redact import redact
 
 __all__ = [
     "Message",
@@ -23,18 +23,10 @@ __all__ = [
     "RetryPolicy",
     "Status",
     "build_message",
-    "mask_url",
     "message_from_json",
     "message_to_json",
     "open_publisher",
 ]
-
-_USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]*@")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``: ``amqp://user:***@host/``."""
-    return _USERINFO_PASSWORD.sub(r"\g<head>:***@", url)
 
 
 def open_publisher(url: str) -> Publisher:
@@ -46,7 +38,7 @@ def open_publisher(url: str) -> Publisher:
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError as exc:
-        raise ConfigError(f"invalid broker URL {mask_url(url)!r}: {exc}") from None
+        raise ConfigError(f"invalid broker URL {redact(url)!r}: {exc}") from None
     if scheme == "stdout":
         from beatd.publish.stdout import StdoutPublisher
 
@@ -56,6 +48,6 @@ def open_publisher(url: str) -> Publisher:
 
         return AmqpPublisher(url)
     raise ConfigError(
-        f"unsupported broker URL scheme {scheme!r} in {mask_url(url)!r}: "
+        f"unsupported broker URL scheme {scheme!r} in {redact(url)!r}: "
         "expected stdout://, amqp:// or amqps://"
     )

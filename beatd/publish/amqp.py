@@ -58,7 +58,6 @@ import pika.exceptions
 
 from beatd.errors import BrokerError, ConfigError
 from beatd.model import Message
-from beatd.publish import mask_url
 from beatd.publish.amqp_link import Batch, Link, Unsent
 from beatd.publish.amqp_wire import (
     ENCODE_ERRORS,
@@ -71,6 +70,7 @@ from beatd.publish.amqp_wire import (
 from beatd.publish.base import Result, Status
 from beatd.publish.messages import expired_reason
 from beatd.publish.retry import Backoff, RetryPolicy
+from beatd.redact import redact
 
 _PREPARED_MAX = 30_000  # fires prepared, not published yet (withdrawn ones age out)
 
@@ -93,20 +93,22 @@ class AmqpPublisher:
         Raises ConfigError (password masked) when `url` cannot be parsed.
         """
         self.name = name
-        self._safe_url = mask_url(url)
+        self._url = url
+        self._safe_url = redact(url)
         try:
             self._params = pika.URLParameters(_kombu_vhost(url))
-        except (ValueError, TypeError, pika.exceptions.AMQPError) as exc:
-            raise ConfigError(f"invalid broker URL {self._safe_url!r}: {exc}") from None
+        except Exception as exc:  # pika parses ssl_options with literal_eval and loads keys
+            reason = self._clean(str(exc) or type(exc).__name__)
+            raise ConfigError(f"invalid broker URL {self._safe_url!r}: {reason}") from None
         client = dict(self._params.client_properties or {})
         client.setdefault("connection_name", name)
         self._params.client_properties = client
-        self._secret = str(getattr(self._params.credentials, "password", "") or "")
         self._confirm_timeout = confirm_timeout
         self._connect_timeout = connect_timeout
         self._backoff = Backoff(retry or RetryPolicy())
         self._lock = threading.Lock()  # one batch at a time
         self._link: Link | None = None
+        self._opening: Link | None = None  # being connected, under the lock
         # fire id -> (the message, its frames marshalled ahead): only that very object
         # uses them, never a fire redefined since (same id, read afresh from the outbox)
         self._prepared: dict[str, tuple[Message, bytes]] = {}
@@ -172,9 +174,21 @@ class AmqpPublisher:
         return None
 
     def close(self) -> None:
-        """Close the connection, if any; idempotent. A later publish reconnects."""
-        with self._lock:
+        """Close the connection, if any; idempotent. A later publish reconnects.
+
+        Does not wait for what holds the lock: a connection being opened (check() at a
+        new term, or publish()) or a batch awaiting confirms is cut and fails with
+        "closed". Waiting made a SIGTERM exit up to pika's 15 s connect timeout after
+        the daemon had stopped, when the broker did not answer.
+        """
+        while not self._lock.acquire(timeout=0.05):  # (a publish may retry on a new link)
+            for link in (self._opening, self._link):
+                if link is not None:
+                    link.close()
+        try:
             self._drop()
+        finally:
+            self._lock.release()
 
     def _connected(self) -> Link:
         if self._link is not None and self._link.alive:
@@ -186,13 +200,15 @@ class AmqpPublisher:
                 f"broker {self._safe_url} unreachable ({self._backoff.last_error}); "
                 f"next attempt in {wait:.1f}s"
             )
-        link = Link(self._params, self._clean)
+        link = self._opening = Link(self._params, self._clean)
         try:
             link.start(self._connect_timeout)
         except BrokerError as exc:
             link.close()
             self._backoff.failed(str(exc))
             raise BrokerError(f"cannot connect to {self._safe_url}: {exc}") from None
+        finally:
+            self._opening = None
         self._backoff.succeeded()
         self._link = link
         return link
@@ -203,11 +219,8 @@ class AmqpPublisher:
             link.close()
 
     def _clean(self, text: str) -> str:
-        """One line, with no password in it (our URL's user name stays readable)."""
-        parts = mask_url(" ".join(text.split())).split(self._safe_url)
-        if self._secret:
-            parts = [part.replace(self._secret, "***") for part in parts]
-        return self._safe_url.join(parts)
+        """One line, with no password in it."""
+        return redact(" ".join(text.split()), self._url)
 
     @contextlib.contextmanager
     def _mapped(self, action: str) -> Iterator[None]:

@@ -117,6 +117,8 @@ class Link:
         return self._dead is None and self._opened.is_set() and self._thread.is_alive()
 
     def start(self, timeout: float) -> None:
+        if self._dead is not None:  # closed before it began
+            raise BrokerError(self._dead)
         self._thread.start()
         if not self._opened.wait(timeout):
             self._die(f"connection not open after {timeout:g}s")

@@ -17,6 +17,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from beatd.errors import ConfigError
 from beatd.model import Advance, Decision, Schedule, StoredSchedule
@@ -35,6 +36,9 @@ __all__ = [
     "open_store",
 ]
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 MEMORY = "memory://"
 
 
@@ -46,10 +50,11 @@ def open_store(url: str) -> Store:
         return MemoryStore()
     from beatd.errors import SchemaError
     from beatd.store.sql import SqlStore
-    from beatd.store.sql.engine import parse_url
+    from beatd.store.sql.engine import check_directory, parse_url
 
     parsed = parse_url(url)
-    if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
+    if not _sqlite_file_exists(parsed):
+        check_directory(parsed)  # a missing directory is not a missing upgrade
         raise SchemaError("database has no beatd tables; run: beatd db upgrade")
     return SqlStore(parsed)
 
@@ -69,7 +74,7 @@ def open_or_create(url: str) -> Store:
         if url.startswith(MEMORY) or has_tables(url):
             raise
     from beatd import migrate
-    from beatd.store.sql.engine import redact
+    from beatd.redact import redact
 
     _before, after = migrate.upgrade(url)
     logging.getLogger("beatd").info(
@@ -92,7 +97,7 @@ def has_tables(url: str) -> bool:
     from beatd.store.sql.tables import schedules
 
     parsed = eng.parse_url(url)
-    if not _sqlite_file_exists(parsed.get_backend_name(), parsed.database):
+    if not _sqlite_file_exists(parsed):
         return False
     engine = eng.make_engine(parsed)
     try:
@@ -109,9 +114,9 @@ def check_unique(schedules: Sequence[Schedule]) -> None:
         raise ConfigError(f"schedule names listed more than once: {', '.join(twice)}")
 
 
-def _sqlite_file_exists(backend: str, database: str | None) -> bool:
-    if backend != "sqlite" or not database or database == ":memory:":
-        return True
-    if database.startswith("file:"):  # a URI filename: let SQLite judge
-        return True
-    return os.path.exists(database)
+def _sqlite_file_exists(url: URL) -> bool:
+    """False for a SQLite file that does not exist (True for any other database)."""
+    from beatd.store.sql.engine import sqlite_file
+
+    path = sqlite_file(url)
+    return path is None or os.path.exists(path)

@@ -36,9 +36,7 @@ from beatd.api import Beat
 from beatd.cli.config_cmds import parse_instant
 from beatd.cli.main import one_line
 from beatd.cli.output import relative, table_time
-from beatd.config import url_secrets
 from beatd.errors import AlreadyExists, BeatdError, ConfigError, Conflict, NotFound
-from beatd.logs import scrub
 from beatd.model import STATES, Fire, Schedule, ScheduleFilter
 from beatd.upcoming import upcoming
 from beatd.views import ScheduleInfo
@@ -61,7 +59,6 @@ class Console:
 
     beat: Beat
     token: str | None
-    secrets: list[str]
     form: Mapping[str, Any]
 
 
@@ -72,7 +69,6 @@ def create_app(beat: Beat, token: str | None = None) -> Flask:
     app.extensions["beatd"] = Console(
         beat,
         token,
-        url_secrets(beat.settings),
         {
             "fields": forms.FIELDS,
             "spec_hints": forms.SPEC_HINTS,
@@ -138,7 +134,7 @@ def _server_timing(response: Response) -> Response:
 
 def _beatd_error(exc: BeatdError) -> tuple[str, int]:
     code = next((c for kind, c in STATUS_OF.items() if isinstance(exc, kind)), 503)
-    return page("error.html", code, message=one_line(scrub(str(exc), _console().secrets)))
+    return page("error.html", code, message=one_line(_beat().shown(exc)))
 
 
 def _http_error(exc: HTTPException) -> Response | tuple[str, int]:

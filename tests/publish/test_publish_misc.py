@@ -1,4 +1,4 @@
-"""RetryPolicy, Backoff, open_publisher, mask_url and the stdout line format."""
+"""RetryPolicy, Backoff, open_publisher and the stdout line format."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from publish_support import NOW, make_schedule
 
 from beatd.errors import BrokerError, ConfigError
 from beatd.model import Format
-from beatd.publish import mask_url, open_publisher
+from beatd.publish import open_publisher
 from beatd.publish.amqp import AmqpPublisher
 from beatd.publish.base import Status
 from beatd.publish.messages import build_message
@@ -60,22 +60,6 @@ def test_backoff_gate() -> None:
     assert backoff.remaining() == 4
     backoff.succeeded()
     assert (backoff.remaining(), backoff.failures, backoff.last_error) == (0, 0, None)
-
-
-@pytest.mark.parametrize(
-    ("url", "masked"),
-    [
-        ("amqp://user:pw@host:5672/%2F", "amqp://user:***@host:5672/%2F"),
-        ("amqps://u:p%40ss@h/vh?heartbeat=30", "amqps://u:***@h/vh?heartbeat=30"),
-        ("amqp://user@host/", "amqp://user@host/"),
-        ("amqp://host/", "amqp://host/"),
-        ("stdout://", "stdout://"),
-        ("see amqp://a:b@c/ and redis://:x@y/0", "see amqp://a:***@c/ and redis://:***@y/0"),
-    ],
-    ids=["password", "encoded", "user-only", "no-userinfo", "stdout", "in-text"],
-)
-def test_mask_url(url: str, masked: str) -> None:
-    assert mask_url(url) == masked
 
 
 def test_open_publisher_by_scheme() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import subprocess
 import sys
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 from web_helpers import TOKEN, Client, Console, open_console, write_config
 
+from beatd.api import Beat
 from beatd.cli.main import main
 from beatd.cli.web_cmds import TOKEN_ENV, web_token
 from beatd.errors import ConfigError
+from beatd.web.app import create_app
 from beatd.web.guard import HEADERS
 
 
@@ -180,3 +183,26 @@ def test_without_the_extra_beatd_web_says_what_to_install(
     assert capsys.readouterr().err == (
         "beatd: web: waitress is not installed; the console needs: pip install 'beatd[web]'\n"
     )
+
+
+def test_no_password_of_the_database_or_broker_is_shown(tmp_path: Path) -> None:
+    secret = "Zq9x#y@:/?s3cret"
+    quoted = "Zq9x%23y%40%3A%2F%3Fs3cret"
+    config = tmp_path / "beatd.toml"
+    config.write_text(
+        "[beatd]\n"
+        f'database = "postgresql+psycopg://beatd:{quoted}@127.0.0.1:1/beatd"\n'
+        f'broker = "amqp://beatd:{quoted}@127.0.0.1:1/%2F"\n'
+    )
+    beat = Beat.from_config(config)
+    try:
+        client = Client(create_app(beat).test_client())
+        cluster = client.text("/cluster")
+        assert "error: " in cluster and "***" in cluster
+        failed = client.get("/schedule?name=x")  # the database cannot be reached
+        assert failed.status_code == 503
+        for page in (cluster, failed.get_data(as_text=True)):
+            for part in (secret, quoted, "Zq9x", "s3cret"):
+                assert part not in html.unescape(page)
+    finally:
+        beat.close()

@@ -10,15 +10,18 @@ reads-then-writes (fencing checks, reconciliation) atomic across processes.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Connection, Engine
 
 from beatd.errors import BeatdError, ConfigError, StoreError
+from beatd.redact import redact
 
 WRITE = "beatd_write"
 """Execution option: this connection's next transaction writes."""
@@ -35,38 +38,77 @@ def parse_url(url: str) -> URL:
     try:
         parsed = sa.engine.make_url(url)
     except (exc.ArgumentError, ValueError) as error:
-        raise ConfigError(f"invalid database URL {redact(url)!r}: {error}") from None
+        raise ConfigError(
+            f"invalid database URL {redact(url)!r}: {redact(str(error), url)}"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
 
 
-def redact(url: str | URL) -> str:
-    """The URL as text, fit to print: the password replaced by ***."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # unparsable: show no part that may hold a secret
-        return url.split("://", 1)[0] + "://…" if "://" in url else "…"
-
-
 def make_engine(url: str | URL) -> Engine:
     parsed = parse_url(url) if isinstance(url, str) else url
     kwargs: dict[str, Any] = {}
+    connect = parsed
+    read_only = False
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT, "check_same_thread": False}
+        check_directory(parsed)
+        path = sqlite_file(parsed)
+        if path is not None and os.path.exists(path) and not _writable(path):
+            connect, read_only = _read_only(path, parsed), True
     else:
         kwargs["pool_pre_ping"] = True
     try:
-        engine = sa.create_engine(parsed, **kwargs)
+        engine = sa.create_engine(connect, **kwargs)
     except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
-        raise ConfigError(f"unsupported database URL {redact(parsed)!r}: {error}") from None
+        raise ConfigError(
+            f"unsupported database URL {redact(_raw(parsed))!r}: {redact(str(error), _raw(parsed))}"
+        ) from None
     if engine.dialect.name == "sqlite":
-        _sqlite_transactions(engine, memory=parsed.database in (None, "", ":memory:"))
+        memory = parsed.database in (None, "", ":memory:")
+        _sqlite_transactions(engine, wal=not memory and not read_only)
     elif engine.dialect.name == "postgresql":
         _end_frozen_transactions(engine)
     return engine
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The file a SQLite URL names; None for memory, a `file:` URI or another database."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else database
+
+
+def check_directory(url: URL) -> None:
+    """ConfigError when a SQLite file's directory does not exist (nothing could create it)."""
+    path = sqlite_file(url)
+    folder = os.path.dirname(os.path.abspath(path)) if path is not None else None
+    if folder is not None and not os.path.isdir(folder):
+        raise ConfigError(f"database {redact(_raw(url))}: directory {folder} does not exist")
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.close(os.open(path, os.O_RDWR))
+    except OSError:
+        return False
+    return True
+
+
+def _read_only(path: str, url: URL) -> URL:
+    """A SQLite file this process may only read, opened read-only so reading commands work.
+
+    A WAL database is read through its `-shm` index, which a reader creates; where
+    it cannot (a read-only directory and no writer running, so no `-shm`), the
+    file is opened `immutable`: nobody can be changing it.
+    """
+    options = {"uri": "true", "mode": "ro"}
+    shm = path + "-shm"
+    if not os.path.exists(shm) and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        options["immutable"] = "1"
+    return url.set(database="file:" + quote(os.path.abspath(path)), query=options)
 
 
 def _end_frozen_transactions(engine: Engine) -> None:
@@ -86,12 +128,12 @@ def _end_frozen_transactions(engine: Engine) -> None:
         dbapi_connection.commit()
 
 
-def _sqlite_transactions(engine: Engine, *, memory: bool) -> None:
+def _sqlite_transactions(engine: Engine, *, wal: bool) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        if not memory:
+        if wal:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
@@ -165,12 +207,15 @@ def mapped_errors(url: URL) -> Iterator[None]:
 def describe(error: BaseException, url: URL) -> str:
     """One line naming the database (redacted) and the cause."""
     cause = getattr(error, "orig", None) or error
-    text = " ".join(str(cause).split()) or type(cause).__name__
-    if url.password:
-        text = text.replace(str(url.password), "***")
+    text = redact(" ".join(str(cause).split()) or type(cause).__name__, _raw(url))
     if len(text) > 300:
         text = text[:297] + "..."
-    return f"database {redact(url)}: {text}"
+    return f"database {redact(_raw(url))}: {text}"
+
+
+def _raw(url: URL) -> str:
+    """The URL as text, password included: only ever passed through redact()."""
+    return url.render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
