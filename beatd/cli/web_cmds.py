@@ -78,7 +78,7 @@ def _web(args: argparse.Namespace) -> int:
         raise BeatdError(
             f"web: {missing} is not installed; the console needs: pip install 'beatd[web]'"
         ) from None
-    setup(args.log_format or settings.log_format)
+    setup(args.log_format or settings.log_format, urls=(settings.database, settings.broker))
     with Beat(settings=settings) as beat:
         serve(beat, host, port, token)
     return EXIT_OK
