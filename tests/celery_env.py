@@ -7,12 +7,18 @@ worker of tests/test_celery_e2e.py (and the benchmark's Celery beat) run on
 the interpreter of `.venv-celery` at the repository root, made on first use
 with the pip beatd's own venv was made with, and reused while its pin stays.
 
+The tests of `beatd import celery` and `beatd import django-celery-beat` run
+the import, Celery and Django in `.venv-import` (beatd with Celery,
+django-celery-beat and ephem), as a user runs the import inside the
+environment of their app.
+
     .venv/bin/python tests/celery_env.py     # make it if needed; prints its python
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -21,7 +27,6 @@ from pathlib import Path
 PIN = "celery==5.7.0"
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-celery"
-MARKER = VENV / "beatd-pin.txt"  # written last: a venv without it is half made
 
 
 class CeleryEnvError(RuntimeError):
@@ -30,20 +35,40 @@ class CeleryEnvError(RuntimeError):
 
 def celery_python() -> Path:
     """The python of a venv holding only `PIN`; made (or remade for a new pin) under a lock."""
-    python = VENV / "bin" / "python"
-    with (ROOT / ".venv-celery.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two sessions must not build it at once
-        if MARKER.exists() and MARKER.read_text() == PIN and python.exists():
+    return venv_python(VENV, [PIN])
+
+
+IMPORT_VENV = ROOT / ".venv-import"
+
+
+def import_python() -> Path:
+    """The python of a venv holding beatd (editable) beside the systems `beatd import` reads,
+    as a user runs it inside their Celery or django-celery-beat environment (where Celery's
+    pin holds python-dateutil at 2.9). Remade when the pins or pyproject.toml change."""
+    pyproject = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    requirements = [PIN, "django-celery-beat>=2.7", "ephem>=4.1", "-e", str(ROOT)]
+    return venv_python(IMPORT_VENV, requirements, stamp=pyproject)
+
+
+def venv_python(venv: Path, requirements: list[str], stamp: str = "") -> Path:
+    """The python of `venv` holding `requirements`, made (or remade when they change) under
+    a lock: two sessions must not build it at once."""
+    python = venv / "bin" / "python"
+    marker = venv / "beatd-pin.txt"  # written last: a venv without it is half made
+    wanted = " ".join([*requirements, stamp]).strip()
+    with venv.with_name(venv.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == wanted and python.exists():
             return python
-        shutil.rmtree(VENV, ignore_errors=True)
+        shutil.rmtree(venv, ignore_errors=True)
         for argv in (
-            [sys.executable, "-m", "venv", str(VENV)],
-            [str(python), "-m", "pip", "install", "--quiet", PIN],
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(python), "-m", "pip", "install", "--quiet", *requirements],
         ):
             done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
                 raise CeleryEnvError(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
-        MARKER.write_text(PIN)
+        marker.write_text(wanted)
     return python
 
 

@@ -101,6 +101,18 @@ def celery_python() -> str:
 
 
 @pytest.fixture(scope="session")
+def import_python() -> str:
+    """The python of the venv where `beatd import` meets Celery and django-celery-beat
+    (tests/celery_env.py), made on first use."""
+    import celery_env
+
+    try:
+        return str(celery_env.import_python())
+    except celery_env.CeleryEnvError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
 def celery_reference(celery_python: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Ask Celery itself, in its own venv, what it builds (see tests/celery_reference.py)."""
     script = Path(__file__).resolve().parent / "celery_reference.py"

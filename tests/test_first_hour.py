@@ -339,6 +339,8 @@ def test_naive_after_and_until_are_read_in_the_beatd_timezone(berlin: Path) -> N
 
 
 def test_naive_backfill_range_is_read_in_the_beatd_timezone(berlin: Path) -> None:
+    config = berlin / "beatd.toml"  # history kept long enough that June is not pruned away
+    config.write_text(config.read_text().replace("[beatd]\n", '[beatd]\nkeep_history = "3650d"\n'))
     ok(berlin, "db", "upgrade")
     ok(berlin, "add", "api-hourly", "--every", "1h", "--task", "app.api")
     done = ok(

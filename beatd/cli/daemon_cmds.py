@@ -80,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         args.log_format or settings.log_format,
         LEVELS[args.log_level],
         urls=(settings.database, settings.broker),
+        background=True,
     )
     log.info(
         "beatd starting",

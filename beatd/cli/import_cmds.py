@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def _source(sources: argparse._SubParsersAction[Any], name: str, help: str) -> Any:
     parser = add_command(sources, name, help, _import)
-    parser.epilog = _EPILOG
+    parser.epilog = f"{_EPILOG}\n\n{parser.epilog or ''}"  # before the environment and exit codes
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--out", metavar="FILE", help="write the TOML tables to FILE, not stdout")
     where.add_argument(

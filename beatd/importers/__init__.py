@@ -90,7 +90,9 @@ def finish(batch: Batch, now: datetime) -> tuple[list[Imported], list[Skip]]:
             skipped.append(Skip(entry.name, "; ".join(exc.problems)))
             continue
         if timing.next_after(schedule, now) is None:
-            skipped.append(Skip(entry.name, _no_fire_left(schedule, now)))
+            shown = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            reason = f"no fire left after the cutover ({shown}): its time has passed"
+            skipped.append(Skip(entry.name, reason))
             continue
         taken.add(name)
         if entry.source_next is not None:
@@ -130,11 +132,6 @@ def _valid_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _no_fire_left(schedule: Schedule, now: datetime) -> str:
-    shown = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"no fire left after the cutover ({shown}): its time has passed"
-
-
 # -- DST: the source's own fires against beatd's ------------------------------------
 
 HORIZON = timedelta(days=366)
@@ -152,8 +149,8 @@ def dst_differences(schedule: Schedule, source_next: NextFire, now: datetime) ->
     start = schedule.start or now
     end = min(schedule.end or now + HORIZON, now + HORIZON)
     notes: list[str] = []
-    for change in dst_changes(schedule, start, end):
-        lo, hi = change - _BEFORE, change + _AFTER
+    for change in dst_changes(schedule, start - _AFTER, end):  # a change just past counts too
+        lo, hi = max(change - _BEFORE, start), change + _AFTER
         ours = _window(lambda at: timing.next_after(schedule, at), lo, hi, start, end)
         theirs = _window(source_next, lo, hi, start, end)
         if ours != theirs:
@@ -201,5 +198,5 @@ def _difference(
     day = change.astimezone(zone).date().isoformat()
     return (
         f"DST change of {day} in {zone.key}: the source fires {show(theirs)} "
-        f"where beatd fires {show(ours)} (beatd follows SPEC §3)"
+        f"where beatd fires {show(ours)} (beatd's DST rule)"
     )

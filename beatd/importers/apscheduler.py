@@ -3,8 +3,9 @@
 The rows are read with SQLAlchemy and each job's state is unpickled, which
 rebuilds APScheduler's own trigger objects (APScheduler must be installed:
 `pip install 'beatd[import]'`). APScheduler's job store is not used: it
-imports every job's function and deletes the jobs it cannot restore.
-Unpickling runs code named in the data: import only a job store you trust.
+imports every job's function and deletes the jobs it cannot restore. The
+unpickler rebuilds only what a job's state holds (APScheduler's trigger
+classes, datetimes, zones, containers), so a crafted row runs no code.
 
 - cron: every field must match (day AND day_of_week), weekdays count from
   Monday = 0; `last`, `2nd mon`, `last fri` become an rrule (calendar.py).
@@ -19,16 +20,18 @@ disabled. APScheduler itself computes the next fires compared at DST changes.
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from beatd.durations import format_duration
 from beatd.errors import ConfigError
 from beatd.importers import Batch, Entry, NextFire, Skip, instant, zone_name
-from beatd.importers.calendar import Calendar, to_spec
+from beatd.importers.calendar import AND_NOTE, Calendar, to_spec
 from beatd.importers.celery import json_arguments
 from beatd.importers.sources import open_database
 
@@ -47,9 +50,9 @@ def read(url: str, table: str, now: datetime) -> Batch:
     batch = Batch(f"APScheduler job store {table!r}")
     for job_id, blob in rows:
         try:
-            state = pickle.loads(blob)
+            state = _StateUnpickler(io.BytesIO(blob)).load()
         except Exception as exc:  # unpickling may raise anything the pickled classes raise
-            reason = f"cannot read its pickled state: {type(exc).__name__}: {exc}"
+            reason = f"cannot read its pickled state: {exc}"
             batch.skipped.append(Skip(str(job_id), reason))
             continue
         try:
@@ -57,6 +60,52 @@ def read(url: str, table: str, now: datetime) -> Batch:
         except ValueError as exc:
             batch.skipped.append(Skip(str(job_id), str(exc)))
     return batch
+
+
+# What an APScheduler 3 job's state holds besides its trigger classes (any class under
+# apscheduler.triggers): datetimes, zones (pytz in APScheduler before 3.9), plain containers.
+_ALLOWED = frozenset(
+    {
+        ("datetime", "datetime"),
+        ("datetime", "date"),
+        ("datetime", "time"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+        ("zoneinfo", "ZoneInfo"),
+        ("pytz", "_p"),
+        ("pytz", "_UTC"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "bytearray"),
+        ("collections", "OrderedDict"),
+    }
+)
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Rebuilds a job's state from what APScheduler's own state holds and nothing else.
+
+    Any other global (a class of the user's in the job's arguments, or a crafted
+    payload naming os.system) is refused, so reading a job store runs no code
+    but these classes' own. Such a job is skipped with the reason.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("builtins", "getattr"):
+            return _zone_getattr  # ZoneInfo pickles itself as getattr(ZoneInfo, "_unpickle")
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        if module.startswith("apscheduler.triggers.") or module == "apscheduler.triggers":
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of an APScheduler job's state")
+
+
+def _zone_getattr(owner: object, name: str) -> Any:
+    if owner is ZoneInfo and name == "_unpickle":
+        return ZoneInfo._unpickle  # type: ignore[attr-defined]
+    raise pickle.UnpicklingError(f"getattr({owner!r}, {name!r}) is not part of a job's state")
 
 
 def job_entry(state: dict[str, Any], now: datetime) -> Entry:
@@ -76,7 +125,7 @@ def job_entry(state: dict[str, Any], now: datetime) -> Entry:
         table[kind] = spec
         source_next = trigger_next(trigger)
         if kind == "rrule":
-            notes.append("every field must match (APScheduler's meaning): written as an rrule")
+            notes.append(AND_NOTE)
     elif isinstance(trigger, IntervalTrigger):
         table["every"] = format_duration(_whole(trigger.interval))
         phase = next_run if next_run is not None and not trigger.jitter else trigger.start_date

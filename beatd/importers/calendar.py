@@ -24,6 +24,7 @@ DAYS = range(1, 32)
 MONTHS = range(1, 13)
 WEEKDAYS = range(7)  # cron numbering: 0 = Sunday
 
+AND_NOTE = "an rrule: the day must match day of month AND day of week, as the source means it"
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _RRULE_DAYS = ("SU", "MO", "TU", "WE", "TH", "FR", "SA")

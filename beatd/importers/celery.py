@@ -16,7 +16,7 @@ import copy
 import json
 import sys
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from beatd.durations import format_duration
 from beatd.errors import ConfigError
 from beatd.importers import Batch, Entry, NextFire, Skip, instant, zone_name
-from beatd.importers.calendar import Calendar, to_spec
+from beatd.importers.calendar import AND_NOTE, Calendar, to_spec
 
 OPTIONS = ("queue", "exchange", "routing_key", "priority", "expires", "headers")
 
@@ -37,7 +37,7 @@ def read(target: str, now: datetime) -> Batch:
     schedule = app.conf.beat_schedule or {}
     for name, entry in schedule.items():
         try:
-            batch.entries.append(_entry(str(name), entry, app, zone, now))
+            batch.entries.append(_entry(str(name), entry, zone, now))
         except ValueError as exc:
             batch.skipped.append(Skip(str(name), str(exc)))
     return batch
@@ -77,7 +77,7 @@ def app_zone(app: Any) -> ZoneInfo:
     return ZoneInfo(key)
 
 
-def _entry(name: str, entry: Any, app: Any, zone: ZoneInfo, now: datetime) -> Entry:
+def _entry(name: str, entry: Any, zone: ZoneInfo, now: datetime) -> Entry:
     from celery.schedules import crontab, schedule, solar
 
     if not isinstance(entry, Mapping):
@@ -99,7 +99,7 @@ def _entry(name: str, entry: Any, app: Any, zone: ZoneInfo, now: datetime) -> En
         table[kind] = spec
         source_next = celery_next(sched, zone)
         if kind == "rrule":
-            notes.append("day of month AND day of week must both match (Celery's meaning)")
+            notes.append(AND_NOTE)
     elif isinstance(sched, int | float | timedelta) or type(sched) is schedule:
         run_every = sched.run_every if isinstance(sched, schedule) else sched
         relative = bool(entry.get("relative") or getattr(sched, "relative", False))
@@ -158,13 +158,9 @@ def interval(run_every: Any, relative: bool, zone: ZoneInfo, now: datetime) -> d
             "rrule": f"FREQ=DAILY;INTERVAL={days};BYHOUR=0;BYMINUTE=0;BYSECOND=0",
             "start": first.replace(tzinfo=None).isoformat(),
         }
-    if relative:
+    if relative:  # Celery rounds down to the hour, the minute or the second
         unit = 3600 if seconds >= 3600 else 60 if seconds >= 60 else 1
-        wall = start.replace(tzinfo=None)
-        floor = datetime.combine(date.min, time(0)) + timedelta(
-            seconds=(wall - datetime.combine(date.min, time(0))).total_seconds() // unit * unit
-        )
-        start = floor.replace(tzinfo=zone)
+        start -= timedelta(seconds=(start.minute * 60 + start.second) % unit)
     return {"every": format_duration(period), "anchor": instant(start)}
 
 

@@ -27,7 +27,17 @@ import sqlalchemy as sa
 from beatd.codec import parse_zone
 from beatd.durations import format_duration
 from beatd.importers import Batch, Entry, NextFire, Skip, instant
-from beatd.importers.calendar import DAYS, HOURS, MINUTES, MONTHS, WEEKDAYS, Calendar, to_spec
+from beatd.importers.calendar import (
+    AND_NOTE,
+    DAYS,
+    HOURS,
+    MINUTES,
+    MONTHS,
+    WEEKDAYS,
+    Calendar,
+    parse_celery_field,
+    to_spec,
+)
 from beatd.importers.celery import json_value
 from beatd.importers.sources import open_database
 
@@ -88,7 +98,7 @@ def _entry(task: Any, by_id: dict[str, dict[Any, Any]], now: datetime) -> Entry:
         source_next = _celery_next(row, parse_zone(zone))
         what = f"crontab {_crontab_text(row)} {zone}"
         if kind == "rrule":
-            notes.append("day of month AND day of week must both match (Celery's meaning)")
+            notes.append(AND_NOTE)
     elif task["interval_id"] is not None:
         row = by_id[INTERVALS.name][task["interval_id"]]
         period = timedelta(**{str(row["period"]): int(row["every"])})
@@ -174,8 +184,6 @@ def _crontab_text(row: Any) -> str:
 
 def crontab_calendar(row: Any) -> Calendar:
     """A crontab row's five fields, read as Celery reads them."""
-    from beatd.importers.calendar import parse_celery_field
-
     sets = {}
     for name, domain in _FIELDS:
         try:

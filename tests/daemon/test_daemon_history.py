@@ -110,10 +110,13 @@ def test_backfill_refuses_a_range_whose_history_may_be_pruned(store: SqlStore, d
             ConfigError, match=r"before the history kept \(\[beatd\] keep_history = 1d"
         ):
             beat.backfill("hourly", now - timedelta(days=2), now - timedelta(hours=1))
-        assert beat.backfill("hourly", now - timedelta(hours=20), now - timedelta(hours=10)) == 11
+        done = beat.backfill("hourly", now - timedelta(hours=20), now - timedelta(hours=10))
+        assert len(done.recorded) == 11
 
         beat.add("capped", every="1h", task="t", history_limit=3)
-        assert beat.backfill("capped", now - timedelta(hours=10), now - timedelta(hours=5)) == 6
+        done = beat.backfill("capped", now - timedelta(hours=10), now - timedelta(hours=5))
+        assert len(done.recorded) == 6
         with pytest.raises(ConfigError, match=r"history_limit = 3 of 'capped'"):
             beat.backfill("capped", now - timedelta(hours=9), now - timedelta(hours=5))
-        assert beat.backfill("capped", now - timedelta(hours=7), now - timedelta(hours=4)) == 1
+        done = beat.backfill("capped", now - timedelta(hours=7), now - timedelta(hours=4))
+        assert len(done.recorded) == 1

@@ -52,3 +52,14 @@ app.conf.beat_schedule = {
         "args": [object()],
     },
 }
+
+
+@app.task(name="billing.tasks.hello")
+def hello(who: str) -> str:
+    return who
+
+
+@app.on_after_configure.connect
+def add_periodic(sender: Celery, **kwargs: object) -> None:
+    """The other way apps declare beat entries: added when the app is configured."""
+    sender.add_periodic_task(300.0, hello.s("world"), name="hello-signal", expires=60)

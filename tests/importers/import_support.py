@@ -3,12 +3,15 @@ converted schedules' fires (beatd's `upcoming`) with the fires the source comput
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +50,34 @@ def run_import(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
     code = main(["import", *argv])
     captured = capsys.readouterr()
     return Run(code, captured.out, captured.err)
+
+
+def run_in(python: str, *argv: str, cwd: Path = HERE) -> Run:
+    """`beatd import ARGV` run by another venv's python (one that has the source system)."""
+    done = subprocess.run(
+        [python, "-m", "beatd.cli.main", "import", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def ask(python: str, script: str, *argv: str, request: object = None) -> Any:
+    """Run a source-side script of this folder in `python`; its JSON answer."""
+    done = subprocess.run(
+        [python, str(HERE / script), *argv],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout) if done.stdout.strip() else None
 
 
 def settings_of(toml_text: str) -> Settings:

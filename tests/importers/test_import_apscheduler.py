@@ -4,10 +4,13 @@ own: the stored next_run_time, then trigger.get_next_fire_time chained from each
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 from import_support import MAX_FIRES, YEAR, at_dst_changes, differences, run_import, settings_of
 
 from beatd.model import Every, Misfire
@@ -105,3 +108,51 @@ def test_missing_table_is_exit_2(sqlite_url: str, capsys: pytest.CaptureFixture[
     build_store(sqlite_url, datetime.now(UTC))
     run = run_import(capsys, "apscheduler", sqlite_url, "--table", "jobs")
     assert run.code == 2 and "no table jobs" in run.err
+
+
+class Opaque:
+    """A user's class in a job's arguments: neither JSON nor part of APScheduler's state."""
+
+
+class Payload:
+    """A crafted row: unpickling it would run a shell command."""
+
+    def __init__(self, canary: str) -> None:
+        self.canary = canary
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.canary}",)
+
+
+def test_unpickling_rebuilds_only_a_jobs_state(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_store(sqlite_url, datetime.now(UTC))
+    canary = tmp_path / "ran"
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        (state,) = conn.execute(
+            sa.text("SELECT job_state FROM apscheduler_jobs WHERE id = 'once'")
+        ).one()
+        opaque = pickle.loads(state)
+        opaque.update(id="opaque", args=(Opaque(),))
+        for job_id, blob in (
+            ("opaque", pickle.dumps(opaque)),
+            ("crafted", pickle.dumps(Payload(str(canary)))),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO apscheduler_jobs (id, next_run_time, job_state) VALUES (:i, 1, :b)"
+                ),
+                {"i": job_id, "b": blob},
+            )
+    engine.dispose()
+    run = run_import(capsys, "apscheduler", sqlite_url)
+    assert run.code == 1
+    skipped = run.skipped()
+    assert set(skipped) == {"opaque", "crafted"}
+    assert "Opaque is not part of an APScheduler job's state" in skipped["opaque"]
+    assert "system is not part of an APScheduler job's state" in skipped["crafted"]
+    assert not canary.exists()

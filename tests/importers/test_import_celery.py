@@ -1,20 +1,19 @@
-"""`beatd import celery`: a real Celery app's beat_schedule, converted, then every
-converted schedule's fires over a year compared with the fires Celery itself computes
-(crontab and schedule `remaining_estimate`, chained from each fire as beat runs them)."""
+"""`beatd import celery`: a real Celery app's beat_schedule, converted where the app imports
+(the import venv: Celery beside beatd, as in a user's app), then every converted schedule's
+fires over a year compared with the fires Celery itself computes (celery_source.py)."""
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from import_support import HERE, MAX_FIRES, YEAR, at_dst_changes, differences, run_import
+from import_support import YEAR, Run, ask, at_dst_changes, differences, run_import, run_in
 from import_support import settings_of as read_toml
 
 from beatd.cli.main import main
 from beatd.model import Every
-
-celery = pytest.importorskip("celery")
 
 # Where Celery 5.7 itself differs from SPEC §3 at Europe/Berlin's DST changes.
 EXPECTED_DST = {
@@ -25,34 +24,17 @@ EXPECTED_DST = {
 }
 
 
-def celery_fires(sched: object, last_run: datetime, until: datetime) -> list[datetime]:
-    """Celery's own next fires: beat's last_run_at is each fire, and now is that instant."""
-    clock = [last_run]
-    sched.nowfun = lambda: clock[0]  # type: ignore[attr-defined]
-    fires: list[datetime] = []
-    last = last_run
-    while len(fires) < MAX_FIRES:
-        clock[0] = last
-        nxt = last.astimezone(UTC) + sched.remaining_estimate(last)  # type: ignore[attr-defined]
-        if nxt > until:
-            return fires
-        fires.append(nxt)
-        last = nxt
-    return fires
-
-
-@pytest.fixture
-def app_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(HERE)  # `celery -A` imports the app from the current directory
-    return HERE
+@pytest.fixture(scope="module")
+def imported(import_python: str) -> Run:
+    """`beatd import celery` where the app imports: Celery's venv, the app's directory."""
+    return run_in(import_python, "celery", "celery_beat_app:app")
 
 
 def test_every_fire_matches_celery_or_is_a_named_dst_difference(
-    app_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    imported: Run, import_python: str, tmp_path: Path
 ) -> None:
-    run = run_import(capsys, "celery", "celery_beat_app:app")
+    run = imported
     now = datetime.now(UTC)  # after the cutover: what the import wrote fires from here on
-
     assert run.code == 1
     skipped = run.skipped()
     assert set(skipped) == {"sunrise", "not-json"}
@@ -62,31 +44,27 @@ def test_every_fire_matches_celery_or_is_a_named_dst_difference(
     path.write_text(run.out)
     assert main(["--config", str(path), "validate"]) == 0  # valid as it stands
 
-    import celery_beat_app
-
     schedules = read_toml(run.out).schedules
-    entries = celery_beat_app.app.conf.beat_schedule
-    after, until = now, now + YEAR
-    source = {}
-    for s in schedules:
-        sched = entries[s.name]["schedule"]
-        if isinstance(sched, float | int | timedelta):
-            sched = celery.schedules.schedule(sched, app=celery_beat_app.app)
-        sched.app = celery_beat_app.app
-        # An interval runs from beat's start: the cutover, which the import wrote as the anchor.
-        last = s.spec.anchor if isinstance(s.spec, Every) else after
-        source[s.name] = celery_fires(sched, last, until)
+    until = now + YEAR
+    # An interval runs from beat's start: the cutover, which the import wrote as the anchor.
+    last_run = {
+        s.name: (s.spec.anchor if isinstance(s.spec, Every) else now).isoformat() for s in schedules
+    }
+    answer = ask(
+        import_python,
+        "celery_source.py",
+        request={"until": until.isoformat(), "last_run": last_run},
+    )
+    source = {name: [datetime.fromisoformat(t) for t in fires] for name, fires in answer.items()}
 
-    diffs = differences(source, schedules, after, until)
-    named = at_dst_changes(diffs, schedules, after, until)
+    diffs = differences(source, schedules, now, until)
+    named = at_dst_changes(diffs, schedules, now, until)
     assert {(name, kind) for name, _, kind in named} == EXPECTED_DST
     assert {(name, day) for name, day, _ in named} == run.dst_notes()  # the import said so
 
 
-def test_mapping_of_options_arguments_and_kinds(
-    app_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = run_import(capsys, "celery", "celery_beat_app:app")
+def test_mapping_of_options_arguments_and_kinds(imported: Run) -> None:
+    run = imported
     by_name = {s.name: s for s in read_toml(run.out).schedules}
 
     report = by_name["nightly-report"]
@@ -113,10 +91,24 @@ def test_mapping_of_options_arguments_and_kinds(
     hourly = by_name["hourly-relative"].spec
     assert isinstance(hourly, Every) and hourly.anchor.minute == hourly.anchor.second == 0
     assert "# from beat_schedule['nightly-report']" in run.out
+    hello = by_name["hello-signal"]  # added by add_periodic_task in on_after_configure
+    assert (hello.task, hello.args, hello.expires) == (
+        "billing.tasks.hello",
+        ("world",),
+        timedelta(minutes=1),
+    )
 
 
-def test_bad_app_is_one_line_exit_2(app_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = run_import(capsys, "celery", "no_such_module_here:app")
+def test_bad_app_is_one_line_exit_2(import_python: str) -> None:
+    run = run_in(import_python, "celery", "no_such_module_here:app")
     assert run.code == 2
     assert run.err.count("\n") == 1 and "cannot import the Celery app" in run.err
     assert "Traceback" not in run.err
+
+
+def test_without_celery_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "celery.app.utils", None)  # import fails, as where none is
+    run = run_import(capsys, "celery", "celery_beat_app:app")
+    assert run.code == 2 and "celery is not installed here" in run.err

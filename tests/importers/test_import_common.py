@@ -13,7 +13,7 @@ from import_support import run_import
 from beatd import timing
 from beatd.cli.main import main
 from beatd.codec import Defaults, schedule_from_table
-from beatd.importers import Batch, Entry, Imported, finish, toml_out
+from beatd.importers import Batch, Entry, Imported, NextFire, dst_differences, finish, toml_out
 from beatd.importers.calendar import (
     DAYS,
     HOURS,
@@ -42,7 +42,7 @@ def cal(**fields: object) -> Calendar:
             cal(minutes=range(0, 60, 15), hours=range(8, 19), weekdays=range(1, 6)),
             ("cron", "*/15 8-18 * * 1-5"),
             id="office-steps-ranges",
-        ),  # fmt: skip
+        ),
         pytest.param(cal(months={1, 4, 7, 10}, days={1}), ("cron", "0 9 1 */3 *"), id="quarterly"),
         pytest.param(cal(weekdays={0, 6}), ("cron", "0 9 * * 0,6"), id="two-days-not-a-step"),
         pytest.param(cal(seconds={30}), ("cron", "30 0 9 * * *"), id="seconds-six-fields"),
@@ -53,22 +53,22 @@ def cal(**fields: object) -> Calendar:
                 "FREQ=DAILY;BYMONTHDAY=1,2,3,4,5,6,7;BYDAY=MO;BYHOUR=9;BYMINUTE=0;BYSECOND=0",
             ),
             id="dom-and-dow-fixed",
-        ),  # fmt: skip
+        ),
         pytest.param(
             cal(minutes={0, 30}, hours=HOURS, days={13}, weekdays={5}),
             ("rrule", "FREQ=HOURLY;BYMONTHDAY=13;BYDAY=FR;BYMINUTE=0,30;BYSECOND=0"),
             id="dom-and-dow-frequent",
-        ),  # fmt: skip
+        ),
         pytest.param(
             cal(days={-1}, hours={17}),
             ("rrule", "FREQ=DAILY;BYMONTHDAY=-1;BYHOUR=17;BYMINUTE=0;BYSECOND=0"),
             id="last-day",
-        ),  # fmt: skip
+        ),
         pytest.param(
             cal(days=set(), nth={(-1, 5)}, hours={17}),
             ("rrule", "FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=17;BYMINUTE=0;BYSECOND=0"),
             id="last-friday",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_calendar_to_spec(calendar: Calendar, expected: tuple[str, str]) -> None:
@@ -233,3 +233,45 @@ def test_missing_sqlite_file_is_not_created(
     run = run_import(capsys, "django-celery-beat", f"sqlite:///{path}")
     assert run.code == 2 and "no such database file" in run.err
     assert not path.exists()
+
+
+# -- DST notes ------------------------------------------------------------------------
+
+BERLIN_DAILY = schedule_from_table(
+    "daily",
+    {"cron": "30 2 * * *", "timezone": "Europe/Berlin", "task": "t"},
+    Defaults(),
+    Source.API,
+)
+
+
+def source_without(*dropped: datetime) -> NextFire:
+    """beatd's own fires, less some: a stand-in for a source that differs there."""
+
+    def next_fire(after: datetime) -> datetime | None:
+        at = timing.next_after(BERLIN_DAILY, after)
+        while at in dropped:
+            at = timing.next_after(BERLIN_DAILY, at)  # type: ignore[arg-type]
+        return at
+
+    return next_fire
+
+
+def test_no_note_when_the_source_agrees() -> None:
+    assert dst_differences(BERLIN_DAILY, source_without(), NOW) == []
+
+
+def test_note_names_the_change_and_both_sides() -> None:
+    gap_fire = datetime(2027, 3, 28, 1, 0, tzinfo=UTC)  # 02:30 does not exist: 03:00 CEST
+    notes = dst_differences(BERLIN_DAILY, source_without(gap_fire), NOW)
+    assert notes == [
+        "DST change of 2027-03-28 in Europe/Berlin: the source fires nothing "
+        "where beatd fires 2027-03-28 03:00:00+02:00 (beatd's DST rule)"
+    ]
+
+
+def test_a_change_just_past_is_still_compared() -> None:
+    day_after = datetime(2027, 3, 29, 0, 30, tzinfo=UTC)  # 02:30 CEST the next day
+    now = datetime(2027, 3, 28, 5, 0, tzinfo=UTC)  # four hours after the change
+    notes = dst_differences(BERLIN_DAILY, source_without(day_after), now)
+    assert len(notes) == 1 and notes[0].startswith("DST change of 2027-03-28")

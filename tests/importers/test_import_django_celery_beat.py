@@ -1,6 +1,7 @@
 """`beatd import django-celery-beat`: tables created by Django's own migrations and rows
 created with django-celery-beat's models (SQLite and PostgreSQL, in a subprocess: Django
-is global state), converted without Django, then every task's fires over a year compared
+is global state; Django and Celery live in the import venv), converted (without Django:
+the mapping tests run where neither imports), then every task's fires over a year compared
 with what django-celery-beat's own schedule objects compute (dcb_source.py)."""
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from import_support import HERE, YEAR, at_dst_changes, differences, run_import, settings_of
+from import_support import (
+    HERE,
+    YEAR,
+    at_dst_changes,
+    differences,
+    run_import,
+    run_in,
+    settings_of,
+)
 
 from beatd.api import Beat
 from beatd.cli.main import main
 from beatd.model import Every
-
-pytest.importorskip("django_celery_beat")
 
 # Where Celery 5.7's crontab (django-celery-beat's TzAwareCrontab) differs from SPEC §3.
 EXPECTED_DST = {
@@ -30,9 +37,9 @@ EXPECTED_DST = {
 SKIPPED = {"dawn": "solar", "launched": "has passed", "broken-args": "not JSON"}
 
 
-def django(*argv: str) -> str:
+def django(python: str, *argv: str) -> str:
     done = subprocess.run(
-        [sys.executable, str(HERE / "dcb_source.py"), *argv],
+        [python, str(HERE / "dcb_source.py"), *argv],
         capture_output=True,
         text=True,
         timeout=300,
@@ -46,22 +53,31 @@ def django(*argv: str) -> str:
 def dcb_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """One django-celery-beat database per backend for the module (the tests only read it)."""
+    """One django-celery-beat database per backend for the module (the tests only read it),
+    made by Django in the import venv."""
+    python = request.getfixturevalue("import_python")
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('dcb')}/django.db"
-        django("make", url)
+        django(python, "make", url)
         yield url
         return
     server = request.getfixturevalue("pg_server")
     with request.getfixturevalue("pg_database")(server) as url:
-        django("make", url)
+        django(python, "make", url)
         yield url
 
 
+@pytest.fixture
+def no_django(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The import reads the tables without Django (nor Celery): neither can be imported."""
+    for module in ("django", "django_celery_beat", "celery"):
+        monkeypatch.setitem(sys.modules, module, None)
+
+
 def test_every_fire_matches_django_celery_beat_or_is_a_named_dst_difference(
-    dcb_url: str, capsys: pytest.CaptureFixture[str]
+    dcb_url: str, import_python: str
 ) -> None:
-    run = run_import(capsys, "django-celery-beat", dcb_url)
+    run = run_in(import_python, "django-celery-beat", dcb_url)  # with Celery: DST notes
     now = datetime.now(UTC)
     assert run.code == 1
     skipped = run.skipped()
@@ -72,7 +88,7 @@ def test_every_fire_matches_django_celery_beat_or_is_a_named_dst_difference(
     schedules = settings_of(run.out).schedules
     compared = [s for s in schedules if s.enabled]
     until = now + YEAR
-    fires = json.loads(django("fires", dcb_url, now.isoformat(), until.isoformat()))
+    fires = json.loads(django(import_python, "fires", dcb_url, now.isoformat(), until.isoformat()))
     source = {
         s.name: [datetime.fromisoformat(t) for t in fires[_source_name(s.name)]] for s in compared
     }
@@ -90,7 +106,9 @@ def _source_name(name: str) -> str:
     return " padded name " if name == "padded name" else name
 
 
-def test_fields_map_as_documented(dcb_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fields_map_as_documented(
+    dcb_url: str, no_django: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = run_import(capsys, "django-celery-beat", dcb_url)
     by_name = {s.name: s for s in settings_of(run.out).schedules}
 
@@ -114,7 +132,7 @@ def test_fields_map_as_documented(dcb_url: str, capsys: pytest.CaptureFixture[st
 
 
 def test_to_database_pauses_disabled_and_refuses_existing_names(
-    dcb_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    dcb_url: str, no_django: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     config = str(tmp_path / "beatd.toml")
     (tmp_path / "beatd.toml").write_text(f'[beatd]\ndatabase = "sqlite:///{tmp_path}/beat.db"\n')
