@@ -22,6 +22,8 @@ from beatd.model import (
     Lease,
     Message,
     Schedule,
+    ScheduleFilter,
+    SchedulePage,
     StoredSchedule,
 )
 
@@ -115,6 +117,14 @@ class ScheduleStore(Protocol):
         """A counter bumped by every change; cheap to poll."""
         ...
 
+    def page(self, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+        """The schedules matching `where` ordered by name, from `offset`, at most `limit`.
+
+        Reads the definitions and history of that page only (the filter runs
+        in the database), so a page costs little at 100,000 schedules.
+        """
+        ...
+
 
 class FireLog(Protocol):
     def record(
@@ -169,6 +179,13 @@ class FireLog(Protocol):
 
     def backlog(self) -> int:
         """How many recorded fires are not yet confirmed."""
+        ...
+
+    def lags(self, limit: int) -> list[float]:
+        """Seconds from instant to confirm of the `limit` latest fires sent on schedule.
+
+        Newest instant first; triggers, backfills and drops are left out.
+        """
         ...
 
     def prune(self, before: datetime, limit: int) -> int:

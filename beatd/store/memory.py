@@ -24,6 +24,8 @@ from beatd.model import (
     Message,
     Outcome,
     Schedule,
+    ScheduleFilter,
+    SchedulePage,
     Source,
     StoredSchedule,
 )
@@ -222,6 +224,22 @@ class MemoryStore:
         with self._lock:
             return [self._rows[name].stored() for name in sorted(self._rows)]
 
+    def page(self, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+        with self._lock:
+            chosen = [
+                s for s in self.all() if where.matches(s.schedule.name, s.state, s.schedule.source)
+            ]
+            shown = tuple(chosen[offset : offset + limit])
+            names = {s.schedule.name for s in shown}
+            last: dict[str, FireRecord] = {}
+            for record in self._fires.values():
+                held = last.get(record.schedule)
+                if record.schedule in names and (
+                    held is None or held.scheduled_for < record.scheduled_for
+                ):
+                    last[record.schedule] = record
+            return SchedulePage(shown, len(chosen), last)
+
     def _active(self) -> list[_Row]:
         return [r for r in self._rows.values() if not r.paused and r.next_at is not None]
 
@@ -349,6 +367,16 @@ class MemoryStore:
     def backlog(self) -> int:
         with self._lock:
             return len(self._outbox)
+
+    def lags(self, limit: int) -> list[float]:
+        with self._lock:
+            sent = [
+                r
+                for r in self._fires.values()
+                if r.outcome is Outcome.SENT and r.sent_at and not r.manual and r.reason is None
+            ]
+        sent.sort(key=lambda r: r.scheduled_for, reverse=True)
+        return [(r.sent_at - r.scheduled_for).total_seconds() for r in sent[:limit] if r.sent_at]
 
     def prune(self, before: datetime, limit: int) -> int:
         with self._lock:

@@ -20,7 +20,16 @@ from sqlalchemy.engine import Connection
 
 from beatd import codec
 from beatd.errors import AlreadyExists, Conflict, NotFound
-from beatd.model import UTC_ZONE, Format, Schedule, Source, StoredSchedule
+from beatd.model import (
+    UTC_ZONE,
+    Format,
+    Schedule,
+    ScheduleFilter,
+    SchedulePage,
+    Source,
+    StoredSchedule,
+    ascii_lower,
+)
 from beatd.store import check_unique
 from beatd.store.base import NextAt, ReconcileResult, first_version
 from beatd.store.sql import engine as eng
@@ -115,6 +124,54 @@ def get(conn: Connection, name: str) -> StoredSchedule:
 
 def all_(conn: Connection) -> list[StoredSchedule]:
     return [_stored(row) for row in conn.execute(sa.select(schedules).order_by(schedules.c.name))]
+
+
+def page(conn: Connection, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+    """A page by name, filtered in the database; only the page's rows are read whole.
+
+    The names come first (the primary key index, so a deep page skips index
+    entries, not rows with their definitions), then those rows and their
+    newest history rows.
+    """
+    condition = _matching(where, conn.dialect.name)
+    total = conn.execute(sa.select(sa.func.count()).select_from(schedules).where(condition))
+    names = sa.select(schedules.c.name).where(condition).order_by(schedules.c.name)
+    shown_names = list(conn.execute(names.offset(max(offset, 0)).limit(max(limit, 0))).scalars())
+    rows = sa.select(schedules).where(schedules.c.name.in_(shown_names)).order_by(schedules.c.name)
+    shown = tuple(_stored(row) for row in conn.execute(rows)) if shown_names else ()
+    return SchedulePage(shown, int(total.scalar_one()), firelog.latest(conn, shown_names))
+
+
+_DISABLED = '%"enabled":false%'
+"""How `timing` (canonical JSON, see definition_columns) spells a disabled schedule: a text
+test costs a third of reading `enabled` out of every row's JSON definition."""
+
+
+def _matching(where: ScheduleFilter, dialect: str) -> sa.ColumnElement[bool]:
+    """`where` in SQL: the name part, the source and the state as StoredSchedule.state says."""
+    parts: list[sa.ColumnElement[bool]] = [sa.true()]
+    if where.text:
+        part = "%" + where.text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+        if dialect == "sqlite":  # LIKE ignores the case of ASCII letters
+            parts.append(schedules.c.name.like(part, escape="/"))
+        else:  # lower() in the C collation: ASCII letters only, as on SQLite, and faster
+            name = sa.func.lower(sa.collate(schedules.c.name, "C"))
+            parts.append(name.like(ascii_lower(part), escape="/"))
+    if where.source is not None:
+        parts.append(schedules.c.source == where.source)
+    if where.state is not None:
+        unpaused = schedules.c.paused == sa.false()
+        disabled = schedules.c.timing.like(_DISABLED)
+        running = sa.and_(unpaused, sa.not_(disabled))
+        parts.append(
+            {
+                "paused": schedules.c.paused == sa.true(),
+                "disabled": sa.and_(unpaused, disabled),
+                "finished": sa.and_(running, schedules.c.next_at.is_(None)),
+                "active": sa.and_(running, schedules.c.next_at.is_not(None)),
+            }.get(where.state, sa.false())
+        )
+    return sa.and_(*parts)
 
 
 Decoded = dict[str, tuple[int, Schedule]]
