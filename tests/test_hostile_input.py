@@ -575,3 +575,48 @@ def test_upcoming_words_each_schedule_once_not_each_fire(
 
     assert len(capsys.readouterr().out.splitlines()) == 2001
     assert len(worded) == 2
+
+
+@pytest.mark.rabbitmq
+def test_a_full_queue_delays_only_its_own_fires(
+    amqp_server: str, amqp_queue: tuple[Any, str]
+) -> None:
+    # Issue 16 #5: behind a queue with x-max-length and reject-publish, the nack backed
+    # off the whole relay: every other schedule ran 0.5-4.5 s late, even once removed.
+    channel, queue = amqp_queue
+    full = f"beatd-full-{uuid.uuid4().hex}"
+    channel.queue_declare(
+        full, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    channel.basic_publish("", full, b"filler")  # full from the start
+    healthy = Schedule("healthy", Every(timedelta(seconds=1)), "app.healthy", queue=queue)
+    blocked = Schedule("blocked", Every(timedelta(seconds=1)), "app.blocked", queue=full)
+    store = MemoryStore()
+    settings = Settings(
+        database="memory://", lease=timedelta(seconds=3), schedules=(healthy, blocked)
+    )
+    publisher = AmqpPublisher(amqp_server, name=f"beatd-test-{uuid.uuid4().hex[:12]}")
+    running = _Running(Daemon(settings, store, publisher))
+    lags: list[float] = []
+    try:
+        _wait_for(
+            lambda: running.daemon.metrics.broker_errors._value.get() >= 3,
+            "the full queue refusing fires (nacks)",
+        )
+        channel.queue_purge(queue)  # measure from here: what waited in the queue is not late
+
+        def more() -> bool:
+            _method, props, _body = channel.basic_get(queue, auto_ack=True)
+            if props is not None:
+                at = datetime.fromisoformat(props.headers["beatd-scheduled-for"])
+                lags.append((datetime.now(UTC) - at).total_seconds())
+            return len(lags) >= 5
+
+        _wait_for(more, "five fires of the healthy schedule while the other queue is full")
+    finally:
+        assert running.stop() == 0
+        publisher.close()
+        channel.queue_delete(full)
+    assert max(lags) < 0.5, lags  # on time: a nack costs the healthy schedule nothing
+    assert running.daemon.relay.failures == 0  # the broker itself was never backed off
+    assert {r.outcome for r in store.history("blocked", 100)} == {Outcome.PENDING}
