@@ -23,7 +23,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from faults_support import LEASE, LONG, SCHEDULES, FaultCluster, Recorder, account, running
+from faults_support import (
+    LEASE,
+    LONG,
+    SCHEDULES,
+    FaultCluster,
+    Recorder,
+    account,
+    running,
+    wait_delivered,
+)
 
 from beatd.api import Beat
 
@@ -136,13 +145,7 @@ def test_changes_racing_fires_keep_the_books(cluster: FaultCluster) -> None:
         driver.run(DRIVE, stop)
         time.sleep(2.5)  # the fault's own timing: let the last changes' fires go out
         cluster.stop_all()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            sent = {fid for fid, r in _rows(cluster).items() if r["outcome"] == "sent"}
-            if sent <= recorder.ids():
-                break
-            recorder.arrived.clear()
-            recorder.arrived.wait(0.2)
+        wait_delivered(cluster, recorder)
         rows = _rows(cluster)
         with cluster.engine.connect() as conn:
             backlog = conn.execute(sa.text("SELECT count(*) FROM outbox")).scalar_one()
@@ -222,13 +225,7 @@ def test_two_processes_sharing_an_instance_id_never_lead_at_one_epoch(
                 leader.signal(signal.SIGCONT)
         time.sleep(3)
         cluster.stop_all()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            sent = {f["fire_id"] for f in cluster.fires() if f["outcome"] == "sent"}
-            if sent <= recorder.ids():
-                break
-            recorder.arrived.clear()
-            recorder.arrived.wait(0.2)
+        wait_delivered(cluster, recorder)
     shared = {e: pids for e, pids in _leading_epochs(cluster).items() if len(pids) > 1}
     print(f"epochs led: {sorted(_leading_epochs(cluster))}; led by two processes: {shared}")
     assert shared == {}
