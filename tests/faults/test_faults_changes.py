@@ -124,7 +124,7 @@ class Driver:
 def _rows(cluster: FaultCluster) -> dict[str, dict[str, Any]]:
     with cluster.engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT fire_id, schedule, scheduled_for, outcome, manual FROM fires")
+            sa.text("SELECT fire_id, schedule, scheduled_for, outcome, manual, decided_at, epoch FROM fires")
         )
         return {row.fire_id: dict(row._mapping) for row in rows}
 
@@ -178,6 +178,13 @@ def test_changes_racing_fires_keep_the_books(cluster: FaultCluster) -> None:
     )
     for item in older[:10]:
         print(f"  older: {item}")
+        name, at_text = item[0], datetime.fromisoformat(item[1]).timestamp()
+        for when, state in driver.log[name]:
+            if abs(when - at_text) < 5:
+                print(f"    change returned {when - at_text:+.3f}s from the instant: {state}")
+        for row in rows.values():
+            if row["schedule"] == name and abs(row["scheduled_for"].timestamp() - at_text) < 5:
+                print(f"    fire {row['scheduled_for']:%H:%M:%S} {row['outcome']} {row}")
     assert no_row == [] and not_sent == [] and lost_triggers == []
     assert older == []
     assert backlog == 0

@@ -76,6 +76,27 @@ def definition_columns(schedule: Schedule) -> dict[str, Any]:
     }
 
 
+def _locked(conn: Connection, names: Sequence[str]) -> None:
+    """Lock the rows of `names` before withdrawing their fires.
+
+    A tick recording at this moment holds these rows (it locked them to check
+    their versions): the change waits for its commit, so the withdrawal that
+    follows sees the fires it wrote, and a tick that comes later fails the
+    version check. Withdrawing first let a fire recorded just then survive a
+    pause that returned seconds before its instant (the change's DELETE did
+    not see it). SQLite's write lock already orders the two.
+    """
+    dialect = conn.dialect.name
+    for chunk in eng.chunks(sorted(names), dialect):
+        query = (
+            sa.select(schedules.c.name)
+            .where(eng.in_list(schedules.c.name, chunk, dialect))
+            .order_by(schedules.c.name)
+            .with_for_update()
+        )
+        conn.execute(query).all()
+
+
 def lock_definitions(conn: Connection) -> None:
     """Serialise definition writers (SQLite: BEGIN IMMEDIATE already does)."""
     if conn.dialect.name == "postgresql":
@@ -277,7 +298,7 @@ def put(
     query = sa.select(schedules.c.source, schedules.c.timing).where(
         schedules.c.name == schedule.name
     )
-    existing = conn.execute(query).one_or_none()
+    existing = conn.execute(query.with_for_update()).one_or_none()  # see _locked
     if existing is not None and existing.source == Source.FILE.value:
         raise _owned_by_file(schedule.name)
     if existing is not None and not replace:
@@ -307,7 +328,7 @@ def put(
 def delete(conn: Connection, name: str, now: datetime) -> None:
     lock_definitions(conn)
     query = sa.select(schedules.c.source).where(schedules.c.name == name)
-    source = conn.execute(query).scalar_one_or_none()
+    source = conn.execute(query.with_for_update()).scalar_one_or_none()  # see _locked
     if source is None:
         raise NotFound(f"no schedule named {name!r}")
     if source == Source.FILE.value:
@@ -327,7 +348,7 @@ def set_paused(
 ) -> None:
     lock_definitions(conn)
     query = sa.select(schedules.c.paused).where(schedules.c.name == name)
-    was = conn.execute(query).scalar_one_or_none()
+    was = conn.execute(query.with_for_update()).scalar_one_or_none()  # see _locked
     if was is None:
         raise NotFound(f"no schedule named {name!r}")
     values: dict[str, Any] = {
@@ -392,6 +413,7 @@ def load_file(
         changed.extend(changed_)
     removed.sort()
     for names in _chunks(removed):
+        _locked(conn, names)
         firelog.withdraw(conn, names, now)
         conn.execute(
             sa.delete(schedules).where(
@@ -421,7 +443,11 @@ def _load_chunk(
     decoded: Decoded | None,
 ) -> tuple[list[str], list[str]]:
     """Insert the new and update the changed schedules of one chunk; their names."""
-    query = sa.select(schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing)
+    query = (
+        sa.select(schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing)
+        .order_by(schedules.c.name)  # the tick's order: no deadlock
+        .with_for_update()  # see _locked
+    )
     existing: dict[str, Row] = {}
     dialect = conn.dialect.name
     for names in eng.chunks([item.name for item in chunk], dialect):
