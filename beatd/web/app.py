@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import available_timezones
@@ -60,6 +61,7 @@ class Console:
     beat: Beat
     token: str | None
     form: Mapping[str, Any]
+    status_lock: threading.Lock = field(default_factory=threading.Lock)  # one broker link
 
 
 def create_app(beat: Beat, token: str | None = None) -> Flask:
@@ -206,7 +208,8 @@ def _next_fires(info: ScheduleInfo, now: datetime) -> list[Fire]:
 
 
 def cluster() -> tuple[str, int]:
-    status = _beat().status()
+    with _console().status_lock:  # status() opens the broker connection it keeps: once
+        status = _beat().status()
     return page("cluster.html", status=status, chart=views.lag_chart(status.lags))
 
 

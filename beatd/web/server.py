@@ -9,6 +9,7 @@ from types import FrameType
 from waitress.server import create_server
 
 from beatd.api import Beat
+from beatd.errors import BeatdError
 from beatd.web.app import create_app
 
 log = logging.getLogger("beatd.web")
@@ -17,6 +18,10 @@ THREADS = 4  # requests served at once; each holds at most one database connecti
 
 def serve(beat: Beat, host: str, port: int, token: str | None) -> None:
     """Listen on host:port (port 0: any free one, logged) and serve until SIGTERM or ^C."""
+    try:
+        beat.page(limit=1)  # opens the database now, before request threads share the Beat
+    except BeatdError:
+        pass  # each page says what is wrong, and the next request tries again
     server = create_server(
         create_app(beat, token), host=host, port=port, threads=THREADS, ident="beatd"
     )
