@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import itertools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,19 +29,37 @@ from typing import Any
 
 from beatd import planner, timing, views
 from beatd.clock import Clock, SystemClock
-from beatd.codec import format_instant, localize, schedule_from_table
+from beatd.codec import check_instant, format_instant, localize, schedule_from_table
 from beatd.config import Settings, load_settings, settings_from_document
 from beatd.durations import format_duration
-from beatd.errors import AlreadyExists, ConfigError, Conflict, NotFound
+from beatd.errors import AlreadyExists, BeatdError, BrokerError, ConfigError, Conflict, NotFound
 from beatd.ids import fire_id
-from beatd.model import Decision, Fire, FireRecord, Outcome, Schedule, Source, StoredSchedule
+from beatd.model import (
+    Decision,
+    Every,
+    Fire,
+    FireRecord,
+    Instance,
+    Lease,
+    Outcome,
+    Schedule,
+    ScheduleFilter,
+    Source,
+    StoredSchedule,
+)
+from beatd.publish import open_publisher
+from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
+from beatd.redact import redact
 from beatd.store import has_tables, open_or_create, open_store
 from beatd.store.base import Store
 from beatd.upcoming import upcoming as merge_upcoming
 from beatd.views import ScheduleInfo
 
 MAX_HISTORY = 100_000  # rows one history call may return
+MAX_BACKFILL = 100_000  # instants one backfill call may record
+MAX_PAGE = 1_000  # schedules one page may hold
+LAG_SAMPLE = 1_000  # recent fires status() reads the lag of
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +70,59 @@ class Backfill:
     instants: int  # instants of the schedule in the range
     recorded: tuple[str, ...]  # ids of the fires recorded now (the others were already)
     expired: int  # of those, how many were past their `expires` already: never sent
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One page of `list`: the schedules on it and how many match in all."""
+
+    schedules: tuple[ScheduleInfo, ...]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A running process of the cluster, as `status` lists it."""
+
+    holder: str  # its instance id
+    role: str  # leader | standby
+    started_at: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What `beatd status` reports: who leads, the backlog, database and broker health.
+
+    `database` and `broker` are "ok" or "error: why", with passwords masked;
+    `problems` the same errors as lines to show, `exit_code` the highest of
+    theirs (0 when healthy). `lags` are the seconds from instant to the
+    broker's confirm of the most recent fires sent on schedule (not triggers,
+    backfills or drops).
+    """
+
+    leader: str | None
+    epoch: int | None
+    lease_expires: datetime | None
+    backlog: int | None
+    database: str
+    broker: str
+    database_url: str
+    broker_url: str
+    instances: tuple[Member, ...] = ()  # every process seen within two leases
+    lags: tuple[float, ...] = ()
+    problems: tuple[str, ...] = ()
+    exit_code: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+def _member(instance: Instance, lease: Lease | None) -> Member:
+    leads = lease is not None and instance.token == lease.token
+    role = "leader" if leads else "standby"
+    return Member(instance.holder, role, instance.started_at, instance.last_seen)
 
 
 class Beat:
@@ -74,6 +146,7 @@ class Beat:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self._store: Store | None = None
+        self._publisher: Publisher | None = None  # kept for status(): a console asks often
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, clock: Clock | None = None) -> Beat:
@@ -85,6 +158,9 @@ class Beat:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
 
     def __enter__(self) -> Beat:
         return self
@@ -118,9 +194,12 @@ class Beat:
         return {s.name: s for s in self.settings.schedules}
 
     def instant(self, value: datetime, what: str = "instant") -> datetime:
-        """`value` as an aware instant: a naive one is read in `[beatd] timezone`."""
+        """`value` as an aware instant: a naive one is read in `[beatd] timezone`.
+
+        ConfigError names `what` when it is out of range (years 2 to 9997).
+        """
         if value.tzinfo is not None and value.utcoffset() is not None:
-            return value
+            return check_instant(value, what)
         try:
             return localize(value, self.settings.timezone)
         except ValueError as exc:
@@ -216,11 +295,14 @@ class Beat:
             raise ConfigError("backfill: --to is before --from")
         schedule = self.get(name).schedule
         self._refuse_pruned_range(schedule, start)
-        instants = list(timing.fires_between(schedule, start - timedelta(microseconds=1), end))
-        if len(instants) > 100_000:
-            raise ConfigError(
-                f"backfill: {len(instants)} instants in that range; at most 100000 at once"
-            )
+        # The cap bounds the work, not only the rows: an interval's instants are counted
+        # without enumerating them; other kinds enumerate at most one past the cap.
+        if _every_beyond(schedule, start, end):
+            raise _too_many(start, end)
+        found = timing.fires_between(schedule, start - timedelta(microseconds=1), end)
+        instants = list(itertools.islice(found, MAX_BACKFILL + 1))
+        if len(instants) > MAX_BACKFILL:
+            raise _too_many(start, end)
         now = self.clock.now()
         messages = [build_message(schedule, at, now) for at in instants]
         decisions = [
@@ -292,6 +374,80 @@ class Beat:
         """Every schedule, by name: the file as it is now, and the database's API schedules."""
         return [view.info for view in self._views(self.clock.now())]
 
+    def page(
+        self, where: ScheduleFilter | None = None, offset: int = 0, limit: int = 50
+    ) -> Listing:
+        """Schedules matching `where`, by name, from `offset`: `list` a page at a time.
+
+        With a database, the database filters and pages (quick at 100,000
+        schedules) what it holds: API schedules and the file's as the running
+        daemon loaded them, each shown as the file now defines it and marked
+        `reload_pending` where it differs; a file schedule no daemon has
+        loaded yet is listed from its first load. Each carries its newest
+        history row.
+        """
+        where = where or ScheduleFilter()
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise ConfigError(f"page: offset must be 0 or more and limit 1 to {MAX_PAGE}")
+        if not self._uses_database():
+            chosen = [i for i in self.list() if where.matches(i.name, i.state, i.source)]
+            return Listing(tuple(chosen[offset : offset + limit]), len(chosen))
+        page = self.store.page(where, offset, limit)
+        now = self.clock.now()
+        shown = []
+        for stored in page.schedules:
+            in_file = self._in_file.get(stored.schedule.name)
+            view = (
+                views.file_view(in_file, stored, now, database=True)
+                if in_file is not None and stored.schedule.source is Source.FILE
+                else views.stored_view(stored)
+            )
+            last = page.last.get(stored.schedule.name)
+            shown.append(dataclasses.replace(view.info, last_fire=last))
+        return Listing(tuple(shown), page.total)
+
+    def status(self) -> Status:
+        """The lease, instances, backlog and recent lag from the database; the broker's health."""
+        lease, backlog = None, None
+        members: tuple[Member, ...] = ()
+        lags: tuple[float, ...] = ()
+        failed: dict[str, BeatdError] = {}
+        try:
+            lease = self.store.current()
+            backlog = self.store.backlog()
+            seen = self.store.db_now() - 2 * max(self.settings.lease, timedelta(seconds=2))
+            members = tuple(_member(i, lease) for i in self.store.instances(seen))
+            lags = tuple(self.store.lags(LAG_SAMPLE))
+        except BeatdError as exc:
+            failed["database"] = exc
+        try:
+            if self._publisher is None:
+                self._publisher = open_publisher(self.settings.broker)
+            unreachable = self._publisher.check()  # reconnects when the connection is gone
+            if unreachable is not None:
+                raise BrokerError(unreachable)
+        except BeatdError as exc:
+            failed["broker"] = exc
+        shown = {what: self.shown(exc) for what, exc in failed.items()}
+        return Status(
+            leader=lease.holder if lease else None,
+            epoch=lease.epoch if lease else None,
+            lease_expires=lease.expires_at if lease else None,
+            backlog=backlog,
+            database=f"error: {shown['database']}" if "database" in shown else "ok",
+            broker=f"error: {shown['broker']}" if "broker" in shown else "ok",
+            database_url=redact(self.settings.database),
+            broker_url=redact(self.settings.broker),
+            instances=members,
+            lags=lags,
+            problems=tuple(shown.values()),
+            exit_code=max((exc.exit_code for exc in failed.values()), default=0),
+        )
+
+    def shown(self, error: object) -> str:
+        """An error's text fit to show: without the database's and broker's passwords."""
+        return redact(str(error), self.settings.database, self.settings.broker)
+
     def _views(self, now: datetime) -> builtins.list[views.View]:
         stored = self.store.all() if self._uses_database() else None
         return views.merged(self.settings.schedules, stored, now)
@@ -342,6 +498,27 @@ class Beat:
 
     def _first_at(self, schedule: Schedule) -> datetime | None:
         return timing.next_after(schedule, self.clock.now())
+
+
+def _every_beyond(schedule: Schedule, start: datetime, end: datetime) -> bool:
+    """Whether an interval schedule fires more than MAX_BACKFILL times in [start, end]."""
+    spec = schedule.spec
+    first = timing.next_after(schedule, start - timedelta(microseconds=1))
+    if not isinstance(spec, Every) or first is None:
+        return False
+    if schedule.end is not None:
+        end = min(end, schedule.end)
+    try:
+        return first + MAX_BACKFILL * spec.period <= end  # instants are first + k·period
+    except OverflowError:  # past year 9999, so past `end`
+        return False
+
+
+def _too_many(start: datetime, end: datetime) -> ConfigError:
+    return ConfigError(
+        f"backfill: more than {MAX_BACKFILL} instants from {start.isoformat()} "
+        f"to {end.isoformat()}; backfill a shorter range at a time"
+    )
 
 
 def _with_database(settings: Settings, url: str) -> Settings:

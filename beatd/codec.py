@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -36,6 +36,7 @@ from beatd.model import (
     Spec,
     kind_of,
 )
+from beatd.publish.messages import TTL_MAX, frame_problem, header_problems
 from beatd.timing.zones import MAX_YEAR, MIN_YEAR, next_instant
 
 KINDS = ("cron", "every", "rrule", "at")
@@ -68,7 +69,9 @@ _CELERY_HINT = (
     " (a Celery beat_schedule key: here the timing is cron, every, rrule or at and each option "
     "is a key of its own; `beatd import celery MODULE:APP` converts a Celery app's schedule)"
 )
-MAX_NAME = 200
+MAX_NAME = 200  # characters: the schema's name columns
+MAX_TASK = 255  # characters of a task name
+MAX_SHORT = 255  # bytes of UTF-8: an AMQP short string (exchange, routing key, queue name)
 MAX_PAYLOAD = 64 * 1024  # bytes of serialised JSON for args, kwargs and headers each
 MAX_DEPTH = 32  # nesting levels of args, kwargs and headers
 
@@ -89,11 +92,16 @@ class _Problems:
     lines: list[str] = field(default_factory=list)
 
     def add(self, key: str, message: str) -> None:
+        key, message = _clip(key, 80), _clip(message, 240)  # a value quoted in it may be huge
         self.lines.append(
             f"schedule {self.name!r}: {key}: {message}"
             if key
             else f"schedule {self.name!r}: {message}"
         )
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def check_name(name: object) -> str | None:
@@ -121,6 +129,41 @@ def did_you_mean(word: str, choices: Any) -> str:
     """' (did you mean 'x'?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def to_utc(instant: datetime) -> datetime:
+    """An aware instant as UTC; ValueError when its offset carries it past the calendar
+    (``9999-12-31T23:00:00-14:00``, where Python's datetime overflows)."""
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(_out_of_range(instant)) from None
+
+
+def in_range(instant: datetime) -> datetime:
+    """An aware instant as UTC, or ValueError outside the years beatd handles
+    (MIN_YEAR+1 to MAX_YEAR-1: the DST rule needs a year of room at both ends)."""
+    utc = to_utc(instant)
+    if not MIN_YEAR < utc.year < MAX_YEAR:
+        raise ValueError(_out_of_range(instant))
+    return utc
+
+
+def _out_of_range(instant: datetime) -> str:
+    return (
+        f"{instant.isoformat()} is out of range: "
+        f"instants from year {MIN_YEAR + 1} to {MAX_YEAR - 1} are supported"
+    )
+
+
+def check_instant(value: datetime, what: str) -> datetime:
+    """An instant given to a command or the API: aware and in range, as UTC; else ConfigError."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigError(f"{what}: needs a time zone (an aware datetime)")
+    try:
+        return in_range(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def parse_zone(value: object) -> ZoneInfo:
@@ -248,7 +291,7 @@ def parse_instant(value: object, zone: ZoneInfo) -> datetime:
         )
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         return localize(parsed, zone)
-    return parsed.astimezone(UTC)
+    return to_utc(parsed)
 
 
 def format_instant(value: datetime) -> str:
@@ -288,6 +331,16 @@ def _check_duration(value: object, zero_ok: bool) -> timedelta:
     return delta
 
 
+def _expires(value: object) -> timedelta:
+    delta = _duration(value, zero_ok=False)
+    if delta > TTL_MAX:
+        raise ValueError(
+            f"must be at most {format_duration(TTL_MAX)} (RabbitMQ refuses a message TTL "
+            f"over 10 years), got {value!r}"
+        )
+    return delta
+
+
 def _choice(value: object, enum: Any) -> Any:
     choices = [str(member) for member in enum]
     if not isinstance(value, str) or value not in choices:
@@ -319,10 +372,16 @@ def _json_payload(value: object, kind: type) -> Any:
     if _too_deep(value):
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_no_json)
+        text = json.dumps(
+            value, allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=_no_json
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"must hold only JSON values: {exc}") from None
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise ValueError(f"holds text that is not valid Unicode: {bad!r}") from None
     if size > MAX_PAYLOAD:
         raise ValueError(f"too large: {size} bytes as JSON, at most {MAX_PAYLOAD} (64 KiB)")
     loaded = json.loads(text)  # a deep, plain copy: nothing shared with the caller
@@ -433,7 +492,7 @@ def _option_parsers(zone: ZoneInfo) -> Mapping[str, _Parser]:
         "start": lambda v: parse_instant(v, zone),
         "end": lambda v: parse_instant(v, zone),
         "jitter": lambda v: _duration(v, zero_ok=True),
-        "expires": lambda v: _duration(v, zero_ok=False),
+        "expires": _expires,
         "grace": lambda v: _duration(v, zero_ok=False),
         "max_fires": lambda v: _integer(v, 1, None),
         "history_limit": lambda v: _integer(v, 1, None),
@@ -457,11 +516,21 @@ def _options(table: Mapping[str, Any], zone: ZoneInfo, problems: _Problems) -> d
 
 
 def schedule_from_table(
-    name: str, table: Mapping[str, Any], defaults: Defaults, source: Source
+    name: str,
+    table: Mapping[str, Any],
+    defaults: Defaults,
+    source: Source,
+    *,
+    stored: bool = False,
 ) -> Schedule:
     """Validate one schedule's table and build it; ConfigError lists every problem.
 
-    Each problem is one line: ``schedule 'nightly': cron: ...``.
+    Each problem is one line: ``schedule 'nightly': cron: ...``. Unless
+    `stored` (a definition read back from the database, checked when it was
+    written, perhaps by an older beatd), what cannot be stored or sent is
+    refused too: names longer than their columns or an AMQP short string,
+    instants out of range, headers AMQP cannot carry or beatd sets itself, a
+    header frame over RabbitMQ's frame_max (publish/messages.py).
     """
     bad_name = check_name(name)
     if bad_name is not None:
@@ -486,19 +555,67 @@ def schedule_from_table(
 
     spec = _anchor(_spec(name, table, zone, problems), table, zone, problems)
     options = _options(table, zone, problems)
-    if isinstance(spec, Cron | RRule):  # whether it fires depends on its start
-        try:
-            timing.check_spec(spec, zone, name, options.get("start"))
-        except ValueError as exc:
-            problems.add(kind_of(spec), str(exc))
+    options.setdefault("format", defaults.format)
+    _check_together(spec, zone, options, problems, stored=stored)
 
     if problems.lines or spec is None:
         lines = problems.lines or [f"schedule {name!r}: invalid"]
         raise ConfigError(lines[0], problems=lines)
-    options.setdefault("format", defaults.format)
     options.setdefault("kwargs", _NO_OPTIONS)
     options.setdefault("headers", _NO_OPTIONS)
-    return Schedule(name=name, spec=_shared_spec(spec), timezone=zone, source=source, **options)
+    schedule = Schedule(name=name, spec=_shared_spec(spec), timezone=zone, source=source, **options)
+    too_big = None if stored else frame_problem(schedule)
+    if too_big is not None:
+        problems.add("headers", too_big)
+        raise ConfigError(problems.lines[0], problems=problems.lines)
+    return schedule
+
+
+def _check_together(
+    spec: Spec | None,
+    zone: ZoneInfo,
+    options: Mapping[str, Any],
+    problems: _Problems,
+    *,
+    stored: bool,
+) -> None:
+    """The checks that need several keys at once."""
+    if isinstance(spec, Cron | RRule):  # whether it fires depends on its start
+        try:
+            timing.check_spec(spec, zone, problems.name, options.get("start"))
+        except ValueError as exc:
+            problems.add(kind_of(spec), str(exc))
+    if not stored:  # what a definition stored by an older beatd holds keeps loading
+        for key, problem in _unstorable(spec, options):
+            problems.add(key, problem)
+
+
+def _unstorable(spec: Spec | None, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """What cannot be stored or sent: (key, problem) pairs.
+
+    Names longer than their column (and an AMQP short string), instants out
+    of range, headers AMQP cannot carry or beatd sets itself.
+    """
+    task = options.get("task")
+    if task is not None and len(task) > MAX_TASK:
+        yield "task", f"must be at most {MAX_TASK} characters, got {len(task)}"
+    for key in ("queue", "exchange", "routing_key"):
+        size = len(options.get(key, "").encode())  # printable text holds no lone surrogate
+        if size > MAX_SHORT:
+            yield (
+                key,
+                f"must be at most {MAX_SHORT} bytes as UTF-8 (an AMQP short string), got {size}",
+            )
+    instants = [(key, options.get(key)) for key in ("start", "end")]
+    if isinstance(spec, Once):
+        instants.append(("at", spec.at))
+    elif isinstance(spec, Every):
+        instants.append(("anchor", spec.anchor))
+    for key, instant in instants:
+        if instant is not None and not MIN_YEAR < instant.year < MAX_YEAR:
+            yield key, _out_of_range(instant)
+    if options.get("headers"):
+        yield from header_problems(options["headers"], options["format"])
 
 
 _NO_OPTIONS: Mapping[str, Any] = {}

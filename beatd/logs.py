@@ -13,7 +13,7 @@ import logging
 import logging.handlers
 import queue
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -75,14 +75,14 @@ def setup(
     urls: Sequence[str] = (),
     *,
     background: bool = False,
-) -> None:
+) -> Callable[[], None]:
     """Route the `beatd` loggers to `stream` (stderr) in the chosen format.
 
     Every line is passed through redact(), with the passwords of `urls`.
     With `background` (the daemon), a logging thread formats and writes the
     lines, so a loop that logs a line per fire only queues it (a 10,000-fire
-    burst spent ~0.6 s writing lines between its publishes); what is queued
-    is written at exit.
+    burst spent ~0.6 s writing lines between its publishes). Returns what
+    writes out everything queued and stops that thread (also run at exit).
     """
     handler: logging.Handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(urls) if fmt == "json" else TextFormatter(urls))
@@ -90,11 +90,25 @@ def setup(
         lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         listener = logging.handlers.QueueListener(lines, handler)
         listener.start()
-        atexit.register(listener.stop)  # before logging's own exit hook: nothing is lost
+        stopped: list[bool] = []
+
+        def drain() -> None:
+            if not stopped:
+                stopped.append(True)
+                listener.stop()
+
+        atexit.register(drain)  # before logging's own exit hook: nothing is lost
         handler = logging.handlers.QueueHandler(lines)
+    else:
+        drain = _nothing
     root = logging.getLogger("beatd")
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+    return drain
+
+
+def _nothing() -> None:
+    pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -231,6 +232,55 @@ class StoredSchedule:
     note: str | None
     version: int  # bumped on every change of definition or pause
     created_at: datetime
+
+    @property
+    def state(self) -> str:
+        return schedule_state(self.schedule, self.next_at, self.paused)
+
+
+STATES = ("active", "paused", "disabled", "finished")
+
+
+def schedule_state(schedule: Schedule, next_at: datetime | None, paused: bool) -> str:
+    """One of STATES: paused, else disabled, else finished (no next instant), else active."""
+    if paused:
+        return "paused"
+    if not schedule.enabled:
+        return "disabled"
+    return "active" if next_at is not None else "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFilter:
+    """Which schedules a page lists; each field that is set narrows it."""
+
+    text: str = ""  # a part of the name; ASCII letters match in either case
+    state: str | None = None  # one of STATES
+    source: str | None = None  # "file" or "api"
+
+    def matches(self, name: str, state: str, source: str) -> bool:
+        return (
+            ascii_lower(self.text) in ascii_lower(name)
+            and self.state in (None, state)
+            and self.source in (None, source)
+        )
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def ascii_lower(text: str) -> str:
+    """`text` with ASCII letters in lower case and every other character as it is."""
+    return text.translate(_ASCII_LOWER)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePage:
+    """One page of schedules by name, how many match in all, and their newest history rows."""
+
+    schedules: tuple[StoredSchedule, ...]
+    total: int
+    last: Mapping[str, FireRecord]  # name -> newest row, for those with any history
 
 
 @dataclass(frozen=True, slots=True)

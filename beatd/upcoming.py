@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from beatd import timing
+from beatd.codec import check_instant
 from beatd.errors import ConfigError, NotFound
 from beatd.model import Cron, Every, Fire, Once, Schedule
 
+MAX_LIMIT = 100_000  # fires one call may return: its cost is what it returns
 StartAt = Callable[[Schedule], "datetime | None"]
 
 
@@ -34,12 +36,6 @@ class SharedTiming:
         except KeyError:
             found = self._memo[key] = timing.next_after(s, after)
             return found
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ConfigError(f"{what}: needs a time zone (an aware datetime)")
-    return value
 
 
 def _instants(
@@ -96,11 +92,11 @@ def upcoming(
     schedule's fires begin (inclusive; e.g. the store's next undecided
     instant), or None for a schedule with no more fires.
     """
-    if limit < 0:
-        raise ConfigError(f"limit: must be 0 or more, got {limit}")
-    after = _aware(after if after is not None else now, "after")
+    if not 0 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"limit: must be from 0 to {MAX_LIMIT}, got {limit}")
+    after = check_instant(after if after is not None else now, "after")
     if until is not None:
-        _aware(until, "until")
+        until = check_instant(until, "until")
     chosen = list(schedules)
     if schedule is not None:
         chosen = [s for s in chosen if s.name == schedule]

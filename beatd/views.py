@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from beatd import timing
-from beatd.model import Schedule, Source, StoredSchedule
+from beatd.model import FireRecord, Schedule, Source, StoredSchedule, schedule_state
 from beatd.upcoming import SharedTiming
 
 NextAfter = Callable[[Schedule, datetime], "datetime | None"]
@@ -37,6 +37,7 @@ class ScheduleInfo:
     state: str  # active | paused | disabled | finished
     note: str | None
     reload_pending: bool = False
+    last_fire: FireRecord | None = None  # its newest history row, where a page read it
 
     @property
     def name(self) -> str:
@@ -53,12 +54,7 @@ class View:
     decided: bool  # next_at is the store's first undecided instant: earlier ones are history
 
 
-def state(schedule: Schedule, next_at: datetime | None, paused: bool) -> str:
-    if paused:
-        return "paused"
-    if not schedule.enabled:
-        return "disabled"
-    return "active" if next_at is not None else "finished"
+state = schedule_state
 
 
 def stored_view(stored: StoredSchedule) -> View:

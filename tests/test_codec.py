@@ -21,6 +21,7 @@ from beatd.codec import (
 )
 from beatd.errors import ConfigError
 from beatd.model import EPOCH, Cron, Every, Format, Misfire, Once, RRule, Schedule, Source
+from beatd.publish.messages import BEATD_HEADERS
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DEFAULTS = Defaults()
@@ -450,6 +451,7 @@ specs = st.one_of(
 )
 zones = st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]).map(ZoneInfo)
 text = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20)
+header_names = text.filter(lambda key: key not in BEATD_HEADERS[Format.CELERY])
 
 
 @st.composite
@@ -468,7 +470,7 @@ def schedules(draw: st.DrawFn) -> Schedule:
         queue=draw(st.just("celery") | text),
         exchange=draw(st.just("") | text),
         routing_key=draw(st.none() | st.just("") | text),
-        headers=draw(st.dictionaries(text, json_value, max_size=2)),
+        headers=draw(st.dictionaries(header_names, json_value, max_size=2)),
         format=draw(st.sampled_from(list(Format))),
         start=start,
         end=end,

@@ -69,9 +69,10 @@ def test_limit() -> None:
     assert upcoming([every("a", 1)], NOW, limit=0) == []
 
 
-def test_negative_limit_is_refused() -> None:
-    with pytest.raises(ConfigError, match="limit: must be 0 or more"):
-        upcoming([every("a", 1)], NOW, limit=-1)
+@pytest.mark.parametrize("limit", [-1, 100_001])
+def test_a_limit_out_of_bounds_is_refused(limit: int) -> None:
+    with pytest.raises(ConfigError, match="limit: must be from 0 to 100000"):
+        upcoming([every("a", 1)], NOW, limit=limit)
 
 
 @pytest.mark.parametrize("which", ["now", "after", "until"])

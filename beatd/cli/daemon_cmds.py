@@ -77,12 +77,19 @@ def _open_store(settings: Settings, stop: threading.Event) -> Store | None:
 def _run(args: argparse.Namespace) -> int:
     signals = args.signals or Signals()  # main() installed them before anything slow
     settings = load_settings(args.config)
-    setup(
+    drain = setup(
         args.log_format or settings.log_format,
         LEVELS[args.log_level],
         urls=(settings.database, settings.broker),
         background=True,
     )
+    try:
+        return _serve(settings, signals)
+    finally:
+        drain()  # every line logged is out before the CLI prints an error line
+
+
+def _serve(settings: Settings, signals: Signals) -> int:
     log.info(
         "beatd starting",
         extra={

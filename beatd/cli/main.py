@@ -32,7 +32,15 @@ EXIT_CODES = (
     (EXIT_FAILURE, "anything else (database or broker down, no such schedule...)"),
 )
 
-GROUPS = ("config_cmds", "schedule_cmds", "backfill_cmds", "db_cmds", "daemon_cmds", "import_cmds")
+GROUPS = (
+    "config_cmds",
+    "schedule_cmds",
+    "backfill_cmds",
+    "db_cmds",
+    "daemon_cmds",
+    "import_cmds",
+    "web_cmds",
+)
 
 
 class _Parser(argparse.ArgumentParser):

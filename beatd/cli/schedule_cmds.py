@@ -23,7 +23,7 @@ DURATION = "a duration: 90s, 5m, 1h30m, 2d or a number of seconds"
 INSTANT = "ISO-8601; without an offset it is read in the schedule's --timezone"
 
 # (flag, TOML key, how the value is read, help): every option of SPEC §2.
-_OPTIONS: tuple[tuple[str, str, str, str], ...] = (
+OPTION_FLAGS: tuple[tuple[str, str, str, str], ...] = (
     ("--task", "task", "text", "the task name a worker runs (required)"),
     ("--anchor", "anchor", "instant", f"--every's phase: fires at anchor + k * period ({INSTANT})"),
     ("--args", "args", "json", "positional arguments, a JSON array"),
@@ -60,7 +60,10 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--history-limit", "history_limit", "int", "keep at most this many history rows of it"),
     ("--priority", "priority", "int", "AMQP message priority, 0-255"),
 )
-_CHOICES = {"format": tuple(str(f) for f in Format), "misfire": tuple(str(m) for m in Misfire)}
+OPTION_CHOICES = {
+    "format": tuple(str(f) for f in Format),
+    "misfire": tuple(str(m) for m in Misfire),
+}
 _METAVARS = {"json": "JSON", "int": "N", "instant": "ISO", "duration": "DURATION"}
 
 
@@ -72,11 +75,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     kind.add_argument("--every", metavar="DURATION", help=f"a fixed period; {DURATION}")
     kind.add_argument("--rrule", metavar="RULE", help='RFC 5545 rule, e.g. "FREQ=WEEKLY;BYDAY=MO"')
     kind.add_argument("--at", metavar="ISO", help=f"one fire at this instant ({INSTANT})")
-    for flag, key, how, help in _OPTIONS:
+    for flag, key, how, help in OPTION_FLAGS:
         add.add_argument(
             flag,
             metavar=_METAVARS.get(how, "ZONE" if key == "timezone" else None),
-            choices=_CHOICES.get(key),
+            choices=OPTION_CHOICES.get(key),
             required=key == "task",
             help=help,
         )
@@ -112,7 +115,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
 
 
-def _read(flag: str, how: str, raw: str) -> Any:
+def read_option(flag: str, how: str, raw: str) -> Any:
     if how == "json":
         try:
             return json.loads(raw)
@@ -132,10 +135,10 @@ def _add(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         key: getattr(args, key) for key in ("cron", "every", "rrule", "at") if getattr(args, key)
     }
-    for flag, key, how, _help in _OPTIONS:
+    for flag, key, how, _help in OPTION_FLAGS:
         raw = getattr(args, key)
         if raw is not None:
-            options[key] = _read(flag, how, raw)
+            options[key] = read_option(flag, how, raw)
     if args.disabled:
         options["enabled"] = False
     with opened(args.config) as beat:

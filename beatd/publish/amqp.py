@@ -39,15 +39,17 @@ Errors (all pika exceptions become BrokerError in ``_mapped``)
     the wait (``RetryPolicy``), during which ``publish`` fails fast without
     touching the network. Authentication and virtual-host errors are raised
     the same way but need an operator. Per message, never raised: RETURNED
-    (unroutable, missing exchange, or a message pika cannot encode), NACKED
-    (``basic.nack``: the broker refused it, e.g. a full queue with
-    ``overflow=reject-publish``), EXPIRED (``expires_at`` reached first).
+    (unroutable, missing exchange), FAILED (pika cannot encode it, or its
+    header frame is over the connection's frame_max, or its TTL over the 10
+    years RabbitMQ takes: any of these would close the connection or channel
+    for everyone, so it is never written), NACKED (``basic.nack``: the broker
+    refused it, e.g. a full queue with ``overflow=reject-publish``), EXPIRED
+    (``expires_at`` reached first).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -61,11 +63,12 @@ from beatd.model import Message
 from beatd.publish.amqp_link import Batch, Link, Unsent
 from beatd.publish.amqp_wire import (
     ENCODE_ERRORS,
-    PREPARED_BODY,
     PREPARED_CHANNEL,
+    PREPARED_FRAME_MAX,
     describe,
     marshal,
     properties,
+    ttl_ms,
 )
 from beatd.publish.base import Result, Status
 from beatd.publish.messages import expired_reason
@@ -123,8 +126,8 @@ class AmqpPublisher:
         for message in messages:
             if message.expires_at is None:
                 props = properties(message, message.publish_at, None)
-                with contextlib.suppress(*ENCODE_ERRORS):  # publish() reports it
-                    frames = marshal(PREPARED_CHANNEL, message, props, PREPARED_BODY)
+                with contextlib.suppress(*ENCODE_ERRORS):  # publish() marshals and reports it
+                    frames = marshal(PREPARED_CHANNEL, message, props, PREPARED_FRAME_MAX)
                     prepared[message.fire_id] = (message, frames)
         if len(prepared) > _PREPARED_MAX:
             for fire_id in list(prepared)[: _PREPARED_MAX // 2]:
@@ -134,7 +137,7 @@ class AmqpPublisher:
         """See Publisher.publish; raises BrokerError, never a pika exception."""
         batch = Batch(messages)
         for i, message in enumerate(messages):
-            ttl = _ttl_ms(message, now)
+            ttl = ttl_ms(message, now)
             if ttl is not None and ttl <= 0:
                 batch.settle(i, Result(message.fire_id, Status.EXPIRED, expired_reason(message)))
             else:
@@ -238,9 +241,3 @@ def _kombu_vhost(url: str) -> str:
     """Read Celery's ``amqp://host//`` as the vhost "/", as kombu does (pika: "")."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/")) if parts.path == "//" else url
-
-
-def _ttl_ms(message: Message, now: datetime) -> int | None:
-    if message.expires_at is None:
-        return None
-    return math.ceil((message.expires_at - now).total_seconds() * 1000)

@@ -22,11 +22,12 @@ import pika.spec
 
 from beatd.errors import BrokerError
 from beatd.model import Message
+from beatd.publish import amqp_wire
 from beatd.publish.amqp_wire import (
     ENCODE_ERRORS,
-    FRAME_OVERHEAD,
     PREPARED_CHANNEL,
     describe,
+    header_frame,
     marshal,
     properties,
 )
@@ -306,8 +307,7 @@ class Link:
         if not self._confirm_ch.is_open:
             raise pika.exceptions.ChannelWrongStateError("publish channel is not open")
         end = min(start + CHUNK, len(batch.messages))
-        channel = self._confirm_ch.channel_number
-        body_max = self._conn.params.frame_max - FRAME_OVERHEAD
+        output = amqp_wire.marshalled_output(self._conn)
         chunk: list[bytes] = []
         for i in range(start, end):
             if batch.results[i] is not None:
@@ -317,31 +317,49 @@ class Link:
             if missing is not None:
                 batch.settle(i, Result(message.fire_id, Status.RETURNED, missing))
                 continue
-            marshalled = batch.frames[i] if channel == PREPARED_CHANNEL else None
-            try:
-                if marshalled is None:
-                    # Not prepared, or prepared for another channel number: as prepared.
-                    props = batch.properties[i] or properties(message, message.publish_at, None)
-                    marshalled = marshal(channel, message, props, body_max)
-            except ENCODE_ERRORS as exc:  # marshalled before anything is written
-                reason = f"cannot encode message: {describe(exc)}"
-                batch.settle(i, Result(message.fire_id, Status.RETURNED, reason))
+            try:  # marshalled (and checked against frame_max) before anything is written
+                if output is not None:
+                    chunk.append(self._io_frames(batch, i))
+                else:
+                    self._io_basic_publish(batch, i)
+            except ENCODE_ERRORS as exc:
+                reason = f"cannot be sent: {describe(exc)}"
+                batch.settle(i, Result(message.fire_id, Status.FAILED, reason))
                 continue
-            chunk.append(marshalled)
             self._tag += 1
             self._pending[self._tag] = (batch, i)
             batch.by_id.setdefault(message.fire_id, []).append(i)
-        if chunk:
+        if chunk and output is not None:
             # basic_publish hands every frame (three per message) to its own
             # send(): a third of this thread's time in a 10,000-fire burst.
             # pika has no public call for frames marshalled here with its own
             # classes, so the chunk goes out through the one it uses itself.
-            self._conn._output_marshaled_frames([b"".join(chunk)])
+            output([b"".join(chunk)])
         if end < len(batch.messages):
             self._conn.ioloop.call_later(0, self._cb(self._io_write, batch, end))
             return
         batch.written = True
         self._io_maybe_finish(batch)
+
+    def _io_props(self, batch: Batch, i: int) -> pika.BasicProperties:
+        message = batch.messages[i]
+        return batch.properties[i] or properties(message, message.publish_at, None)
+
+    def _io_frames(self, batch: Batch, i: int) -> bytes:
+        channel = self._confirm_ch.channel_number
+        prepared = batch.frames[i] if channel == PREPARED_CHANNEL else None
+        if prepared is not None:  # marshalled to fit any frame_max
+            return prepared
+        frame_max = self._conn.params.frame_max
+        return marshal(channel, batch.messages[i], self._io_props(batch, i), frame_max)
+
+    def _io_basic_publish(self, batch: Batch, i: int) -> None:
+        """The public path, for a pika without the private writer: slower, same frames."""
+        message, props = batch.messages[i], self._io_props(batch, i)
+        header_frame(self._confirm_ch.channel_number, message, props, self._conn.params.frame_max)
+        self._confirm_ch.basic_publish(
+            message.exchange, message.routing_key, message.body, props, mandatory=True
+        )
 
     def _io_on_return(self, method: Any, props: Any) -> None:
         batch = self._batch

@@ -21,6 +21,7 @@ class Status(enum.StrEnum):
     RETURNED = "returned"  # unroutable (mandatory): mark failed with reason
     NACKED = "nacked"  # broker refused: leave in the outbox, retry later
     EXPIRED = "expired"  # expires_at passed before it could be sent: mark failed
+    FAILED = "failed"  # cannot be sent at all (not encodable, or over frame_max): mark failed
 
 
 @dataclass(frozen=True, slots=True)

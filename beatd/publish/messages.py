@@ -30,7 +30,7 @@ from typing import Any
 
 from beatd.errors import ScheduleError
 from beatd.ids import fire_id
-from beatd.model import Format, Message, Schedule
+from beatd.model import EPOCH, Format, Message, Once, Schedule
 
 SCHEDULED_FOR_HEADER = "beatd-scheduled-for"
 MANUAL_HEADER = "beatd-manual"
@@ -38,23 +38,13 @@ MANUAL_HEADER = "beatd-manual"
 # Celery's default argsrepr/kwargsrepr size (AMQP.argsrepr_maxsize).
 _REPR_MAX = 1024
 
-# Headers a schedule may not override: they make the message the fire it is.
-_RESERVED = frozenset(
-    {
-        "lang",
-        "task",
-        "id",
-        "root_id",
-        "parent_id",
-        "group",
-        "eta",
-        "expires",
-        "argsrepr",
-        "kwargsrepr",
-        SCHEDULED_FOR_HEADER,
-        MANUAL_HEADER,
-    }
-)
+SHORT_MAX = 255  # bytes of UTF-8 in an AMQP short string: a header's name
+_LONG = (-(2**63), 2**63 - 1)  # an AMQP signed long: the widest integer pika encodes
+# Never reached: args and kwargs are at most 64 KiB of JSON each (codec.MAX_PAYLOAD).
+MESSAGE_MAX = 16 * 1024 * 1024  # RabbitMQ 4's default max_message_size (3.x: 128 MiB)
+FRAME_MAX = 131_072  # RabbitMQ's and pika's default frame_max: one header frame must fit
+TTL_MAX = timedelta(days=3650)  # RabbitMQ refuses a message TTL over 10 years (check_expiry)
+_SAMPLE_AT = datetime(2000, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC)  # the longest ISO instant
 
 
 def iso_z(instant: datetime) -> str:
@@ -83,7 +73,7 @@ def build_message(
         raise ValueError("build_message needs aware datetimes")
     scheduled_for = scheduled_for.astimezone(UTC)
     fid = fire_id(schedule.name, scheduled_for)
-    expires_at = scheduled_for + schedule.expires if schedule.expires is not None else None
+    expires_at = _expires_at(schedule, scheduled_for)
     headers = _user_headers(schedule) if schedule.headers else {}
     if schedule.format is Format.CELERY:
         body = _celery_body(schedule)
@@ -107,6 +97,17 @@ def build_message(
         # On the default exchange the routing key *is* the queue's name.
         queue=schedule.route if schedule.exchange == "" else None,
     )
+
+
+def _expires_at(schedule: Schedule, scheduled_for: datetime) -> datetime | None:
+    if schedule.expires is None:
+        return None
+    try:
+        return scheduled_for + schedule.expires
+    except OverflowError:  # a fire in year 9997 (backfill) that expires after 9999
+        raise ScheduleError(
+            schedule.name, "expires", f"a fire at {iso_z(scheduled_for)} would expire after 9999"
+        ) from None
 
 
 def _celery_headers(
@@ -193,36 +194,128 @@ def _short_repr(value: object) -> str:
 
 
 def _user_headers(schedule: Schedule) -> dict[str, Any]:
-    """The schedule's headers as AMQP field-table values (pika encodes no float)."""
-    headers: dict[str, Any] = {}
-    for key, value in schedule.headers.items():
-        if key in _RESERVED:
-            continue
-        headers[str(key)] = _header_value(schedule.name, f"headers.{key}", value)
-    return headers
+    """The schedule's headers as AMQP field-table values; ScheduleError when one cannot be.
+
+    Headers beatd sets itself are left out (a definition stored before they
+    were refused at the door keeps loading).
+    """
+    reserved = BEATD_HEADERS[schedule.format]
+    try:
+        return dict(_header(k, v) for k, v in schedule.headers.items() if k not in reserved)
+    except _Unsendable as exc:
+        raise ScheduleError(schedule.name, exc.where, exc.problem) from None
 
 
-def _header_value(name: str, where: str, value: object) -> object:
-    if value is None or isinstance(value, str | bool | int):
+def _header(key: str, value: object) -> tuple[str, object]:
+    """One of a schedule's headers as pika encodes it; _Unsendable when it cannot be."""
+    return _header_key("headers", key), _header_value(_where("headers", key), value)
+
+
+class _Unsendable(Exception):
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where, self.problem = where, problem
+
+
+def _where(where: str, key: object) -> str:
+    text = str(key)
+    return f"{where}.{text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _header_key(where: str, key: object) -> str:
+    text = str(key)
+    size = len(_utf8(_where(where, text), text))
+    if size > SHORT_MAX:
+        raise _Unsendable(
+            _where(where, text),
+            f"a header name is at most {SHORT_MAX} bytes as UTF-8 (an AMQP short string), "
+            f"this one is {size}",
+        )
+    return text
+
+
+def _utf8(where: str, text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise _Unsendable(where, f"holds text that is not valid Unicode: {bad!r}") from None
+
+
+def _header_value(where: str, value: object) -> object:
+    """`value` as pika encodes it into a field table (no floats, longs of 64 bits at most)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        _utf8(where, value)
+        return value
+    if isinstance(value, int):
+        if not _LONG[0] <= value <= _LONG[1]:
+            raise _Unsendable(
+                where, f"{value} does not fit in 64 bits (an AMQP long); write it as a string"
+            )
         return value
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, list | tuple):
-        return [_header_value(name, where, item) for item in value]
+        return [_header_value(where, item) for item in value]
     if isinstance(value, Mapping):
-        return {str(k): _header_value(name, f"{where}.{k}", v) for k, v in value.items()}
-    raise ScheduleError(
-        name,
+        return {_header_key(where, k): _header_value(_where(where, k), v) for k, v in value.items()}
+    if isinstance(value, float):
+        shown = f"{value!r} is a number with a fraction"
+    else:
+        shown = f"{type(value).__name__} values cannot be sent"
+    raise _Unsendable(
         where,
-        f"{type(value).__name__} values cannot be sent as AMQP headers; "
-        "use a string, an integer, a boolean, a list or a table",
+        f"{shown}: AMQP headers carry strings, whole numbers, booleans, lists and tables "
+        "(write it as a string)",
     )
+
+
+def header_problems(headers: Mapping[str, Any], format: Format) -> list[tuple[str, str]]:
+    """Headers beatd sets itself or AMQP cannot carry: (key, problem) pairs, [] when none."""
+    problems: list[tuple[str, str]] = []
+    for key, value in headers.items():
+        if key in BEATD_HEADERS[format]:
+            problems.append(
+                (_where("headers", key), f"beatd sets this header itself ({format} format)")
+            )
+            continue
+        try:
+            _header(key, value)
+        except _Unsendable as exc:
+            problems.append((exc.where, exc.problem))
+    return problems
+
+
+def frame_problem(schedule: Schedule) -> str | None:
+    """Why the fires of `schedule` would not fit a frame of FRAME_MAX, or None.
+
+    The header frame can only grow past it through the schedule's own headers
+    (task and queue names and argument reprs are bounded; tests/test_hostile_input.py
+    checks the largest), so only a schedule with headers has a message built
+    and encoded here.
+    """
+    if not schedule.headers:
+        return None
+    from beatd.publish.amqp_wire import message_problem  # pika: only when headers are set
+
+    message = build_message(schedule, _SAMPLE_AT, _SAMPLE_AT, manual=True)
+    return message_problem(message, FRAME_MAX)
 
 
 # Most schedules have no args and no kwargs: their Celery body and reprs are
 # the same for every fire, so they are made once rather than per fire.
 _NO_ARGS_BODY = _celery_payload("", (), {})
 _NO_ARGS_REPR = (_short_repr(()), _short_repr({}))
+
+
+_OWN = frozenset({SCHEDULED_FOR_HEADER, MANUAL_HEADER})
+BEATD_HEADERS = {
+    Format.CELERY: _OWN | frozenset(_celery_headers(Schedule("-", Once(EPOCH), "-"), "", None, "")),
+    Format.JSON: _OWN,
+}
+"""Per format, the headers beatd sets on every message: a schedule may not set them."""
 
 
 def expired_reason(message: Message) -> str:

@@ -22,6 +22,8 @@ from beatd.model import (
     Lease,
     Message,
     Schedule,
+    ScheduleFilter,
+    SchedulePage,
     StoredSchedule,
 )
 
@@ -34,6 +36,16 @@ class ReconcileResult:
     added: tuple[str, ...]
     changed: tuple[str, ...]
     removed: tuple[str, ...]
+
+
+def first_version(now: datetime) -> int:
+    """A new schedule's version: the database time in microseconds, not 1.
+
+    A name removed and added again must not reuse a version its earlier self
+    had, or a tick that read the old one just before the removal would pass
+    the version check and record its fires as the new one's (ABA).
+    """
+    return int(now.timestamp() * 1_000_000)
 
 
 class ScheduleStore(Protocol):
@@ -105,6 +117,14 @@ class ScheduleStore(Protocol):
         """A counter bumped by every change; cheap to poll."""
         ...
 
+    def page(self, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+        """The schedules matching `where` ordered by name, from `offset`, at most `limit`.
+
+        Reads the definitions and history of that page only (the filter runs
+        in the database), so a page costs little at 100,000 schedules.
+        """
+        ...
+
 
 class FireLog(Protocol):
     def record(
@@ -159,6 +179,13 @@ class FireLog(Protocol):
 
     def backlog(self) -> int:
         """How many recorded fires are not yet confirmed."""
+        ...
+
+    def lags(self, limit: int) -> list[float]:
+        """Seconds from instant to confirm of the `limit` latest fires sent on schedule.
+
+        Newest instant first; triggers, backfills and drops are left out.
+        """
         ...
 
     def prune(self, before: datetime, limit: int) -> int:

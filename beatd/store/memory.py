@@ -24,11 +24,13 @@ from beatd.model import (
     Message,
     Outcome,
     Schedule,
+    ScheduleFilter,
+    SchedulePage,
     Source,
     StoredSchedule,
 )
 from beatd.store import check_unique
-from beatd.store.base import NextAt, ReconcileResult
+from beatd.store.base import NextAt, ReconcileResult, first_version
 
 
 @dataclass(slots=True)
@@ -86,7 +88,13 @@ class MemoryStore:
         self._lease = Lease("", 0, EPOCH)
         self._instances: dict[str, Instance] = {}
         self._changes = 0
+        self._last_version = 0
         self._closed = False
+
+    def _new_version(self, now: datetime) -> int:
+        """first_version, and past any version handed out before (a fake clock stands still)."""
+        self._last_version = max(first_version(now), self._last_version + 1)
+        return self._last_version
 
     def _bump(self) -> None:
         self._changes += 1
@@ -110,7 +118,9 @@ class MemoryStore:
             for schedule in listed:
                 row = self._rows.get(schedule.name)
                 if row is None:
-                    self._rows[schedule.name] = _Row(schedule, next_at(schedule), created_at=now)
+                    self._rows[schedule.name] = _Row(
+                        schedule, next_at(schedule), version=self._new_version(now), created_at=now
+                    )
                     added.append(schedule.name)
                 elif row.schedule != schedule:
                     self._redefine(row, schedule, next_at(schedule), now)
@@ -137,7 +147,10 @@ class MemoryStore:
             if row is not None and not replace:
                 raise AlreadyExists(f"schedule {schedule.name!r} already exists")
             if row is None:
-                self._rows[schedule.name] = _Row(schedule, next_at, created_at=self.clock.now())
+                now = self.clock.now()
+                self._rows[schedule.name] = _Row(
+                    schedule, next_at, version=self._new_version(now), created_at=now
+                )
             else:
                 self._redefine(row, schedule, next_at, self.clock.now())
             self._bump()
@@ -210,6 +223,22 @@ class MemoryStore:
     def all(self) -> list[StoredSchedule]:
         with self._lock:
             return [self._rows[name].stored() for name in sorted(self._rows)]
+
+    def page(self, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+        with self._lock:
+            chosen = [
+                s for s in self.all() if where.matches(s.schedule.name, s.state, s.schedule.source)
+            ]
+            shown = tuple(chosen[offset : offset + limit])
+            names = {s.schedule.name for s in shown}
+            last: dict[str, FireRecord] = {}
+            for record in self._fires.values():
+                held = last.get(record.schedule)
+                if record.schedule in names and (
+                    held is None or held.scheduled_for < record.scheduled_for
+                ):
+                    last[record.schedule] = record
+            return SchedulePage(shown, len(chosen), last)
 
     def _active(self) -> list[_Row]:
         return [r for r in self._rows.values() if not r.paused and r.next_at is not None]
@@ -338,6 +367,16 @@ class MemoryStore:
     def backlog(self) -> int:
         with self._lock:
             return len(self._outbox)
+
+    def lags(self, limit: int) -> list[float]:
+        with self._lock:
+            sent = [
+                r
+                for r in self._fires.values()
+                if r.outcome is Outcome.SENT and r.sent_at and not r.manual and r.reason is None
+            ]
+        sent.sort(key=lambda r: r.scheduled_for, reverse=True)
+        return [(r.sent_at - r.scheduled_for).total_seconds() for r in sent[:limit] if r.sent_at]
 
     def prune(self, before: datetime, limit: int) -> int:
         with self._lock:

@@ -401,6 +401,15 @@ def running(cluster: FaultCluster, recorder: Recorder) -> Iterator[None]:
         recorder.stop()
 
 
+def wait_delivered(cluster: FaultCluster, recorder: Recorder, timeout: float = 30) -> None:
+    """After the processes stopped: wait until every sent fire reached the recorder."""
+    sent = {f["fire_id"] for f in cluster.fires() if f["outcome"] == "sent"}
+    deadline = time.monotonic() + timeout
+    while not sent <= recorder.ids() and time.monotonic() < deadline:
+        recorder.arrived.clear()
+        recorder.arrived.wait(0.2)
+
+
 def wait_new_fires(cluster: FaultCluster, seconds: int, what: str, timeout: float = 20) -> None:
     """Wait until both schedules have fires at least `seconds` past the current DB time."""
     with cluster.engine.connect() as conn:

@@ -23,7 +23,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from faults_support import LEASE, LONG, SCHEDULES, FaultCluster, Recorder, account, running
+from faults_support import (
+    LEASE,
+    LONG,
+    SCHEDULES,
+    FaultCluster,
+    Recorder,
+    account,
+    running,
+    wait_delivered,
+)
 
 from beatd.api import Beat
 
@@ -43,13 +52,14 @@ class Driver:
     def __init__(self, beat: Beat, queue: str, seed: int) -> None:
         self.beat, self.queue, self.rng = beat, queue, random.Random(seed)
         self.version: dict[str, int] = {}
+        self.versions = 0
         self.paused: set[str] = set()
         self.log: dict[str, list[tuple[float, int | None]]] = {n: [] for n in NAMES}
         self.triggers: list[str] = []
         self.calls = 0
 
     def add(self, name: str, replace: bool) -> None:
-        version = self.version.get(name, -1) + 1
+        version = self.versions = self.versions + 1  # never reused, even after a re-add
         self.beat.add(
             name,
             replace=replace,
@@ -114,7 +124,7 @@ class Driver:
 def _rows(cluster: FaultCluster) -> dict[str, dict[str, Any]]:
     with cluster.engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT fire_id, schedule, scheduled_for, outcome, manual FROM fires")
+            sa.text("SELECT fire_id, schedule, scheduled_for, outcome, manual, decided_at, epoch FROM fires")
         )
         return {row.fire_id: dict(row._mapping) for row in rows}
 
@@ -135,13 +145,7 @@ def test_changes_racing_fires_keep_the_books(cluster: FaultCluster) -> None:
         driver.run(DRIVE, stop)
         time.sleep(2.5)  # the fault's own timing: let the last changes' fires go out
         cluster.stop_all()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            sent = {fid for fid, r in _rows(cluster).items() if r["outcome"] == "sent"}
-            if sent <= recorder.ids():
-                break
-            recorder.arrived.clear()
-            recorder.arrived.wait(0.2)
+        wait_delivered(cluster, recorder)
         rows = _rows(cluster)
         with cluster.engine.connect() as conn:
             backlog = conn.execute(sa.text("SELECT count(*) FROM outbox")).scalar_one()
@@ -174,6 +178,13 @@ def test_changes_racing_fires_keep_the_books(cluster: FaultCluster) -> None:
     )
     for item in older[:10]:
         print(f"  older: {item}")
+        name, at_text = item[0], datetime.fromisoformat(item[1]).timestamp()
+        for when, state in driver.log[name]:
+            if abs(when - at_text) < 5:
+                print(f"    change returned {when - at_text:+.3f}s from the instant: {state}")
+        for row in rows.values():
+            if row["schedule"] == name and abs(row["scheduled_for"].timestamp() - at_text) < 5:
+                print(f"    fire {row['scheduled_for']:%H:%M:%S} {row['outcome']} {row}")
     assert no_row == [] and not_sent == [] and lost_triggers == []
     assert older == []
     assert backlog == 0
@@ -221,13 +232,7 @@ def test_two_processes_sharing_an_instance_id_never_lead_at_one_epoch(
                 leader.signal(signal.SIGCONT)
         time.sleep(3)
         cluster.stop_all()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            sent = {f["fire_id"] for f in cluster.fires() if f["outcome"] == "sent"}
-            if sent <= recorder.ids():
-                break
-            recorder.arrived.clear()
-            recorder.arrived.wait(0.2)
+        wait_delivered(cluster, recorder)
     shared = {e: pids for e, pids in _leading_epochs(cluster).items() if len(pids) > 1}
     print(f"epochs led: {sorted(_leading_epochs(cluster))}; led by two processes: {shared}")
     assert shared == {}

@@ -33,19 +33,14 @@ from faults_support import (
     Recorder,
     account,
     running,
+    wait_delivered,
     wait_new_fires,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.faults]
 
 
-def _settle(cluster: FaultCluster, recorder: Recorder, timeout: float = 30) -> None:
-    """After the processes stopped: wait until every sent fire reached the recorder."""
-    sent = {f["fire_id"] for f in cluster.fires() if f["outcome"] == "sent"}
-    deadline = time.monotonic() + timeout
-    while not sent <= recorder.ids() and time.monotonic() < deadline:
-        recorder.arrived.clear()
-        recorder.arrived.wait(0.2)
+_settle = wait_delivered
 
 
 def _failover(cluster: FaultCluster, epoch: int, timeout: float = LEASE + 10) -> int:

@@ -37,7 +37,7 @@ app.conf.beat_schedule = {
     "fall-back-hour": {
         "task": "billing.tasks.late",
         "schedule": crontab(minute=30, hour="1-3"),
-        "options": {"headers": {"origin": "beat"}},
+        "options": {"headers": {"x-origin": "beat"}},
     },
     "heartbeat": {"task": "billing.tasks.heartbeat", "schedule": 30.0},
     "sync": {"task": "billing.tasks.sync", "schedule": timedelta(minutes=10)},

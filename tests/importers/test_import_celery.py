@@ -86,7 +86,7 @@ def test_mapping_of_options_arguments_and_kinds(imported: Run) -> None:
     first_monday = by_name["first-monday"]
     assert first_monday.kind == "rrule"  # day 1-7 AND Monday: cron would fire on both
     assert first_monday.args == (1, "two")
-    assert dict(by_name["fall-back-hour"].headers) == {"origin": "beat"}
+    assert dict(by_name["fall-back-hour"].headers) == {"x-origin": "beat"}
     assert by_name["heartbeat"].spec.period == timedelta(seconds=30)  # type: ignore[union-attr]
     hourly = by_name["hourly-relative"].spec
     assert isinstance(hourly, Every) and hourly.anchor.minute == hourly.anchor.second == 0

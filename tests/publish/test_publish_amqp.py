@@ -21,6 +21,7 @@ from publish_support import (
 
 from beatd.errors import BrokerError
 from beatd.model import Message
+from beatd.publish import amqp_wire
 from beatd.publish.amqp import AmqpPublisher
 from beatd.publish.base import Result, Status
 from beatd.publish.messages import build_message
@@ -204,7 +205,7 @@ def test_a_missing_exchange_returns_its_messages_and_sends_the_rest(
         amqp_channel.exchange_delete(exchange)
 
 
-def test_a_message_pika_cannot_encode_is_returned_alone(
+def test_a_message_pika_cannot_encode_fails_alone(
     amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
 ) -> None:
     good = build_message(make_schedule(queue=queue_name), NOW, NOW)
@@ -212,8 +213,9 @@ def test_a_message_pika_cannot_encode_is_returned_alone(
 
     results = amqp_publisher.publish([bad, good], NOW)
 
-    assert results[0].status is Status.RETURNED
-    assert results[0].reason is not None and results[0].reason.startswith("cannot encode")
+    assert results[0] == Result(
+        "bad", Status.FAILED, "cannot be sent: AMQP headers cannot carry a float value"
+    )
     assert results[1] == Result(good.fire_id, Status.CONFIRMED)
     assert [g.fire_id for g in consume(amqp_channel, queue_name, 1)] == [good.fire_id]
 
@@ -388,11 +390,13 @@ def test_names_the_broker_refuses_fail_alone(
     results = amqp_publisher.publish([reserved, too_long, long_exchange, good], NOW)
 
     statuses = [r.status for r in results]
-    assert statuses == [Status.RETURNED, Status.RETURNED, Status.RETURNED, Status.CONFIRMED]
+    assert statuses == [Status.RETURNED, Status.FAILED, Status.FAILED, Status.CONFIRMED]
     assert results[0].reason == (
         f"unroutable: NO_ROUTE (exchange '', routing key 'amq.{queue_name}')"
     )
-    assert results[1].reason is not None and results[1].reason.startswith("cannot encode")
+    assert results[1].reason is not None and results[1].reason.startswith(
+        "cannot be sent: a name is over 255 bytes"
+    )
     assert amqp_publisher.publish([good], NOW)[0].status is Status.CONFIRMED  # still connected
     assert queue_depth(amqp_channel, queue_name) == 2
 
@@ -426,3 +430,125 @@ def test_close_leaves_no_connection_on_the_broker(
         time.sleep(0.1)
     assert broker_connections(amqp_publisher.name) == 0
     assert not io_threads()
+
+
+def _oversized(message: Message, size: int) -> Message:
+    """`message` with headers making its header frame about `size` bytes (as an old outbox row)."""
+    return dataclasses.replace(
+        message, fire_id=f"{message.fire_id}-big", headers={**message.headers, "pad": "p" * size}
+    )
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["unprepared", "prepared"])
+@pytest.mark.parametrize("frame_max", [None, 8192], ids=["default-frame-max", "frame-max-8192"])
+def test_a_message_over_the_negotiated_frame_max_fails_alone_and_is_never_written(
+    amqp_server: str, amqp_channel: Any, queue_name: str, frame_max: int | None, prepared: bool
+) -> None:
+    # RabbitMQ closes the whole connection (501 FRAME_ERROR frame_too_large) on a
+    # header frame over frame_max; on the old code nothing of the batch was delivered.
+    url = amqp_server if frame_max is None else f"{amqp_server}?frame_max={frame_max}"
+    publisher = AmqpPublisher(url, name=f"beatd-test-{queue_name}")
+    limit = frame_max or 131_072
+    try:
+        good = build_message(make_schedule(queue=queue_name), NOW, NOW)
+        big = _oversized(good, limit)
+        fits = _oversized(good, limit // 2)  # over 4 KiB: never prepared, marshalled at write
+        if prepared:
+            publisher.prepare([big, fits, good])
+
+        results = publisher.publish([big, fits, good], NOW)
+
+        assert results[0].status is Status.FAILED
+        assert results[0].reason is not None
+        assert results[0].reason.startswith("cannot be sent: its header frame")
+        assert f"over the frame_max of {limit}" in results[0].reason
+        assert [r.status for r in results[1:]] == [Status.CONFIRMED] * 2
+        again = build_message(make_schedule(queue=queue_name), NOW + timedelta(minutes=5), NOW)
+        assert publisher.publish([again], NOW)[0].status is Status.CONFIRMED
+        got = consume(amqp_channel, queue_name, 3)
+        assert [g.fire_id for g in got] == [fits.fire_id, good.fire_id, again.fire_id]
+        assert queue_depth(amqp_channel, queue_name) == 0
+    finally:
+        publisher.close()
+
+
+def test_without_pikas_private_writer_basic_publish_sends_the_same_messages(
+    amqp_publisher: AmqpPublisher,
+    amqp_channel: Any,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pika release without _output_marshaled_frames must cost speed, not correctness.
+    monkeypatch.setattr(amqp_wire, "marshalled_output", lambda conn: None)
+    plain = build_message(make_schedule("plain", queue=queue_name, priority=3), NOW, NOW)
+    prepared = build_message(make_schedule("prepared", queue=queue_name), NOW, NOW)
+    ttl = build_message(
+        make_schedule("ttl", queue=queue_name, expires=timedelta(minutes=2)), NOW, NOW
+    )
+    large = build_message(
+        make_schedule("large", queue=queue_name, kwargs={"b": "x" * 300_000}), NOW, NOW
+    )
+    lost = dataclasses.replace(
+        build_message(make_schedule("lost", queue=f"{queue_name}-none"), NOW, NOW), queue=None
+    )
+    big = _oversized(plain, 131_072)
+    amqp_publisher.prepare([prepared])
+    later = NOW + timedelta(seconds=1)
+
+    results = amqp_publisher.publish([plain, big, prepared, lost, ttl, large], later)
+
+    assert [r.status for r in results] == [
+        Status.CONFIRMED,
+        Status.FAILED,
+        Status.CONFIRMED,
+        Status.RETURNED,
+        Status.CONFIRMED,
+        Status.CONFIRMED,
+    ]
+    got = consume(amqp_channel, queue_name, 4)
+    assert [g.fire_id for g in got] == [m.fire_id for m in (plain, prepared, ttl, large)]
+    assert got[0].properties.priority == 3
+    assert got[0].properties.timestamp == int(later.timestamp())
+    assert got[1].properties.timestamp == int(prepared.publish_at.timestamp())
+    assert got[2].properties.expiration == "119000"
+    assert got[3].body[1] == {"b": "x" * 300_000}
+    assert got[0].headers == dict(plain.headers)
+
+
+def test_a_header_frame_of_exactly_frame_max_is_sent_one_byte_more_is_not(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    # RabbitMQ's bound: the whole frame (7-byte header, payload, end octet) <= frame_max.
+    base = build_message(make_schedule(queue=queue_name), NOW, NOW)
+
+    def framed(fire_id: str, size: int) -> Message:
+        message = dataclasses.replace(base, fire_id=fire_id, headers={**base.headers, "pad": ""})
+        props = amqp_wire.properties(message, NOW, None)
+        empty = len(amqp_wire.header_frame(1, message, props, 1 << 30))
+        return dataclasses.replace(message, headers={**base.headers, "pad": "p" * (size - empty)})
+
+    exact, over = framed("a" * 36, 131_072), framed("b" * 36, 131_073)
+
+    results = amqp_publisher.publish([exact, over], NOW)
+
+    assert [r.status for r in results] == [Status.CONFIRMED, Status.FAILED]
+    assert [g.fire_id for g in consume(amqp_channel, queue_name, 1)] == [exact.fire_id]
+
+
+def test_a_message_whose_ttl_rabbitmq_refuses_fails_alone(
+    amqp_publisher: AmqpPublisher, amqp_channel: Any, queue_name: str
+) -> None:
+    # RabbitMQ closes the channel (406 PRECONDITION_FAILED, value_too_large) on a
+    # TTL over 10 years (found by fuzz/fuzz_message.py: expires = "36500d").
+    good = build_message(make_schedule(queue=queue_name), NOW, NOW)
+    forever = dataclasses.replace(good, fire_id="forever", expires_at=NOW + timedelta(days=3651))
+
+    results = amqp_publisher.publish([forever, good], NOW)
+
+    assert results[0] == Result(
+        "forever",
+        Status.FAILED,
+        "cannot be sent: its TTL of 315446400000 ms is over RabbitMQ's 10 years",
+    )
+    assert results[1] == Result(good.fire_id, Status.CONFIRMED)
+    assert [g.fire_id for g in consume(amqp_channel, queue_name, 1)] == [good.fire_id]

@@ -108,9 +108,8 @@ def test_put_get_round_trips_every_option(store: Store) -> None:
     got = store.get("report")
     assert got.schedule == full
     assert got.schedule.source is Source.API
-    assert (got.next_at, got.last_at, got.fires, got.paused, got.version) == (
-        at(5), None, 0, False, 1,
-    )  # fmt: skip
+    assert (got.next_at, got.last_at, got.fires, got.paused) == (at(5), None, 0, False)
+    assert got.version > 1  # a new incarnation's own: never one an earlier one had
     assert got.created_at.tzinfo is not None
     with pytest.raises(NotFound):
         store.get("nope")
@@ -118,16 +117,17 @@ def test_put_get_round_trips_every_option(store: Store) -> None:
 
 def test_put_conflicts_and_replace(store: Store) -> None:
     store.put(sched("a"), at(1), replace=False)
+    v = store.get("a").version
     with pytest.raises(Conflict, match="already exists"):
         store.put(sched("a", task="other"), at(2), replace=False)
     # options change: run state kept
     store.put(sched("a", queue="q2"), at(9), replace=True)
     got = store.get("a")
-    assert (got.schedule.queue, got.next_at, got.version) == ("q2", at(1), 2)
+    assert (got.schedule.queue, got.next_at, got.version) == ("q2", at(1), v + 1)
     # timing change: next_at from the caller
     store.put(sched("a", every=120), at(2), replace=True)
     got = store.get("a")
-    assert (got.next_at, got.version) == (at(2), 3)
+    assert (got.next_at, got.version) == (at(2), v + 2)
 
 
 def test_delete(store: Store) -> None:
@@ -192,16 +192,17 @@ def test_reload_keeps_pause_and_delete_keeps_history(store: Store) -> None:
 
 def test_pause_and_resume(store: Store) -> None:
     store.put(sched("a"), at(1), replace=False)
+    v = store.get("a").version
     with pytest.raises(NotFound):
         store.set_paused("zz", True, None, None)
     store.set_paused("a", True, "why", None)
     got = store.get("a")
-    assert (got.paused, got.note, got.next_at, got.version) == (True, "why", at(1), 2)
+    assert (got.paused, got.note, got.next_at, got.version) == (True, "why", at(1), v + 1)
     assert store.due(at(10), 10) == []
     assert store.next_due_at() is None
     store.set_paused("a", False, None, at(30))
     got = store.get("a")
-    assert (got.paused, got.note, got.next_at, got.version) == (False, None, at(30), 3)
+    assert (got.paused, got.note, got.next_at, got.version) == (False, None, at(30), v + 2)
 
 
 def test_due_ordering_limit_and_next_due_at(store: Store) -> None:
@@ -223,11 +224,16 @@ def test_due_ordering_limit_and_next_due_at(store: Store) -> None:
 def test_due_reads_each_definition_as_it_is_now(store: Store) -> None:
     """The leader asks for due schedules over and over: a change must show at once."""
     store.put(sched("a", task="t.one"), at(1), replace=False)
-    assert [(s.schedule.task, s.version) for s in store.due(at(10), 10)] == [("t.one", 1)]
+    (first,) = store.due(at(10), 10)
+    assert first.schedule.task == "t.one"
     store.delete("a")
     assert store.due(at(10), 10) == []
-    store.put(sched("a", task="t.two"), at(1), replace=False)  # same name, version 1 again
-    assert [(s.schedule.task, s.version) for s in store.due(at(10), 10)] == [("t.two", 1)]
+    store.put(sched("a", task="t.two"), at(1), replace=False)  # the same name again
+    (again,) = store.due(at(10), 10)
+    assert again.schedule.task == "t.two"
+    assert again.version > first.version  # never the old one's: a stale advance is refused
+    assert store.record(None, [], [Advance("a", first.version, at(2), at(1), 1)]) == []
+    assert store.get("a").next_at == at(1)
     store.put(sched("a", task="t.three"), at(1), replace=True)
     assert [s.schedule.task for s in store.due(at(10), 10)] == ["t.three"]
     store.load_file([sched("f", task="t.file")], next_at_fixed(at(2)))

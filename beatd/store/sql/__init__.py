@@ -23,6 +23,8 @@ from beatd.model import (
     Lease,
     Message,
     Schedule,
+    ScheduleFilter,
+    SchedulePage,
     StoredSchedule,
 )
 from beatd.store.base import NextAt, ReconcileResult
@@ -92,6 +94,10 @@ class SqlStore:
     def all(self) -> list[StoredSchedule]:
         with self._read() as conn:
             return schedules.all_(conn)
+
+    def page(self, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+        with self._read() as conn:
+            return schedules.page(conn, where, offset, limit)
 
     def due(self, now: datetime, limit: int) -> list[StoredSchedule]:
         with self._read() as conn:
@@ -189,6 +195,10 @@ class SqlStore:
     def backlog(self) -> int:
         with self._read() as conn:
             return firelog.backlog(conn)
+
+    def lags(self, limit: int) -> list[float]:
+        with self._read() as conn:
+            return firelog.lags(conn, limit)
 
     def prune(self, before: datetime, limit: int) -> int:
         with self._write() as conn:

@@ -357,20 +357,60 @@ def history(conn: Connection, schedule: str | None, limit: int) -> list[FireReco
     query = sa.select(fires).order_by(fires.c.scheduled_for.desc(), fires.c.schedule).limit(limit)
     if schedule is not None:
         query = query.where(fires.c.schedule == schedule)
-    return [
-        FireRecord(
-            fire_id=row.fire_id,
-            schedule=row.schedule,
-            scheduled_for=row.scheduled_for,
-            outcome=Outcome(row.outcome),
-            decided_at=row.decided_at,
-            reason=row.reason,
-            sent_at=row.sent_at,
-            manual=bool(row.manual),
-            epoch=row.epoch,
+    return [_record(row) for row in conn.execute(query)]
+
+
+def latest(conn: Connection, names: Sequence[str]) -> dict[str, FireRecord]:
+    """The newest history row of each of `names` that has one (the unique index, per name)."""
+    if not names:
+        return {}
+    newest = (
+        sa.select(fires.c.schedule, sa.func.max(fires.c.scheduled_for).label("at"))
+        .where(fires.c.schedule.in_(names))
+        .group_by(fires.c.schedule)
+        .subquery()
+    )
+    query = sa.select(fires).join(
+        newest, sa.and_(fires.c.schedule == newest.c.schedule, fires.c.scheduled_for == newest.c.at)
+    )
+    return {row.schedule: _record(row) for row in conn.execute(query)}
+
+
+def _record(row: Any) -> FireRecord:
+    return FireRecord(
+        fire_id=row.fire_id,
+        schedule=row.schedule,
+        scheduled_for=row.scheduled_for,
+        outcome=Outcome(row.outcome),
+        decided_at=row.decided_at,
+        reason=row.reason,
+        sent_at=row.sent_at,
+        manual=bool(row.manual),
+        epoch=row.epoch,
+    )
+
+
+def lags(conn: Connection, limit: int) -> list[float]:
+    """Computed in the database: a row is one number, not three decoded instants."""
+    late: sa.ColumnElement[Any]
+    if conn.dialect.name == "postgresql":
+        late = sa.func.extract("epoch", fires.c.sent_at - fires.c.scheduled_for)
+    else:  # julianday() keeps milliseconds
+        late = (
+            sa.func.julianday(fires.c.sent_at) - sa.func.julianday(fires.c.scheduled_for)
+        ) * 86400
+    query = (
+        sa.select(late)
+        .where(
+            fires.c.outcome == Outcome.SENT.value,
+            fires.c.manual == sa.false(),
+            fires.c.reason.is_(None),
+            fires.c.sent_at.is_not(None),
         )
-        for row in conn.execute(query)
-    ]
+        .order_by(fires.c.scheduled_for.desc())
+        .limit(limit)
+    )
+    return [float(value) for value in conn.execute(query).scalars()]
 
 
 def backlog(conn: Connection) -> int:

@@ -20,9 +20,18 @@ from sqlalchemy.engine import Connection
 
 from beatd import codec
 from beatd.errors import AlreadyExists, Conflict, NotFound
-from beatd.model import UTC_ZONE, Format, Schedule, Source, StoredSchedule
+from beatd.model import (
+    UTC_ZONE,
+    Format,
+    Schedule,
+    ScheduleFilter,
+    SchedulePage,
+    Source,
+    StoredSchedule,
+    ascii_lower,
+)
 from beatd.store import check_unique
-from beatd.store.base import NextAt, ReconcileResult
+from beatd.store.base import NextAt, ReconcileResult, first_version
 from beatd.store.sql import engine as eng
 from beatd.store.sql import firelog
 from beatd.store.sql.tables import changes, schedules
@@ -67,6 +76,27 @@ def definition_columns(schedule: Schedule) -> dict[str, Any]:
     }
 
 
+def _locked(conn: Connection, names: Sequence[str]) -> None:
+    """Lock the rows of `names` before withdrawing their fires.
+
+    A tick recording at this moment holds these rows (it locked them to check
+    their versions): the change waits for its commit, so the withdrawal that
+    follows sees the fires it wrote, and a tick that comes later fails the
+    version check. Withdrawing first let a fire recorded just then survive a
+    pause that returned seconds before its instant (the change's DELETE did
+    not see it). SQLite's write lock already orders the two.
+    """
+    dialect = conn.dialect.name
+    for chunk in eng.chunks(sorted(names), dialect):
+        query = (
+            sa.select(schedules.c.name)
+            .where(eng.in_list(schedules.c.name, chunk, dialect))
+            .order_by(schedules.c.name)
+            .with_for_update()
+        )
+        conn.execute(query).all()
+
+
 def lock_definitions(conn: Connection) -> None:
     """Serialise definition writers (SQLite: BEGIN IMMEDIATE already does)."""
     if conn.dialect.name == "postgresql":
@@ -88,7 +118,7 @@ def change_count(conn: Connection) -> int:
 
 def _stored(row: Any) -> StoredSchedule:
     schedule = codec.schedule_from_table(
-        row.name, row.definition, _READ_DEFAULTS, Source(row.source)
+        row.name, row.definition, _READ_DEFAULTS, Source(row.source), stored=True
     )
     return _with_run_state(schedule, row)
 
@@ -115,6 +145,54 @@ def get(conn: Connection, name: str) -> StoredSchedule:
 
 def all_(conn: Connection) -> list[StoredSchedule]:
     return [_stored(row) for row in conn.execute(sa.select(schedules).order_by(schedules.c.name))]
+
+
+def page(conn: Connection, where: ScheduleFilter, offset: int, limit: int) -> SchedulePage:
+    """A page by name, filtered in the database; only the page's rows are read whole.
+
+    The names come first (the primary key index, so a deep page skips index
+    entries, not rows with their definitions), then those rows and their
+    newest history rows.
+    """
+    condition = _matching(where, conn.dialect.name)
+    total = conn.execute(sa.select(sa.func.count()).select_from(schedules).where(condition))
+    names = sa.select(schedules.c.name).where(condition).order_by(schedules.c.name)
+    shown_names = list(conn.execute(names.offset(max(offset, 0)).limit(max(limit, 0))).scalars())
+    rows = sa.select(schedules).where(schedules.c.name.in_(shown_names)).order_by(schedules.c.name)
+    shown = tuple(_stored(row) for row in conn.execute(rows)) if shown_names else ()
+    return SchedulePage(shown, int(total.scalar_one()), firelog.latest(conn, shown_names))
+
+
+_DISABLED = '%"enabled":false%'
+"""How `timing` (canonical JSON, see definition_columns) spells a disabled schedule: a text
+test costs a third of reading `enabled` out of every row's JSON definition."""
+
+
+def _matching(where: ScheduleFilter, dialect: str) -> sa.ColumnElement[bool]:
+    """`where` in SQL: the name part, the source and the state as StoredSchedule.state says."""
+    parts: list[sa.ColumnElement[bool]] = [sa.true()]
+    if where.text:
+        part = "%" + where.text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+        if dialect == "sqlite":  # LIKE ignores the case of ASCII letters
+            parts.append(schedules.c.name.like(part, escape="/"))
+        else:  # lower() in the C collation: ASCII letters only, as on SQLite, and faster
+            name = sa.func.lower(sa.collate(schedules.c.name, "C"))
+            parts.append(name.like(ascii_lower(part), escape="/"))
+    if where.source is not None:
+        parts.append(schedules.c.source == where.source)
+    if where.state is not None:
+        unpaused = schedules.c.paused == sa.false()
+        disabled = schedules.c.timing.like(_DISABLED)
+        running = sa.and_(unpaused, sa.not_(disabled))
+        parts.append(
+            {
+                "paused": schedules.c.paused == sa.true(),
+                "disabled": sa.and_(unpaused, disabled),
+                "finished": sa.and_(running, schedules.c.next_at.is_(None)),
+                "active": sa.and_(running, schedules.c.next_at.is_not(None)),
+            }.get(where.state, sa.false())
+        )
+    return sa.and_(*parts)
 
 
 Decoded = dict[str, tuple[int, Schedule]]
@@ -170,7 +248,7 @@ def due(
             )
             for row in conn.execute(query.where(eng.in_list(schedules.c.name, chunk, dialect))):
                 schedule = codec.schedule_from_table(
-                    row.name, row.definition, _READ_DEFAULTS, Source(row.source)
+                    row.name, row.definition, _READ_DEFAULTS, Source(row.source), stored=True
                 )
                 decoded[row.name] = (_digest(row.digest), schedule)
     return [_with_run_state(decoded[row.name][1], row) for row in rows if row.name in decoded]
@@ -220,7 +298,7 @@ def put(
     query = sa.select(schedules.c.source, schedules.c.timing).where(
         schedules.c.name == schedule.name
     )
-    existing = conn.execute(query).one_or_none()
+    existing = conn.execute(query.with_for_update()).one_or_none()  # see _locked
     if existing is not None and existing.source == Source.FILE.value:
         raise _owned_by_file(schedule.name)
     if existing is not None and not replace:
@@ -228,7 +306,12 @@ def put(
     if existing is None:
         conn.execute(
             sa.insert(schedules).values(
-                name=schedule.name, next_at=next_at, created_at=now, updated_at=now, **columns
+                name=schedule.name,
+                next_at=next_at,
+                created_at=now,
+                updated_at=now,
+                version=first_version(now),
+                **columns,
             )
         )
     else:
@@ -245,7 +328,7 @@ def put(
 def delete(conn: Connection, name: str, now: datetime) -> None:
     lock_definitions(conn)
     query = sa.select(schedules.c.source).where(schedules.c.name == name)
-    source = conn.execute(query).scalar_one_or_none()
+    source = conn.execute(query.with_for_update()).scalar_one_or_none()  # see _locked
     if source is None:
         raise NotFound(f"no schedule named {name!r}")
     if source == Source.FILE.value:
@@ -265,7 +348,7 @@ def set_paused(
 ) -> None:
     lock_definitions(conn)
     query = sa.select(schedules.c.paused).where(schedules.c.name == name)
-    was = conn.execute(query).scalar_one_or_none()
+    was = conn.execute(query.with_for_update()).scalar_one_or_none()  # see _locked
     if was is None:
         raise NotFound(f"no schedule named {name!r}")
     values: dict[str, Any] = {
@@ -330,6 +413,7 @@ def load_file(
         changed.extend(changed_)
     removed.sort()
     for names in _chunks(removed):
+        _locked(conn, names)
         firelog.withdraw(conn, names, now)
         conn.execute(
             sa.delete(schedules).where(
@@ -359,7 +443,11 @@ def _load_chunk(
     decoded: Decoded | None,
 ) -> tuple[list[str], list[str]]:
     """Insert the new and update the changed schedules of one chunk; their names."""
-    query = sa.select(schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing)
+    query = (
+        sa.select(schedules.c.name, schedules.c.source, schedules.c.digest, schedules.c.timing)
+        .order_by(schedules.c.name)  # the tick's order: no deadlock
+        .with_for_update()  # see _locked
+    )
     existing: dict[str, Row] = {}
     dialect = conn.dialect.name
     for names in eng.chunks([item.name for item in chunk], dialect):
@@ -375,7 +463,11 @@ def _load_chunk(
         prev = existing.get(item.name)
         if prev is None:
             columns.update(
-                name=item.name, next_at=next_at(_from_file(item)), created_at=now, updated_at=now
+                name=item.name,
+                next_at=next_at(_from_file(item)),
+                created_at=now,
+                updated_at=now,
+                version=first_version(now),
             )
             inserts.append(columns)
         elif prev.digest != columns["digest"]:
