@@ -124,7 +124,10 @@ class Driver:
 def _rows(cluster: FaultCluster) -> dict[str, dict[str, Any]]:
     with cluster.engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT fire_id, schedule, scheduled_for, outcome, manual, decided_at, epoch FROM fires")
+            sa.text(
+                "SELECT fire_id, schedule, scheduled_for, outcome, manual, decided_at, epoch"
+                " FROM fires"
+            )
         )
         return {row.fire_id: dict(row._mapping) for row in rows}
 
