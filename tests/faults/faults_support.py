@@ -410,6 +410,12 @@ def wait_delivered(cluster: FaultCluster, recorder: Recorder, timeout: float = 3
         recorder.arrived.wait(0.2)
 
 
+def stop_and_settle(cluster: FaultCluster, recorder: Recorder) -> None:
+    """Stop every process, then wait until each fire marked sent reached the recorder."""
+    cluster.stop_all()
+    wait_delivered(cluster, recorder)
+
+
 def wait_new_fires(cluster: FaultCluster, seconds: int, what: str, timeout: float = 20) -> None:
     """Wait until both schedules have fires at least `seconds` past the current DB time."""
     with cluster.engine.connect() as conn:

@@ -31,7 +31,7 @@ from faults_support import (
     Recorder,
     account,
     running,
-    wait_delivered,
+    stop_and_settle,
 )
 
 from beatd.api import Beat
@@ -147,8 +147,7 @@ def test_changes_racing_fires_keep_the_books(cluster: FaultCluster) -> None:
         cluster.wait_for(cluster.leader, 30, "a leader")
         driver.run(DRIVE, stop)
         time.sleep(2.5)  # the fault's own timing: let the last changes' fires go out
-        cluster.stop_all()
-        wait_delivered(cluster, recorder)
+        stop_and_settle(cluster, recorder)
         rows = _rows(cluster)
         with cluster.engine.connect() as conn:
             backlog = conn.execute(sa.text("SELECT count(*) FROM outbox")).scalar_one()
@@ -234,8 +233,7 @@ def test_two_processes_sharing_an_instance_id_never_lead_at_one_epoch(
             finally:
                 leader.signal(signal.SIGCONT)
         time.sleep(3)
-        cluster.stop_all()
-        wait_delivered(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     shared = {e: pids for e, pids in _leading_epochs(cluster).items() if len(pids) > 1}
     print(f"epochs led: {sorted(_leading_epochs(cluster))}; led by two processes: {shared}")
     assert shared == {}

@@ -33,14 +33,11 @@ from faults_support import (
     Recorder,
     account,
     running,
-    wait_delivered,
+    stop_and_settle,
     wait_new_fires,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.faults]
-
-
-_settle = wait_delivered
 
 
 def _failover(cluster: FaultCluster, epoch: int, timeout: float = LEASE + 10) -> int:
@@ -52,11 +49,6 @@ def _failover(cluster: FaultCluster, epoch: int, timeout: float = LEASE + 10) ->
         step=0.05,
     )
     return lease.epoch
-
-
-def _stop_and_settle(cluster: FaultCluster, recorder: Recorder) -> None:
-    cluster.stop_all()
-    _settle(cluster, recorder)
 
 
 def test_leader_sigkill_repeatedly_at_random_points(cluster: FaultCluster) -> None:
@@ -91,7 +83,7 @@ def test_leader_sigkill_repeatedly_at_random_points(cluster: FaultCluster) -> No
             cluster.start()  # keep three instances
             _failover(cluster, lease.epoch)
             wait_new_fires(cluster, 1, "fires by the new leader")
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     books = account(
         cluster,
         recorder,
@@ -129,7 +121,7 @@ def test_leader_sigstop_past_the_lease_is_fenced(cluster: FaultCluster) -> None:
                 leader.signal(signal.SIGCONT)
             wait_new_fires(cluster, 3, "fires after the stopped leader resumed")
             assert leader.proc.poll() is None, "the resumed leader died"
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     # Once a newer epoch recorded a fire, no older epoch ever recorded again.
     epochs = [epoch for _, epoch in cluster.epochs_by_decided()]
     assert epochs == sorted(epochs), "a fenced leader recorded after its successor"
@@ -202,7 +194,7 @@ def test_leader_frozen_inside_its_fenced_transaction_does_not_stall_the_cluster(
             leader.signal(signal.SIGCONT)
         wait_new_fires(cluster, 3, "fires after the frozen leader resumed")
         assert leader.proc.poll() is None, "the resumed leader died"
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     epochs = [epoch for _, epoch in cluster.epochs_by_decided()]
     assert epochs == sorted(epochs), "a fenced leader recorded after its successor"
     books = account(
@@ -235,7 +227,7 @@ def test_postgres_connections_killed(cluster: FaultCluster) -> None:
             crashes.append(time.time())
             wait_new_fires(cluster, 2, "fires after the connections were killed")
         assert len(cluster.live()) == 3, "an instance died"
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     print(f"{killed} PostgreSQL connections terminated in {rounds} rounds")
     books = account(
         cluster,
@@ -295,7 +287,7 @@ def test_sighup_with_a_broken_file_keeps_the_last_good_schedules(cluster: FaultC
             "the good file after the broken ones",
         )
         wait_new_fires(cluster, 2, "fires after the good reload")
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     books = account(cluster, recorder, "SIGHUP broken TOML", faults=2, deliver_late=3)
     assert not books.problems
 
@@ -316,7 +308,7 @@ def test_ten_instances_start_at_once_on_an_empty_database(empty_cluster: FaultCl
         )
         wait_new_fires(cluster, 3, "the first fires", timeout=60)
         assert len(cluster.live()) == 10
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     outputs = [cluster.stdout_of(b) for b in procs]
     upgraded = [o for o in outputs if "schema upgraded from revision (empty)" in o]
     current = [o for o in outputs if "schema is up to date" in o]
@@ -361,7 +353,7 @@ def test_clock_jumps_change_neither_leader_nor_instants(
             offset.write_text(jump)
             wait_new_fires(cluster, 3, f"fires from a leader {jump}s off")
         assert any("test clock" in line for line in skewed.log_lines())
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     books = account(cluster, recorder, "clock jumps", faults=2 * len(jumps), deliver_late=3)
     assert not books.problems
     assert books.epochs == 2
@@ -417,7 +409,7 @@ def test_rabbitmq_stopped_and_restarted(cluster: FaultCluster) -> None:
         )
         wait_new_fires(cluster, 2, "fires after the outage")
         assert len(cluster.live()) == 2
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     books = account(
         cluster,
         recorder,
@@ -470,7 +462,7 @@ def test_postgres_server_restart(restart_cluster: FaultCluster) -> None:
             subprocess.run([*ctl, "start"], capture_output=True, timeout=120)
         wait_new_fires(cluster, 3, "fires after the database came back", timeout=60)
         assert len(cluster.live()) == 3, "an instance died"
-        _stop_and_settle(cluster, recorder)
+        stop_and_settle(cluster, recorder)
     books = account(
         cluster,
         recorder,
