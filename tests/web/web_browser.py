@@ -89,12 +89,22 @@ class Browser:
 
     def submit(self, css: str) -> None:
         """Click a submit button and wait for the page it leads to."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         page = self.find("html")
         self.find(css).click()
-        WebDriverWait(self.driver, 15).until(expected_conditions.staleness_of(page))
+
+        def gone(_: object) -> bool:
+            # Chromium answers a node of a page being replaced either as stale or, mid-
+            # navigation, as "does not belong to the document": both mean the old page left.
+            try:
+                page.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
+        WebDriverWait(self.driver, 15).until(gone)
 
     @property
     def title(self) -> str:
