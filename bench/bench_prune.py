@@ -42,14 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa
 
 from beatd import daemon as daemon_module
-from beatd import migrate
 from beatd.config import Settings
 from beatd.daemon import Daemon
 from beatd.model import Every, Schedule
 from beatd.publish.base import Message, Result, Status
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store import open_store
-from beatd.store.sql import SqlStore
+from beatd.store.sql import SqlStore, migrate
 
 SAMPLE = 15.0  # seconds between printed samples
 KEEP_ALL = timedelta(days=36_500)

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa
 
-from beatd import migrate
 from beatd.ids import fire_id
 from beatd.model import Advance, Decision, Every, Message, Outcome, Schedule
 from beatd.store import open_store
 from beatd.store.base import Store
+from beatd.store.sql import migrate
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DUE = 100

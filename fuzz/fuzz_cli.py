@@ -19,8 +19,8 @@ from fuzz_support import EXAMPLES, ZONES, run_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beatd import migrate
 from beatd.cli.main import main
+from beatd.store.sql import migrate
 
 _DIR = Path(tempfile.mkdtemp(prefix="beatd-fuzz-cli-"))
 _URL = f"sqlite:///{_DIR}/fuzz.db"

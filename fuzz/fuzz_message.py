@@ -31,13 +31,13 @@ from fuzz_support import EXAMPLES, ZONES, run_for
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from beatd import migrate
 from beatd.api import Beat
 from beatd.errors import ConfigError, Conflict
 from beatd.model import Message
 from beatd.publish.amqp import AmqpPublisher
 from beatd.publish.base import Status
 from beatd.publish.messages import BEATD_HEADERS
+from beatd.store.sql import migrate
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

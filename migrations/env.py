@@ -1,6 +1,6 @@
-"""Alembic environment: run by beatd.migrate with a connection already in a transaction.
+"""Alembic environment: run by beatd.store.sql.migrate with a connection already in a transaction.
 
-beatd.migrate opens the connection, takes the migration lock and passes the
+beatd.store.sql.migrate opens the connection, takes the migration lock and passes the
 connection in `config.attributes["connection"]`; users need no alembic.ini.
 """
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from beatd import migrate
 from beatd.api import Beat
 from beatd.cli.main import main
 from beatd.errors import BeatdError, ConfigError
+from beatd.store.sql import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 # The installed console script (.venv/bin/beatd), as a user runs it.

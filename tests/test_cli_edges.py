@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from beatd import migrate
 from beatd.config import MAX_FILE_BYTES
+from beatd.store.sql import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 BEATD = [sys.executable, "-m", "beatd.cli.main"]

@@ -30,7 +30,7 @@ from typing import Any
 import pika
 import pytest
 
-from beatd import migrate, timing
+from beatd import timing
 from beatd.api import Beat
 from beatd.cli.main import main
 from beatd.config import Settings, load_settings
@@ -44,6 +44,7 @@ from beatd.publish.base import Status
 from beatd.publish.messages import FRAME_MAX, build_message
 from beatd.store.base import Decision
 from beatd.store.memory import MemoryStore
+from beatd.store.sql import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 OVERFLOW = "9999-12-31T23:00:00-14:00"  # year 10000 in UTC: datetime overflows

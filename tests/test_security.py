@@ -37,10 +37,10 @@ from urllib.parse import quote
 import pytest
 from unit_file import read_unit
 
-from beatd import migrate
 from beatd.config import check_http, settings_from_document
 from beatd.http import HttpServer
 from beatd.metrics import Metrics
+from beatd.store.sql import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 BEATD = [sys.executable, "-m", "beatd.cli.main"]

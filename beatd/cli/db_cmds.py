@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from beatd import migrate
 from beatd.cli.main import EXIT_OK, add_command
 from beatd.config import load_settings
 from beatd.redact import redact
+from beatd.store.sql import migrate
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

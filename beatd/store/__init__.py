@@ -73,8 +73,8 @@ def open_or_create(url: str) -> Store:
     except SchemaError:
         if url.startswith(MEMORY) or has_tables(url):
             raise
-    from beatd import migrate
     from beatd.redact import redact
+    from beatd.store.sql import migrate
 
     _before, after = migrate.upgrade(url)
     logging.getLogger("beatd").info(

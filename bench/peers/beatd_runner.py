@@ -93,7 +93,7 @@ def command() -> list[str]:
 
 
 def upgrade(db_url: str) -> None:
-    from beatd import migrate
+    from beatd.store.sql import migrate
 
     migrate.upgrade(db_url)
 
@@ -102,7 +102,7 @@ class Beatd:
     name = "beatd"
 
     def unavailable(self) -> str | None:
-        for module in ("beatd.daemon", "beatd.cli.daemon_cmds", "beatd.migrate"):
+        for module in ("beatd.daemon", "beatd.cli.daemon_cmds", "beatd.store.sql.migrate"):
             try:
                 found = importlib.util.find_spec(module)
             except ImportError:

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 import pika
 import sqlalchemy as sa
 
-from beatd import migrate
+from beatd.store.sql import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from beatd import migrate
 from beatd.cli.main import main
 from beatd.ids import fire_id
 from beatd.model import Decision, Every, Outcome, Schedule
 from beatd.publish.messages import build_message
 from beatd.store import open_store
+from beatd.store.sql import migrate
 
 
 def test_status_json_when_nothing_is_reachable(
@@ -104,7 +104,7 @@ def test_the_readme_command_runs_the_example_on_a_fresh_sqlite_file(tmp_path: Pa
 
 def test_run_opens_the_store_without_importing_alembic(tmp_path: Path) -> None:
     """Alembic (with Mako and Pygments) is a third of the imports: only `db upgrade` needs it."""
-    from beatd import migrate
+    from beatd.store.sql import migrate
 
     url = f"sqlite:///{tmp_path}/beatd.db"
     migrate.upgrade(url)

@@ -22,7 +22,7 @@ from daemon_cluster import Cluster
 from test_daemon_processes import free_port
 
 from beatd import daemon as daemon_module
-from beatd import migrate
+from beatd.store.sql import migrate
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

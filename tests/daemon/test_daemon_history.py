@@ -13,7 +13,6 @@ import pytest
 from test_daemon_inprocess import Lines, Running, every, wait_for
 
 from beatd import daemon as daemon_module
-from beatd import migrate
 from beatd.api import Beat
 from beatd.config import Settings
 from beatd.daemon import Daemon
@@ -23,7 +22,7 @@ from beatd.model import Decision, Outcome
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store import open_store
 from beatd.store.base import Store
-from beatd.store.sql import SqlStore
+from beatd.store.sql import SqlStore, migrate
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from beatd import migrate
 from beatd.clock import FakeClock
 from beatd.model import Every, Lease, Schedule
 from beatd.store import open_store
 from beatd.store.base import Store
-from beatd.store.sql import SqlStore
+from beatd.store.sql import SqlStore, migrate
 
 
 def sched(name: str, every: int = 60, **options: Any) -> Schedule:

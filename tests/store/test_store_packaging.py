@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from beatd import migrate
+from beatd.store.sql import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 

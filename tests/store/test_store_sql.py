@@ -16,12 +16,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from store_helpers import close_checked, open_sql, sched
 
-from beatd import migrate
 from beatd.errors import ConfigError, SchemaError, StoreError
 from beatd.ids import fire_id
 from beatd.model import Decision, Every, Lease, Outcome, Schedule, Source
 from beatd.store import has_tables, open_store
-from beatd.store.sql import SqlStore, firelog, schedules
+from beatd.store.sql import SqlStore, firelog, migrate, schedules
 from beatd.store.sql import engine as eng
 from beatd.store.sql.engine import make_engine, parse_url
 from beatd.store.sql.tables import metadata

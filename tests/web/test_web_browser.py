@@ -18,10 +18,10 @@ import pytest
 from web_browser import Browser, WebProcess, chromium
 from web_helpers import TOKEN, write_config
 
-from beatd import migrate
 from beatd.api import Beat
 from beatd.cli.web_cmds import TOKEN_ENV
 from beatd.ids import fire_id
+from beatd.store.sql import migrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 

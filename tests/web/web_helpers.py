@@ -17,8 +17,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from beatd import migrate, timing
+from beatd import timing
 from beatd.api import Beat
+from beatd.store.sql import migrate
 from beatd.web.app import create_app
 
 TOKEN = "s3cret-token-for-the-tests-0123456789"

@@ -47,7 +47,7 @@ class SqlStore:
         self._decoded: schedules.Decoded = {}  # the due query's definition cache
         self._pruned = 0  # history rows deleted since the last VACUUM (history.needs_vacuum)
         if check_schema:
-            from beatd import migrate
+            from beatd.store.sql import migrate
 
             try:
                 migrate.check_engine(self.engine, self.url)
