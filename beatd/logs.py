@@ -98,7 +98,7 @@ def setup(
                 listener.stop()
 
         atexit.register(drain)  # before logging's own exit hook: nothing is lost
-        handler = logging.handlers.QueueHandler(lines)
+        handler = _ThreadQueue(lines)
     else:
         drain = _nothing
     root = logging.getLogger("beatd")
@@ -112,3 +112,14 @@ def setup(
 
 def _nothing() -> None:
     pass
+
+
+class _ThreadQueue(logging.handlers.QueueHandler):
+    """Queue the record itself: the listener, in this process, formats it once.
+
+    The stock prepare() formats and copies every record so it could cross to
+    another process; here that was a quarter of a logged fire's cost.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record

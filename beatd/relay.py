@@ -52,7 +52,7 @@ BATCH = 5000  # fires per publish call: a crowded instant goes out at once
 CLAIM = 20_000  # fires per claim statement
 AHEAD = timedelta(milliseconds=900)  # claim this long before publish_at (< 1 s: changes win)
 CLAIM_GAP = timedelta(milliseconds=250)  # claim at most this often when busy
-IDLE_CHECK = timedelta(milliseconds=250)  # look for fires recorded elsewhere (a trigger)
+IDLE_CHECK = timedelta(seconds=1)  # look anyway (a poke from the change watcher is sooner)
 WINDOW = 50_000  # messages held at most
 SETTLE_AFTER = timedelta(milliseconds=50)  # mark confirmed fires sent at most this late
 NACK_RETRY = RetryPolicy(initial=0.5, max=30.0)  # one fire's backoff after a nack
@@ -84,27 +84,30 @@ class Relay:
         self._held: list[tuple[datetime, str, Message]] = []  # claimed; a heap by publish_at
         self._nacks: dict[str, int] = {}  # fire id -> nacks so far
         self._claim_at: datetime | None = None  # None: claim at the next run
-        self._poked = threading.Event()  # fires were recorded: claim at the next run
+        self._poked = threading.Event()  # fires were recorded elsewhere: claim at the next run
         self._offers: deque[list[Message]] = deque()  # from the tick's thread
         self._known: dict[str, tuple[int, Message]] = {}  # fire id -> (digest, message)
         self._confirmed: list[str] = []  # confirmed, not marked sent yet
         self._confirmed_at: datetime | None = None  # the oldest of those confirms
 
     def poke(self) -> None:
-        """Fires were recorded (by the tick, or a change elsewhere); safe from any thread."""
+        """Fires were recorded by a trigger or elsewhere; safe from any thread."""
         self._poked.set()
 
     def offer(self, messages: list[Message]) -> None:
         """The tick just recorded these: a cache for the claim; safe from any thread."""
         self._offers.append(messages)
-        self._poked.set()
 
     def _take_offers(self) -> None:
+        """Cache the tick's messages, and claim when the first of them is `ahead` away."""
         while self._offers:
             messages = self._offers.popleft()
             for m in messages:
                 self._known[m.fire_id] = (m.digest, m)
             self.publisher.prepare(messages)  # encoded now, written at their instant
+            if messages and self._claim_at is not None:
+                soonest = min(m.publish_at for m in messages) - self.ahead
+                self._claim_at = min(self._claim_at, soonest)
         if len(self._known) > KNOWN:  # oldest first: withdrawn, or claimed by another term
             for key in list(self._known)[: len(self._known) - KNOWN]:
                 del self._known[key]
@@ -123,6 +126,7 @@ class Relay:
             return None
         if self._retry_at is not None and now < self._retry_at:
             return self._retry_at
+        self._take_offers()
         while lease is not None:
             try:
                 self._claim(lease, now)
@@ -166,8 +170,6 @@ class Relay:
         if not self._poked.is_set() and self._claim_at is not None and now < self._claim_at:
             return
         self._poked.clear()  # before reading: a poke during the claim is not lost
-        self._take_offers()
-        took = 0
         while len(self._held) < WINDOW:
             limit = min(CLAIM, WINDOW - len(self._held))
             claimed = self.firelog.claim(lease, now + self.ahead, limit, self._known)
@@ -178,18 +180,14 @@ class Relay:
                 if cached is None or cached[1] is not m:
                     fresh.append(m)  # read from the outbox: not prepared yet
             self.publisher.prepare(fresh)
-            took += len(claimed)
             if len(claimed) < limit:
                 break
-        if took:  # busy: more is surely due soon; look again after the gap
-            self._claim_at = now + CLAIM_GAP
-            return
+        # Next when the soonest unclaimed fire is `ahead` away (offers may bring it forward).
         upcoming = self.firelog.next_publish_at(lease.epoch)
-        soonest = now + CLAIM_GAP
-        if upcoming is None:
-            self._claim_at = now + IDLE_CHECK
-        else:
-            self._claim_at = min(max(upcoming - self.ahead, soonest), now + IDLE_CHECK)
+        later = (
+            now + IDLE_CHECK if upcoming is None else min(upcoming - self.ahead, now + IDLE_CHECK)
+        )
+        self._claim_at = max(later, now + CLAIM_GAP)
 
     def _pop_due(self, now: datetime) -> list[Message]:
         due: list[Message] = []

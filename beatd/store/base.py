@@ -138,7 +138,9 @@ class FireLog(Protocol):
         decision whose (schedule, scheduled_for) exists already is skipped;
         an advance whose version no longer matches is skipped together with
         its schedule's decisions. Returns the ids of the fires written.
-        Without a lease (trigger, backfill) only the uniqueness rule guards.
+        Without a lease (trigger, backfill) only the uniqueness rule guards,
+        and a write moves the change counter: the leader, in whatever process,
+        hears of it at once and claims the new fires.
         """
         ...
 

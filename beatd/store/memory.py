@@ -304,6 +304,8 @@ class MemoryStore:
                 if d.outcome is Outcome.PENDING and d.message is not None:
                     self._outbox[d.fire_id] = d.message
                 written.append(d.fire_id)
+            if lease is None and written:
+                self._bump()
             return written
 
     def _check(self, lease: Lease, now: datetime) -> None:

@@ -522,10 +522,14 @@ def test_change_counter(store: Store) -> None:
     assert moved()
     store.set_paused("a", False, None, at(2))
     assert moved()
+    lease = store.acquire("me", timedelta(seconds=30), "me")
+    assert lease is not None
     store.record(
-        None, [pending("a", at(1))], [Advance("a", store.get("a").version, at(2), at(1), 1)]
+        lease, [pending("a", at(1))], [Advance("a", store.get("a").version, at(2), at(1), 1)]
     )
-    assert not moved()  # run state is not a definition change
+    assert not moved()  # the leader's own fires and run state are not a change
+    store.record(None, [pending("a", at(5))], [])
+    assert moved()  # a trigger or backfill: the leader hears of it at once, from any process
     store.load_file([sched("f")], next_at_fixed(at(1)))  # type: ignore[arg-type]
     assert moved()
     store.load_file([sched("f")], next_at_fixed(at(1)))  # type: ignore[arg-type]

@@ -162,7 +162,10 @@ class SqlStore:
         self, lease_: Lease | None, decisions: Sequence[Decision], advances: Sequence[Advance]
     ) -> list[str]:
         with self._write() as conn:
-            return firelog.record(conn, lease_, decisions, advances)
+            written = firelog.record(conn, lease_, decisions, advances)
+            if lease_ is None and written:
+                schedules.bump(conn)
+            return written
 
     def claim(
         self,

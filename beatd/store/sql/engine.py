@@ -182,7 +182,11 @@ def chunks(values: Sequence[str], dialect: str) -> list[Sequence[str]]:
 
 def db_now(conn: Connection) -> datetime:
     """Read the database clock, aware UTC."""
-    value = conn.execute(sa.select(now_expr(conn.dialect.name))).scalar_one()
+    return as_utc(conn.execute(sa.select(now_expr(conn.dialect.name))).scalar_one())
+
+
+def as_utc(value: object) -> datetime:
+    """A now_expr reading (SQLite gives text) as an aware UTC datetime."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     assert isinstance(value, datetime)

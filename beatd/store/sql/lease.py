@@ -99,12 +99,13 @@ def check(conn: Connection, expected: Lease, *, lock: bool = True) -> datetime:
     """
     # A leader frozen inside this transaction would keep the row lock, and so block
     # every takeover: on PostgreSQL the server ends it (engine.FROZEN_MS).
-    query = sa.select(*_RETURNING).where(_ROW)
+    query = sa.select(*_RETURNING, eng.now_expr(conn.dialect.name)).where(_ROW)
     row = conn.execute(query.with_for_update() if lock else query).one_or_none()
     found = _lease(row)
-    now = eng.db_now(conn)
-    if found is None:
+    if row is None or found is None:
         raise Fenced("lease lost: no lease row")
+    # Under the lock, the clock is read again once the lock is granted, not before the wait.
+    now = eng.db_now(conn) if lock else eng.as_utc(row[4])
     if found.token != expected.token or found.epoch != expected.epoch:
         raise Fenced(
             f"lease lost: held by {found.holder!r} at epoch {found.epoch}, "
