@@ -288,6 +288,8 @@ def _amqp_user(server: str, password: str) -> Iterator[tuple[str, bool]]:
     created = _rabbitmqctl("add_user", name, password) and _rabbitmqctl(
         "set_permissions", "-p", "/", name, ".*", ".*", ".*"
     )
+    if not created and os.environ.get("BEATD_REQUIRE_SERVICES") == "1":
+        pytest.fail("rabbitmqctl cannot add a user, and BEATD_REQUIRE_SERVICES=1")
     user = name if created else "guest"
     try:
         yield f"amqp://{user}:{quote(password, safe='')}@{host}/%2F", created
