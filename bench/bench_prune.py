@@ -28,18 +28,14 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sqlalchemy as sa
 
 from beatd import daemon as daemon_module
 from beatd.config import Settings
@@ -49,6 +45,7 @@ from beatd.publish.base import Message, Result, Status
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store import open_store
 from beatd.store.sql import SqlStore, migrate
+from bench.bench_store import postgres, sqlite
 
 SAMPLE = 15.0  # seconds between printed samples
 KEEP_ALL = timedelta(days=36_500)
@@ -167,26 +164,6 @@ def run(url: str, schedules: int, minutes: float, prune_every: float) -> None:
             daemon.request_stop()
             thread.join(60)
             store.close()
-
-
-@contextmanager
-def postgres(admin: str) -> Iterator[str]:
-    name = f"beatd_bench_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        engine.dispose()
-
-
-@contextmanager
-def sqlite() -> Iterator[str]:
-    with tempfile.TemporaryDirectory() as folder:
-        yield f"sqlite:///{folder}/bench.db"
 
 
 def main() -> int:

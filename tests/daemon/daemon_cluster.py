@@ -6,6 +6,7 @@ the database or the queue against a deadline, never a blind sleep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -259,3 +260,16 @@ class Consumer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+@contextlib.contextmanager
+def running(db_url: str, amqp_url: str, tmp: Path, *, show_logs: int = 0) -> Iterator[Cluster]:
+    """A Cluster, closed afterwards; with `show_logs`, each process's last lines are printed."""
+    c = Cluster(db_url, amqp_url, tmp)
+    try:
+        yield c
+    finally:
+        for i, beatd in enumerate(c.procs if show_logs else []):
+            print(f"--- beatd #{i} pid {beatd.proc.pid} ---")
+            print("\n".join(beatd.log_lines()[-show_logs:]))
+        c.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from daemon_cluster import Cluster
+from daemon_cluster import Cluster, running
 from test_daemon_processes import free_port
 
 from beatd import daemon as daemon_module
@@ -39,14 +39,8 @@ CREATE TRIGGER refuse BEFORE INSERT ON fires FOR EACH ROW EXECUTE FUNCTION refus
 
 @pytest.fixture
 def cluster(pg_url: str, amqp_server: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(pg_url, amqp_server, tmp_path)
-    try:
+    with running(pg_url, amqp_server, tmp_path, show_logs=30) as c:
         yield c
-    finally:
-        for i, beatd in enumerate(c.procs):
-            print(f"--- beatd #{i} pid {beatd.proc.pid} ---")
-            print("\n".join(beatd.log_lines()[-30:]))
-        c.close()
 
 
 def healthz(port: int) -> tuple[int, str] | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_cluster import Beatd, Cluster, Consumer
+from daemon_cluster import Beatd, Cluster, Consumer, running
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.faults]
 
@@ -29,14 +29,8 @@ LEASE = 3.0
 
 @pytest.fixture
 def cluster(pg_url: str, amqp_server: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(pg_url, amqp_server, tmp_path)
-    try:
+    with running(pg_url, amqp_server, tmp_path, show_logs=40) as c:
         yield c
-    finally:
-        for i, beatd in enumerate(c.procs):
-            print(f"--- beatd #{i} pid {beatd.proc.pid} ---")
-            print("\n".join(beatd.log_lines()[-40:]))
-        c.close()
 
 
 def contiguous(instants: list[datetime]) -> bool:

@@ -25,7 +25,7 @@ from beatd.store.sql import migrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 
-from daemon_cluster import Cluster, Consumer, wait_for
+from daemon_cluster import Cluster, Consumer, running, wait_for
 
 SCHEDULES = {
     "tick": {"every": "1s", "task": "app.tasks.tick"},
@@ -48,11 +48,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def cluster(pg_url: str, amqp_server: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(pg_url, amqp_server, tmp_path)
-    try:
+    with running(pg_url, amqp_server, tmp_path) as c:
         yield c
-    finally:
-        c.close()
 
 
 def tick_ids(consumer: Consumer, since: float = 0.0) -> list[str]:
