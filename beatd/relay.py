@@ -50,7 +50,10 @@ log = logging.getLogger("beatd.relay")
 
 BATCH = 5000  # fires per publish call: a crowded instant goes out at once
 CLAIM = 20_000  # fires per claim statement
-AHEAD = timedelta(milliseconds=900)  # claim this long before publish_at (< 1 s: changes win)
+# Claim this long before publish_at: under 1 s, so a change a second ahead wins; and
+# whole-second instants are claimed at x.25, between the publishing at x.0 and the
+# tick's recording at x.5 (tick.Ticker._head_start).
+AHEAD = timedelta(milliseconds=750)
 CLAIM_GAP = timedelta(milliseconds=250)  # claim at most this often when busy
 IDLE_CHECK = timedelta(seconds=1)  # look anyway (a poke from the change watcher is sooner)
 WINDOW = 50_000  # messages held at most
@@ -127,6 +130,15 @@ class Relay:
         if self._retry_at is not None and now < self._retry_at:
             return self._retry_at
         self._take_offers()
+        published: list[tuple[Message, float]] = []
+        try:
+            return self._publish_due(lease, now, published)
+        finally:
+            _log_published(published)  # once a crowded instant is out, not between its batches
+
+    def _publish_due(
+        self, lease: Lease | None, now: datetime, published: list[tuple[Message, float]]
+    ) -> datetime | None:
         while lease is not None:
             try:
                 self._claim(lease, now)
@@ -142,7 +154,7 @@ class Relay:
             except BrokerError as exc:
                 return self._back_off(now, due, str(exc))
             self._recovered()
-            self._account(due, results, now)
+            self._account(due, results, now, published)
             if len(self._confirmed) >= 2 * self.batch:
                 self.settle()  # a long catch-up marks as it goes
             if len(due) < self.batch:
@@ -195,7 +207,13 @@ class Relay:
             due.append(heapq.heappop(self._held)[2])
         return due
 
-    def _account(self, due: list[Message], results: list[Result], now: datetime) -> None:
+    def _account(
+        self,
+        due: list[Message],
+        results: list[Result],
+        now: datetime,
+        published: list[tuple[Message, float]],
+    ) -> None:
         """Book the broker's answers: confirmed, nacked (retry that fire), or failed."""
         confirmed_at = self.clock.now()
         by_id = {m.fire_id: m for m in due}
@@ -206,15 +224,7 @@ class Relay:
                 self._confirmed.append(r.fire_id)
                 lag = max((confirmed_at - message.scheduled_for).total_seconds(), 0.0)
                 self.metrics.lag.observe(lag)
-                log.info(
-                    "fire published",
-                    extra={
-                        "schedule": message.schedule,
-                        "fire_id": r.fire_id,
-                        "scheduled_for": message.scheduled_for.isoformat(),
-                        "lag_ms": round(lag * 1000, 1),
-                    },
-                )
+                published.append((message, lag))
             elif r.status is Status.NACKED and self._nacks.get(r.fire_id, 0) + 1 < MAX_NACKS:
                 self._retry_nacked(message, now)
             else:
@@ -283,3 +293,16 @@ class Relay:
         if self.failures:
             log.info("broker reachable again", extra={"after_failures": self.failures})
         self.failures, self._retry_at, self.last_error = 0, None, None
+
+
+def _log_published(published: list[tuple[Message, float]]) -> None:
+    for message, lag in published:
+        log.info(
+            "fire published",
+            extra={
+                "schedule": message.schedule,
+                "fire_id": message.fire_id,
+                "scheduled_for": message.scheduled_for.isoformat(),
+                "lag_ms": round(lag * 1000, 1),
+            },
+        )
