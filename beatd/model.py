@@ -8,7 +8,8 @@ and ZoneInfo. A naive datetime below the edges is a bug.
 from __future__ import annotations
 
 import enum
-import hashlib
+import itertools
+import secrets
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -191,33 +192,17 @@ class Message:
     priority: int | None = None
     expires_at: datetime | None = None  # TTL is computed from this at publish time
     queue: str | None = None  # declare this durable queue if it does not exist
-    # A 63-bit digest of all of the above, made once. Stored beside the outbox row and
-    # returned by a claim, it lets the relay use a message it already has (and its
-    # prepared frames) only when it is exactly what the row holds.
-    digest: int = field(init=False, compare=False, repr=False)
+    # This object's own number, unique with overwhelming odds (a random start, counted
+    # up). Stored beside the outbox row and returned by a claim, it lets the relay use
+    # the message it already holds (and its prepared frames) only when the row was
+    # written from this very object; any other row, a redefined fire's, is read back.
+    stamp: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "digest", _digest(self))
+        object.__setattr__(self, "stamp", next(_stamps))
 
 
-def _digest(message: Message) -> int:
-    fields = (
-        message.fire_id,
-        message.schedule,
-        message.scheduled_for,
-        message.publish_at,
-        message.exchange,
-        message.routing_key,
-        message.content_type,
-        message.content_encoding,
-        sorted(message.headers.items()),
-        message.priority,
-        message.expires_at,
-        message.queue,
-    )
-    digest = hashlib.blake2b(message.body, digest_size=8)
-    digest.update(repr(fields).encode())
-    return int.from_bytes(digest.digest()) >> 1
+_stamps = itertools.count(secrets.randbits(62))  # below 2**63 for as long as it counts
 
 
 @dataclass(frozen=True, slots=True)

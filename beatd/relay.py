@@ -10,11 +10,11 @@ sent; a change that returned before the claim (more than `ahead` before the
 instant) always wins.
 
 The tick also offers the relay the messages it just recorded, as a cache:
-each is kept under its fire id with its Message.digest, the claim
-returns each row's digest, and a row is taken from the cache only when the
-digests match, so
-the cached copy is exactly the durable row (a fire withdrawn and recorded
-again as a new definition misses and is read from the outbox). The cache
+each is kept under its fire id with its Message.stamp, the claim returns
+each row's stamp, and a row is taken from the cache only when the stamps
+match, so the cached copy is the very object the durable row was written
+from (a fire withdrawn and recorded again as a new definition misses and is
+read from the outbox). The cache
 saves reading rows back and lets the publisher marshal frames seconds ahead.
 
 Claimed messages are held until their publish_at, published with confirms
@@ -89,7 +89,7 @@ class Relay:
         self._claim_at: datetime | None = None  # None: claim at the next run
         self._poked = threading.Event()  # fires were recorded elsewhere: claim at the next run
         self._offers: deque[list[Message]] = deque()  # from the tick's thread
-        self._known: dict[str, tuple[int, Message]] = {}  # fire id -> (digest, message)
+        self._known: dict[str, tuple[int, Message]] = {}  # fire id -> (stamp, message)
         self._confirmed: list[str] = []  # confirmed, not marked sent yet
         self._confirmed_at: datetime | None = None  # the oldest of those confirms
 
@@ -106,7 +106,7 @@ class Relay:
         while self._offers:
             messages = self._offers.popleft()
             for m in messages:
-                self._known[m.fire_id] = (m.digest, m)
+                self._known[m.fire_id] = (m.stamp, m)
             self.publisher.prepare(messages)  # encoded now, written at their instant
             if messages and self._claim_at is not None:
                 soonest = min(m.publish_at for m in messages) - self.ahead
@@ -270,7 +270,7 @@ class Relay:
     def _forget(self, lease: Lease | None) -> None:
         """A new term (or none): drop what is held; the outbox has it, claimed by the old epoch.
 
-        The cache stays: an entry is used only for a row with its very digest.
+        The cache stays: an entry is used only for a row with its very stamp.
         """
         self._held.clear()
         self._nacks.clear()

@@ -157,7 +157,7 @@ class FireLog(Protocol):
         current). Marks at most `limit` messages not claimed in this epoch
         (never claimed, or by an older epoch) as claimed by it and returns
         them, oldest publish_at first. From then on no change withdraws them.
-        A row whose fire id maps in `known` to (its Message.digest, a
+        A row whose fire id maps in `known` to (its Message.stamp, a
         message) is returned as that message object, not read back: the
         caller's copy is exactly the row.
         """

@@ -70,7 +70,7 @@ def _owned_by_file(name: str) -> Conflict:
 
 def _known(message: Message, known: Mapping[str, tuple[int, Message]]) -> Message:
     found = known.get(message.fire_id)
-    return found[1] if found is not None and found[0] == message.digest else message
+    return found[1] if found is not None and found[0] == message.stamp else message
 
 
 class MemoryStore:

@@ -1,6 +1,6 @@
 """Outbox claims, per-process lease tokens, the instances seen by the cluster.
 
-- outbox.digest: model.message_digest of the row (a claim returns it).
+- outbox.stamp: the Message.stamp the row was written from (a claim returns it).
 - outbox.claimed: the lease epoch whose relay took the message to publish it.
   A change withdraws only unclaimed fires: a claimed one is going out, and
   is recorded as sent as it was sent.
@@ -29,7 +29,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("outbox") as batch:
         batch.add_column(sa.Column("claimed", sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("digest", sa.BigInteger(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("stamp", sa.BigInteger(), nullable=False, server_default="0"))
     with op.batch_alter_table("lease") as batch:
         batch.add_column(sa.Column("token", sa.String(64), nullable=False, server_default=""))
     if op.get_bind().dialect.name == "postgresql":
@@ -50,5 +50,5 @@ def downgrade() -> None:
     with op.batch_alter_table("lease") as batch:
         batch.drop_column("token")
     with op.batch_alter_table("outbox") as batch:
-        batch.drop_column("digest")
+        batch.drop_column("stamp")
         batch.drop_column("claimed")

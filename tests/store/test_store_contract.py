@@ -313,8 +313,8 @@ def test_a_claim_returns_a_known_message_only_when_it_is_exactly_the_row(store: 
     store.record(None, [mine, other], [])
     stale = dataclasses.replace(other.message, body=b"[[], {}, {}]")  # an older definition
     known = {
-        mine.fire_id: (mine.message.digest, mine.message),
-        other.fire_id: (stale.digest, stale),
+        mine.fire_id: (mine.message.stamp, mine.message),
+        other.fire_id: (stale.stamp, stale),
     }
     lease = store.acquire("relay", timedelta(seconds=30), "relay")
     assert lease is not None

@@ -93,7 +93,7 @@ _OUTBOX_COLUMNS = (
     ("priority", "integer"),
     ("expires_at", "timestamptz"),
     ("queue", "text"),
-    ("digest", "bigint"),
+    ("stamp", "bigint"),
 )
 _PG_OUTBOX = (
     f"INSERT INTO outbox ({', '.join(name for name, _ in _OUTBOX_COLUMNS)}) SELECT * FROM unnest("
@@ -256,7 +256,7 @@ def _outbox_row(message: Message) -> dict[str, Any]:
         "priority": message.priority,
         "expires_at": message.expires_at,
         "queue": message.queue,
-        "digest": message.digest,
+        "stamp": message.stamp,
     }
 
 
@@ -284,13 +284,13 @@ def claim(
         sa.update(outbox)
         .where(outbox.c.fire_id.in_(chosen.scalar_subquery()))
         .values(claimed=held.epoch)
-        .returning(outbox.c.fire_id, outbox.c.digest)
+        .returning(outbox.c.fire_id, outbox.c.stamp)
     )
     messages: list[Message] = []
     unknown: list[str] = []
-    for fire_id_, digest in conn.execute(stmt).all():
+    for fire_id_, stamp in conn.execute(stmt).all():
         found = known.get(fire_id_)
-        if found is not None and found[0] == digest:
+        if found is not None and found[0] == stamp:
             messages.append(found[1])
         else:
             unknown.append(fire_id_)

@@ -110,9 +110,9 @@ outbox = sa.Table(
     # The epoch whose relay took it to publish; NULL until then. A change withdraws
     # only unclaimed fires: a claimed one is going out as recorded.
     sa.Column("claimed", sa.BigInteger(), nullable=True),
-    # Message.digest of the row: a claim returns it, so the relay can use the
-    # message it already holds only when it is exactly this row.
-    sa.Column("digest", sa.BigInteger(), nullable=False, server_default="0"),
+    # Message.stamp of the object the row was written from: a claim returns it, so
+    # the relay uses the message it already holds only when it is that object.
+    sa.Column("stamp", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 lease = sa.Table(
