@@ -142,3 +142,19 @@ def test_changing_p_never_records_a_fire_twice(backend: Backend) -> None:
     store.mark_sent([pending(name, at(1)).fire_id], at(1))
     assert [r.scheduled_for for r in store.history(name, 10)] == [at(1)]
     assert store.backlog() == 0
+
+
+def test_a_trigger_recorded_without_a_lease_goes_to_its_partitions_relay(
+    backend: Backend,
+) -> None:
+    """Triggers and backfills record with no lease: the bucket still says whose it is."""
+    store = backend.store
+    put_all(store)
+    name = NAMES[7]
+    leases = [store.acquire(f"h{p.index}", TTL, f"h{p.index}", p) for p in FOUR]
+    assert store.record(None, [pending(name, at(1))], []) == [pending(name, at(1)).fire_id]
+    got = {}
+    for lease in leases:
+        assert lease is not None
+        got[lease.partition] = [m.schedule for m in store.claim(lease, at(5), 10)]
+    assert got == {p: [name] if p == owner(name, FOUR) else [] for p in FOUR}
