@@ -65,6 +65,15 @@ def holders(cluster: FaultCluster) -> dict[int, tuple[str, int]]:
     return found
 
 
+def shared(cluster: FaultCluster) -> bool:
+    """Every partition held, each live instance holding its share or one less (3, 3, 2)."""
+    now = holders(cluster)
+    counts = sorted(
+        sum(1 for holder, _ in now.values() if holder == b.holder) for b in cluster.live()
+    )
+    return len(now) == P and counts == [2, 3, 3]
+
+
 def taken_over(cluster: FaultCluster, gone: str, lost: list[int]) -> bool:
     """Every partition held again, none of `lost` by the killed instance."""
     now = holders(cluster)
@@ -102,6 +111,9 @@ def test_sigkill_a_random_instance_of_three_sharing_eight_partitions(
         cluster.wait_for(lambda: len(holders(cluster)) == P, 30, "every partition held")
         wait_fires_past(cluster, 2, "the first fires")
         for k in range(rounds):
+            # Each round starts shared out (the newcomer took its share by handovers), so
+            # every kill takes partitions with it.
+            cluster.wait_for(lambda: shared(cluster), 4 * LEASE + 10, "the partitions shared")
             victim = rng.choice(cluster.live())
             if k % 2:
                 recorder.arrived.clear()
@@ -120,11 +132,6 @@ def test_sigkill_a_random_instance_of_three_sharing_eight_partitions(
                 "the victim's partitions taken over",
             )
             wait_fires_past(cluster, 1, "fires after the takeover")
-        final = holders(cluster)
-        shares = sorted(
-            sum(1 for holder, _ in final.values() if holder == b.holder) for b in cluster.live()
-        )
-        print(f"partitions per live instance at the end: {shares}")
         stop_and_settle(cluster, recorder)
     books = account(
         cluster,
