@@ -142,9 +142,19 @@ class Crew:
         return tokens.index(self.token), len(tokens)
 
     def _free(self) -> set[int]:
-        """Partitions whose lease nobody holds, by the database clock."""
+        """Partitions this process may take: nobody holds them, or the row is still its own.
+
+        Its own row while not leading there: it self-fenced (no renew in time),
+        and takes it back at once at a new epoch, as a single Leader does.
+        """
         leases = self.store.leases()
-        taken = {x.partition.index for x in leases if x.partition.count == self.count}
+        mine = {x.partition.index for x in self.held()}
+        taken = {
+            x.partition.index
+            for x in leases
+            if x.partition.count == self.count
+            and (x.token != self.token or x.partition.index in mine)
+        }
         foreign = sorted({x.partition.count for x in leases if x.partition.count != self.count})
         if foreign and self._foreign is None:
             log.warning(

@@ -75,6 +75,7 @@ def test_a_dead_instances_partitions_are_taken_within_two_leases() -> None:
     store = MemoryStore(clock)
     a, b = Crew(store, clock, TTL, 4, "a"), Crew(store, clock, TTL, 4, "b")
     a.step()
+    clock.advance(0.1)  # b is the younger: rank 1
     b.step()
     run(clock, HANDOVER_AFTER + 0.5, a, b)
     for leader in a.leaders:
@@ -101,3 +102,18 @@ def test_sigterm_releases_every_partition_and_leaves_the_roll_call() -> None:
     assert len(store.leases()) == 4 and len(store.instances(T0)) == 1
     a.release()
     assert store.leases() == [] and store.instances(T0) == []
+
+
+def test_a_partition_stepped_down_from_is_taken_back_at_once_at_a_new_epoch() -> None:
+    clock = FakeClock(T0)
+    store = MemoryStore(clock)
+    a = Crew(store, clock, TTL, 4, "a")
+    a.step()
+    leader = a.leaders[2]
+    held = leader.lease
+    assert held is not None
+    leader.step_down()  # e.g. a write was Fenced; the row still names this process
+    clock.advance(0.1)
+    a.step()
+    again = leader.lease
+    assert again is not None and again.epoch > held.epoch
