@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,6 +88,7 @@ class Member:
     role: str  # leader | standby
     started_at: datetime
     last_seen: datetime
+    partitions: tuple[int, ...] = ()  # the partitions it holds ([beatd] partitions > 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +120,11 @@ class Status:
         return not self.problems
 
 
-def _member(instance: Instance, lease: Lease | None) -> Member:
-    leads = lease is not None and instance.token == lease.token
-    role = "leader" if leads else "standby"
-    return Member(instance.holder, role, instance.started_at, instance.last_seen)
+def _member(instance: Instance, leases: Sequence[Lease]) -> Member:
+    held = [x.partition for x in leases if x.token == instance.token]
+    role = "leader" if held else "standby"
+    indexes = tuple(p.index for p in held if not p.whole)
+    return Member(instance.holder, role, instance.started_at, instance.last_seen, indexes)
 
 
 class Beat:
@@ -413,10 +415,11 @@ class Beat:
         lags: tuple[float, ...] = ()
         failed: dict[str, BeatdError] = {}
         try:
-            lease = self.store.current()
+            leases = self.store.leases()
+            lease = self.store.current() if self.settings.partitions == 1 else None
             backlog = self.store.backlog()
             seen = self.store.db_now() - 2 * max(self.settings.lease, timedelta(seconds=2))
-            members = tuple(_member(i, lease) for i in self.store.instances(seen))
+            members = tuple(_member(i, leases) for i in self.store.instances(seen))
             lags = tuple(self.store.lags(LAG_SAMPLE))
         except BeatdError as exc:
             failed["database"] = exc

@@ -35,6 +35,7 @@ MIN_LEASE = timedelta(seconds=2)
 MIN_KEEP_HISTORY = timedelta(minutes=1)
 LOG_FORMATS = ("text", "json")
 DEFAULT_BIND = "127.0.0.1"
+MAX_PARTITIONS = 1024
 
 # The one table of `[beatd]` keys: default (as written in TOML) and meaning.
 # It feeds the Settings defaults, the validation below and the CLI help.
@@ -51,6 +52,11 @@ BEATD_KEYS: Mapping[str, tuple[Any, str]] = {
     "log_format": ("text", "text or json"),
     "instance_id": (None, "this instance's id (default <hostname>:<pid>)"),
     "keep_history": ("30d", "how long run history is kept; the leader deletes older rows"),
+    "partitions": (
+        1,
+        f"schedules spread over this many partitions (1..{MAX_PARTITIONS}), each with its own "
+        "lease, shared by the running instances; change it by restarting every instance",
+    ),
 }
 TABLES = ("beatd", "schedules")
 
@@ -75,6 +81,7 @@ class Settings:
     keep_history: timedelta = field(
         default_factory=lambda: parse_duration(_default("keep_history"))
     )
+    partitions: int = _default("partitions")
     schedules: tuple[Schedule, ...] = ()
     defaults: Defaults = field(default_factory=Defaults)
 
@@ -197,6 +204,12 @@ def _instance_id(value: object) -> str:
     return value
 
 
+def _partitions(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PARTITIONS:
+        raise ValueError(f"expected a whole number from 1 to {MAX_PARTITIONS}, got {value!r}")
+    return value
+
+
 _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "database": check_database_url,
     "broker": check_broker_url,
@@ -207,6 +220,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "log_format": _one_of(LOG_FORMATS),
     "instance_id": _instance_id,
     "keep_history": _at_least(MIN_KEEP_HISTORY),
+    "partitions": _partitions,
 }
 _ENV = {"database": "BEATD_DATABASE", "broker": "BEATD_BROKER", "http": "BEATD_HTTP"}
 

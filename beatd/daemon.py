@@ -37,13 +37,14 @@ from beatd import planner, timing
 from beatd.clock import Clock, SystemClock
 from beatd.config import Settings, load_settings
 from beatd.errors import BeatdError, ConfigError, SchemaError, StoreError
-from beatd.leader import DatabaseTime, Leader
+from beatd.leader import DatabaseTime, Deciding
 from beatd.metrics import Metrics
 from beatd.model import Message, Once, Schedule
 from beatd.publish.base import Publisher
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
 from beatd.relay import Relay
+from beatd.sharing import Crew
 from beatd.store.base import ReconcileResult, Store
 from beatd.systemd import Notifier
 from beatd.tick import LOOKAHEAD, Ticker
@@ -179,17 +180,34 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.metrics = metrics or Metrics()
         self._reload_settings = reload
-        self.leader = Leader(
+        self.crew = Crew(
             store,
             self.clock,
             settings.lease,
+            settings.partitions,
             settings.instance_id,
+            now=self.time.now,
             on_failure=self._lease_failed,
         )
-        self.ticker = Ticker(
-            store, self.leader, build_message, self.metrics, on_recorded=self._recorded
-        )
-        self.relay = Relay(store, publisher, self.time, self.metrics, leader=self.leader)
+        # One relay and one ticker per partition, each fenced by its partition's lease.
+        self.relays = [
+            Relay(store, publisher, self.time, self.metrics, leader=x, partition=x.partition)
+            for x in self.crew.leaders
+        ]
+        self.tickers = [
+            Ticker(
+                store,
+                Deciding(leader),
+                build_message,
+                self.metrics,
+                on_recorded=self._offer_to(relay),
+                partition=leader.partition,
+            )
+            for leader, relay in zip(self.crew.leaders, self.relays, strict=True)
+        ]
+        # P = 1: the one leader, ticker and relay. The first partition's holder prunes.
+        self.leader, self.ticker, self.relay = self.crew.leaders[0], self.tickers[0], self.relays[0]
+        self._handovers: dict[int, float] = {}  # partition -> monotonic drain deadline
         self._stop = threading.Event()  # stop deciding
         self._decided = threading.Event()  # the tick loop has stopped: nothing more to record
         self._release = threading.Event()  # relay drained: give the lease up
@@ -230,9 +248,12 @@ class Daemon:
         self.metrics.renew_failures.inc()
         self._failures.failed("lease", exc)
 
-    def _recorded(self, messages: list[Message]) -> None:
-        self.relay.offer(messages)
-        self._relay_wake.set()
+    def _offer_to(self, relay: Relay) -> Callable[[list[Message]], None]:
+        def recorded(messages: list[Message]) -> None:
+            relay.offer(messages)
+            self._relay_wake.set()
+
+        return recorded
 
     def _wake_all(self) -> None:
         for event in (self._tick_wake, self._relay_wake, self._lease_wake):
@@ -250,7 +271,7 @@ class Daemon:
         gc.freeze()
         self._start()
         self.notifier.ready(self._describe())
-        log.info("started", extra={"holder": self.leader.holder})
+        log.info("started", extra={"holder": self.crew.holder, "partitions": self.crew.count})
         while not self._stop.is_set():
             self._control.wait(MAX_IDLE)
             self._control.clear()
@@ -360,7 +381,7 @@ class Daemon:
     def _say_standby(self) -> bool | None:
         """Log once per standby spell who leads; None while the database cannot say."""
         try:
-            lease = self.store.current()
+            lease = self.store.current() if self.crew.count == 1 else None
         except StoreError:
             return None
         if lease is None:
@@ -372,40 +393,58 @@ class Daemon:
         return True
 
     def _lease_loop(self) -> None:
-        was_leading = False
+        held: tuple[int, ...] = ()
         standby_seen: bool | None = None
         while not self._release.is_set():
             self.time.sync()
-            wait = self.leader.step(acquire=not self._stop.is_set())
-            if self.leader.renew_failures == 0:
+            wait = self.crew.step(acquire=not self._stop.is_set())
+            if all(x.renew_failures == 0 for x in self.crew.leaders):
                 self._failures.recovered("lease")
-            leading = self.leader.is_leading()
-            self.metrics.is_leader.set(1 if leading else 0)
-            if not leading and standby_seen is None:
+            now_held = tuple(x.partition.index for x in self.crew.held())
+            self.metrics.is_leader.set(1 if now_held else 0)
+            if not now_held and standby_seen is None:
                 standby_seen = self._say_standby()
-            if leading != was_leading:
-                was_leading = leading
-                if leading:  # not this loop: a renew now would only slow the first tick down
+            if now_held != held:
+                gained = set(now_held) - set(held)
+                self._count_held(held, now_held)
+                held = now_held
+                if gained:  # not this loop: a renew now would only slow the first tick down
                     self._tick_wake.set()
                     self._relay_wake.set()
                     # Connect while the first tick decides, not once its batch is ready.
                     threading.Thread(target=self.publisher.check, daemon=True).start()
                 else:
                     self._wake_all()
+                if not now_held:
                     standby_seen = None
                 self._update_status()
             self._lease_wake.wait(wait)
             self._lease_wake.clear()
-        self.leader.release()
+        self.crew.release()
         self.metrics.is_leader.set(0)
+        self._count_held(held, ())
+
+    def _count_held(self, before: tuple[int, ...], after: tuple[int, ...]) -> None:
+        """The per-partition gauge (only with partitions: P = 1 has beatd_is_leader)."""
+        if self.crew.count == 1:
+            return
+        for index in set(before) | set(after):
+            self.metrics.holds.labels(partition=str(index)).set(1 if index in after else 0)
+        if after != before:
+            log.info(
+                "partitions held",
+                extra={"partitions": list(after), "of": self.crew.count, "share": self.crew.share},
+            )
 
     def _tick_loop(self) -> None:
         while not self._stop.is_set():
             wait = MAX_IDLE
             try:
-                if self.leader.is_leading():
-                    due = self.ticker.tick(self.time.now())
-                    wait = _seconds_until(due, self.time.now(), MAX_IDLE) or 0.02
+                for ticker in self.tickers:
+                    if ticker.leader.lease is None:
+                        continue
+                    due = ticker.tick(self.time.now())
+                    wait = min(wait, _seconds_until(due, self.time.now(), MAX_IDLE) or 0.02)
                 self._failures.recovered("tick")
                 self._broken = False
             except StoreError as exc:
@@ -438,19 +477,20 @@ class Daemon:
                 deadline = self.clock.monotonic() + DRAIN_TIMEOUT
             wait, drained = 1.0, False
             try:
-                next_at = self.relay.run_once(self.time.now())
+                wait = self._relay_all()
                 if deadline is not None:  # fires recorded ahead are due this soon
-                    drained = self.relay.drained(self.time.now(), LOOKAHEAD + DRAIN_MARGIN)
-                leading = self.leader.is_leading()
-                if leading:
-                    wait = _seconds_until(next_at, self.time.now(), 1.0)
-                    if self.clock.monotonic() - counted >= BACKLOG_EVERY:
-                        counted = self.clock.monotonic()
-                        self._backlog = self.store.backlog()
-                        self.metrics.backlog.set(self._backlog)
+                    drained = all(
+                        r.drained(self.time.now(), LOOKAHEAD + DRAIN_MARGIN) for r in self.relays
+                    )
+                leading = bool(self.crew.held())
+                if leading and self.clock.monotonic() - counted >= BACKLOG_EVERY:
+                    counted = self.clock.monotonic()
+                    self._backlog = self.store.backlog()
+                    self.metrics.backlog.set(self._backlog)
                 self._failures.recovered("relay")
-                if leading and self.relay.last_error is not None:
-                    self._failures.failing("broker", self.relay.last_error)
+                broken = [r.last_error for r in self.relays if r.last_error is not None]
+                if leading and broken:
+                    self._failures.failing("broker", broken[0])
                 else:
                     self._failures.recovered("broker")
             except StoreError as exc:
@@ -465,6 +505,32 @@ class Daemon:
                 return  # drained what is due (or out of time): the rest waits for the next leader
             self._relay_wake.wait(wait)
             self._relay_wake.clear()
+
+    def _relay_all(self) -> float:
+        """Run each held partition's relay; seconds until one of them has work."""
+        wait = 1.0
+        for relay in self.relays:
+            next_at = relay.run_once(self.time.now())
+            if relay.leader.lease is not None:
+                wait = min(wait, _seconds_until(next_at, self.time.now(), 1.0))
+            if self.crew.count > 1:
+                self._hand_over(relay)
+        return wait
+
+    def _hand_over(self, relay: Relay) -> None:
+        """A partition being handed over: once its relay has drained it, the crew releases it."""
+        leader = self.crew.leaders[relay.partition.index]
+        index = relay.partition.index
+        if not leader.handing_over:
+            self._handovers.pop(index, None)
+            return
+        mono = self.clock.monotonic()
+        deadline = self._handovers.setdefault(index, mono + DRAIN_TIMEOUT)
+        if relay.drained(self.time.now(), LOOKAHEAD + DRAIN_MARGIN) or mono > deadline:
+            relay.settle()
+            self._handovers.pop(index, None)
+            self.crew.drained(leader)
+            self._lease_wake.set()
 
     def _watch_loop(self) -> None:
         waiter: Any = getattr(self.store, "wait_for_change", None)
@@ -491,7 +557,8 @@ class Daemon:
                     )
                     self.request_reload()
                 seen = count
-                self.relay.poke()  # e.g. a trigger from another process
+                for relay in self.relays:
+                    relay.poke()  # e.g. a trigger from another process
                 self._tick_wake.set()
                 self._relay_wake.set()
 
@@ -519,11 +586,17 @@ class Daemon:
     def _settle_quietly(self) -> None:
         """Mark confirmed fires sent before exiting; if the database is down they go again."""
         try:
-            self.relay.settle()
+            for relay in self.relays:
+                relay.settle()
         except StoreError as exc:
             log.warning(f"could not mark the last confirmed fires sent: {exc}")
 
     def _describe(self) -> str:
+        if self.crew.count > 1:
+            held = [str(x.partition.index) for x in self.crew.held()]
+            if not held:
+                return f"standby ({self.crew.holder}), {self.crew.count} partitions"
+            return f"partitions {','.join(held)} of {self.crew.count}, backlog {self._backlog}"
         lease = self.leader.lease
         if lease is None:
             return f"standby ({self.leader.holder})"

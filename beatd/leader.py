@@ -31,7 +31,7 @@ from typing import Protocol
 
 from beatd.clock import Clock
 from beatd.errors import StoreError
-from beatd.model import Lease
+from beatd.model import WHOLE, Lease, Partition
 from beatd.store.base import LeaseStore
 
 log = logging.getLogger("beatd.leader")
@@ -61,7 +61,13 @@ def default_holder() -> str:
 
 
 class Leader:
-    """Holds (or not) the lease; thread-safe reads for the tick and relay loops."""
+    """Holds (or not) one partition's lease; thread-safe reads for the tick and relay loops.
+
+    With P = 1 the one Leader of a process also writes its roll call
+    (`roll_call`); with partitions, `sharing.Crew` writes it once for all of
+    them, and hands a partition over by setting `handing_over`: the tick stops
+    deciding for it (`Deciding`), the relay drains it, then it is released.
+    """
 
     def __init__(
         self,
@@ -72,12 +78,17 @@ class Leader:
         *,
         margin: float | None = None,
         on_failure: Callable[[StoreError], None] = lambda exc: None,
+        partition: Partition = WHOLE,
+        token: str | None = None,
+        roll_call: bool = True,
     ) -> None:
-        self.store, self.clock = store, clock
+        self.store, self.clock, self.partition = store, clock, partition
         self.holder = holder or default_holder()
         # This process's own identity: instance ids may be shared (one config file on
         # every host), tokens never are, so no two processes lead at one epoch.
-        self.token = uuid.uuid4().hex
+        self.token = token or uuid.uuid4().hex
+        self.roll_call = roll_call
+        self.handing_over = False  # set by the Crew: stop deciding, drain, release
         self._seen = float("-inf")  # monotonic time of the last heartbeat
         self.ttl = ttl
         seconds = ttl.total_seconds()
@@ -112,27 +123,33 @@ class Leader:
         with self._lock:
             held = self._lease if self._leading(started) else None
         try:
-            if started - self._seen >= HEARTBEAT:
+            if self.roll_call and started - self._seen >= HEARTBEAT:
                 self.store.heartbeat(self.holder, self.token)
                 self._seen = started
             lease = self.store.renew(held, self.ttl) if held else None
             if lease is None and acquire:
-                lease = self.store.acquire(self.holder, self.ttl, self.token)
+                lease = self.store.acquire(self.holder, self.ttl, self.token, self.partition)
         except StoreError as exc:
             self._failed(held, exc)
             return self.renew_every / 4 if held else self._standby_wait()
         if held is not None and (lease is None or lease.epoch != held.epoch):
-            log.warning("lost the lease", extra={"epoch": held.epoch})
+            log.warning("lost the lease", extra=self._extra(held))
         with self._lock:
             self.renew_failures = 0
             self._lease = lease
             if lease is not None:
                 self._valid_until = started + self.ttl.total_seconds() - self.margin
         if lease is not None and (held is None or lease.epoch != held.epoch):
-            log.info("leading", extra={"holder": self.holder, "epoch": lease.epoch})
+            log.info("leading", extra=dict(self._extra(lease), holder=self.holder))
         if lease is not None:
             return self.renew_every
         return self._standby_wait()
+
+    def _extra(self, lease: Lease) -> dict[str, object]:
+        """Log fields: the epoch, and the partition when there are several."""
+        if self.partition.whole:
+            return {"epoch": lease.epoch}
+        return {"epoch": lease.epoch, "partition": str(self.partition)}
 
     def _standby_wait(self) -> float:
         return min(self.renew_every, STANDBY_POLL)
@@ -153,23 +170,43 @@ class Leader:
         """Forget the lease at once (a write was Fenced, or we lost it)."""
         with self._lock:
             if self._lease is not None:
-                log.warning("fenced: stepping down", extra={"epoch": self._lease.epoch})
+                log.warning("fenced: stepping down", extra=self._extra(self._lease))
             self._lease = None
 
     def release(self) -> None:
-        """Give the lease up so a standby takes over at once, and leave the roll call.
+        """Give the lease up so a standby takes over at once (and leave the roll call).
 
         Never raises.
         """
         with self._lock:
             lease, self._lease = self._lease, None
+            self.handing_over = False
         try:
             if lease is not None:
                 self.store.release(lease)
-                log.info("released the lease", extra={"epoch": lease.epoch})
-            self.store.heartbeat(self.holder, self.token, leaving=True)
+                log.info("released the lease", extra=self._extra(lease))
+            if self.roll_call:
+                self.store.heartbeat(self.holder, self.token, leaving=True)
         except StoreError as exc:
             log.error(f"cannot release the lease: {exc}")
+
+
+class Deciding:
+    """The tick's view of a Leader: no lease while its partition is handed over.
+
+    The relay keeps the Leader's own view, so it goes on publishing (and
+    claiming) what was recorded until the partition is drained.
+    """
+
+    def __init__(self, leader: Leader) -> None:
+        self.leader = leader
+
+    @property
+    def lease(self) -> Lease | None:
+        return None if self.leader.handing_over else self.leader.lease
+
+    def step_down(self) -> None:
+        self.leader.step_down()
 
 
 class DatabaseTime:

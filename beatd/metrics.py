@@ -30,7 +30,15 @@ class Metrics:
             registry=r,
         )
         self.backlog = Gauge("beatd_backlog", "Recorded fires not yet confirmed", registry=r)
-        self.is_leader = Gauge("beatd_is_leader", "1 while this instance leads", registry=r)
+        self.is_leader = Gauge(
+            "beatd_is_leader", "1 while this instance leads (any partition)", registry=r
+        )
+        self.holds = Gauge(
+            "beatd_partition_held",
+            "1 while this instance holds the partition's lease (partitions > 1)",
+            ["partition"],
+            registry=r,
+        )
         self.renew_failures = Counter(
             "beatd_lease_renew_failures", "Failed lease renewals or acquisitions", registry=r
         )

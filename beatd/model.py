@@ -11,6 +11,7 @@ import enum
 import itertools
 import secrets
 import string
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -149,6 +150,65 @@ class FireRecord:
     epoch: int | None = None
 
 
+BUCKETS = 4096
+"""Buckets a schedule's name hashes into; a partition is the buckets b with b % P == index.
+
+Stored with each schedule and outbox row, so P can change by a restart
+without rewriting a row, and the SQL filter stays portable (`bucket % P`).
+"""
+
+LEADER_LEASE = "leader"
+"""The lease row of P = 1: today's one leader, so an upgrade changes nothing."""
+
+
+def bucket(name: str) -> int:
+    """A schedule's bucket: stable across processes and versions (never Python's hash)."""
+    return zlib.crc32(name.encode()) % BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Partition `index` of `count`: the schedules whose bucket % count == index."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def whole(self) -> bool:
+        """P = 1: everything, with no filter at all (today's queries)."""
+        return self.count == 1
+
+    @property
+    def lease_name(self) -> str:
+        return LEADER_LEASE if self.whole else f"partition {self.index}/{self.count}"
+
+    def owns(self, name: str) -> bool:
+        return self.whole or bucket(name) % self.count == self.index
+
+    @staticmethod
+    def all(count: int) -> tuple[Partition, ...]:
+        return tuple(Partition(i, count) for i in range(count))
+
+    @staticmethod
+    def named(name: str) -> Partition | None:
+        """The partition a lease row's name stands for; None for a name beatd does not use."""
+        if name == LEADER_LEASE:
+            return WHOLE
+        head, _, tail = name.partition(" ")
+        index, _, count = tail.partition("/")
+        if head != "partition" or not index.isdigit() or not count.isdigit():
+            return None
+        found = Partition(int(index), int(count))
+        return found if found.index < found.count else None
+
+    def __str__(self) -> str:
+        return "all" if self.whole else f"{self.index}/{self.count}"
+
+
+WHOLE = Partition()
+"""Every schedule: P = 1, and what the commands that hold no lease read."""
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """Who leads, under which fencing epoch, until when (database clock).
@@ -156,13 +216,16 @@ class Lease:
     `holder` is the configured instance id (shown in logs and status; several
     processes may share it); `token` is the process's own nonce. Renew,
     release and every fenced write compare (token, epoch), so two processes
-    with one `instance_id` never pass fencing at one epoch.
+    with one `instance_id` never pass fencing at one epoch. `partition` is
+    whose schedules it fences: each partition has its own lease row, and a
+    write under it touches only that partition's schedules and outbox rows.
     """
 
     holder: str
     epoch: int
     expires_at: datetime
     token: str = ""
+    partition: Partition = WHOLE
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from beatd.clock import Clock
 from beatd.errors import BrokerError, Fenced
 from beatd.leader import Leadership
 from beatd.metrics import Metrics
-from beatd.model import Lease, Message
+from beatd.model import WHOLE, Lease, Message, Partition
 from beatd.publish.base import Publisher, Result, Status
 from beatd.publish.retry import RetryPolicy
 from beatd.store.base import FireLog
@@ -75,8 +75,10 @@ class Relay:
         batch: int = BATCH,
         ahead: timedelta = AHEAD,
         retry: RetryPolicy | None = None,
+        partition: Partition = WHOLE,
     ) -> None:
         self.firelog, self.publisher, self.clock = firelog, publisher, clock
+        self.partition = partition  # claims only these fires, under their lease
         self.metrics = metrics or Metrics()
         self.leader, self.batch, self.ahead = leader, batch, ahead
         self.retry = retry or RetryPolicy()
@@ -174,7 +176,7 @@ class Relay:
             return False
         if self._epoch is None:
             return True  # not leading: nothing more can go out from here
-        upcoming = self.firelog.next_publish_at(self._epoch)
+        upcoming = self.firelog.next_publish_at(self._epoch, self.partition)
         return upcoming is None or upcoming > now + within
 
     def _claim(self, lease: Lease, now: datetime) -> None:
@@ -195,7 +197,7 @@ class Relay:
             if len(claimed) < limit:
                 break
         # Next when the soonest unclaimed fire is `ahead` away (offers may bring it forward).
-        upcoming = self.firelog.next_publish_at(lease.epoch)
+        upcoming = self.firelog.next_publish_at(lease.epoch, self.partition)
         later = (
             now + IDLE_CHECK if upcoming is None else min(upcoming - self.ahead, now + IDLE_CHECK)
         )

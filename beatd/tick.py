@@ -18,7 +18,7 @@ from typing import Protocol
 from beatd.errors import Fenced
 from beatd.leader import Leadership
 from beatd.metrics import Metrics
-from beatd.model import Advance, Decision, Message, Outcome
+from beatd.model import WHOLE, Advance, Decision, Message, Outcome, Partition
 from beatd.planner import Builder, plan
 from beatd.store.base import FireLog, ScheduleStore
 
@@ -50,8 +50,10 @@ class Ticker:
         on_recorded: Callable[[list[Message]], None] = lambda messages: None,
         lookahead: timedelta = LOOKAHEAD,
         record_cost: timedelta = RECORD_COST,
+        partition: Partition = WHOLE,
     ) -> None:
         self.store, self.leader, self.build = store, leader, build
+        self.partition = partition  # decides only these schedules, under their lease
         self.metrics = metrics or Metrics()
         self.batch, self.lookahead, self.fires_per_commit = batch, lookahead, fires_per_commit
         self.record_cost = record_cost
@@ -80,7 +82,7 @@ class Ticker:
             if self._term is None or self._term[0] != lease.epoch:
                 self._term = (lease.epoch, now)  # instants due before this were missed
                 limit = FIRST_BATCH  # a new leader's first fires leave after a short transaction
-            due = self.store.due(horizon, limit)
+            due = self.store.due(horizon, limit, self.partition)
             decisions: list[Decision] = []
             advances: list[Advance] = []
             taken = 0
@@ -109,7 +111,7 @@ class Ticker:
                 break
         else:
             return now  # more is due: go on after the loop's other duties
-        next_due = self.store.next_due_at()
+        next_due = self.store.next_due_at(self.partition)
         if next_due is None:
             return None
         return max(next_due - self._head_start(next_due), now + self.lookahead / 2)
@@ -132,7 +134,7 @@ class Ticker:
         """
         head = self.lookahead * 3 / 4
         until = instant + self.lookahead / 4
-        crowd = self.store.due_count(until, CROWD_CAP)
+        crowd = self.store.due_count(until, CROWD_CAP, self.partition)
         if crowd <= self.batch or self.record_cost * crowd <= head:
             self._crowded = None
             return head

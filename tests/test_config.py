@@ -78,6 +78,12 @@ def test_keep_history_and_history_limit_are_read() -> None:
     settings = load_settings(None, env={})
     assert settings.keep_history == timedelta(days=7)
     assert settings.schedules[0].history_limit == 500
+    assert settings.partitions == 1
+
+
+def test_partitions_are_read() -> None:
+    Path("beatd.toml").write_text("[beatd]\npartitions = 8\n")
+    assert load_settings(None, env={}).partitions == 8
 
 
 def test_defaults_table_feeds_settings() -> None:
@@ -236,6 +242,16 @@ BAD = [
         "keep-history-too-short",
         '[beatd]\nkeep_history = "30s"\n',
         ["[beatd] keep_history: must be at least 1m, got '30s'"],
+    ),
+    (
+        "partitions-zero",
+        "[beatd]\npartitions = 0\n",
+        ["[beatd] partitions: expected a whole number from 1 to 1024, got 0"],
+    ),
+    (
+        "partitions-text",
+        '[beatd]\npartitions = "8"\n',
+        ["[beatd] partitions: expected a whole number from 1 to 1024, got '8'"],
     ),
     (
         "history-limit-zero",

@@ -120,17 +120,35 @@ def _serve(settings: Settings, signals: Signals) -> int:
         store.close()
 
 
-def _instances(store: Store, lease: Lease | None, ttl: timedelta) -> list[dict[str, Any]]:
-    """Every process seen within two leases: its id, role and when it was last seen."""
+def _instances(store: Store, leases: list[Lease], ttl: timedelta) -> list[dict[str, Any]]:
+    """Every process seen within two leases: its id, role, partitions, when it was last seen."""
     seen = store.instances(store.db_now() - 2 * max(ttl, timedelta(seconds=2)))
-    return [
-        {
+    found = []
+    for i in seen:
+        held = [x.partition for x in leases if x.token == i.token]
+        shown: dict[str, Any] = {
             "id": i.holder,
-            "role": "leader" if lease is not None and i.token == lease.token else "standby",
+            "role": "leader" if held else "standby",
             "started_at": iso_utc(i.started_at),
             "last_seen": iso_utc(i.last_seen),
         }
-        for i in seen
+        if any(not p.whole for p in held):
+            shown["partitions"] = [p.index for p in held]
+        found.append(shown)
+    return found
+
+
+def _partitions(leases: list[Lease], count: int) -> list[dict[str, Any]]:
+    """Each partition of `[beatd] partitions`: who holds it, at which epoch, until when."""
+    held = {x.partition.index: x for x in leases if x.partition.count == count}
+    return [
+        {
+            "partition": index,
+            "holder": held[index].holder if index in held else None,
+            "epoch": held[index].epoch if index in held else None,
+            "lease_expires": iso_utc(held[index].expires_at) if index in held else None,
+        }
+        for index in range(count)
     ]
 
 
@@ -166,10 +184,10 @@ def _file_loaded(store: Store, settings: Settings) -> str:
     )
 
 
-def _progress(store: Store, settings: Settings, lease: Lease | None) -> dict[str, str]:
+def _progress(store: Store, settings: Settings, leases: list[Lease]) -> dict[str, str]:
     """Is the leader recording and publishing what is due, and is the file in the database?"""
     now = store.db_now()
-    leader = None if lease is None else lease.holder
+    leader = ", ".join(sorted({x.holder for x in leases})) or None
     recording = _late(store.next_due_at(), now, settings, leader)
     publishing = _late(store.next_publish_at(ANY_CLAIM), now, settings, leader)
     return {
@@ -177,6 +195,12 @@ def _progress(store: Store, settings: Settings, lease: Lease | None) -> dict[str
         "publishing": publishing if publishing == "ok" else f"error: a fire {publishing}",
         "file": _file_loaded(store, settings),
     }
+
+
+def _instance_line(shown: dict[str, Any]) -> str:
+    held = shown.get("partitions")
+    role = f"{shown['role']} of {', '.join(map(str, held))}" if held else shown["role"]
+    return f"{shown['id']} ({role}, seen {shown['last_seen']})"
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -199,14 +223,17 @@ def _status(args: argparse.Namespace) -> int:
     try:
         store = open_store(settings.database)
         try:
-            lease = store.current()
+            leases = store.leases()
+            lease = store.current() if settings.partitions == 1 else None
             if lease is not None:
                 report.update(
                     leader=lease.holder, epoch=lease.epoch, lease_expires=iso_utc(lease.expires_at)
                 )
+            if settings.partitions > 1:  # no one leader: each partition has its own
+                report["partitions"] = _partitions(leases, settings.partitions)
             report["backlog"] = store.backlog()
-            report["instances"] = _instances(store, lease, settings.lease)
-            report.update(_progress(store, settings, lease))
+            report["instances"] = _instances(store, leases, settings.lease)
+            report.update(_progress(store, settings, leases))
         finally:
             store.close()
     except BeatdError as exc:
@@ -228,10 +255,9 @@ def _status(args: argparse.Namespace) -> int:
     else:
         for key, value in report.items():
             if key == "instances":
-                value = (
-                    ", ".join(f"{i['id']} ({i['role']}, seen {i['last_seen']})" for i in value)
-                    or None
-                )
+                value = ", ".join(_instance_line(i) for i in value) or None
+            if key == "partitions":
+                value = ", ".join(f"{p['partition']}: {p['holder'] or '-'}" for p in value)
             print(f"{key + ':':<15}{'-' if value is None else value}")
     sys.stdout.flush()
     for problem in problems:  # as every command says what is wrong, and exits the same way

@@ -15,12 +15,14 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from beatd.model import (
+    WHOLE,
     Advance,
     Decision,
     FireRecord,
     Instance,
     Lease,
     Message,
+    Partition,
     Schedule,
     ScheduleFilter,
     SchedulePage,
@@ -97,20 +99,21 @@ class ScheduleStore(Protocol):
         """Every schedule, ordered by name."""
         ...
 
-    def due(self, now: datetime, limit: int) -> list[StoredSchedule]:
-        """Unpaused schedules with next_at <= now, earliest first.
+    def due(self, now: datetime, limit: int, partition: Partition = WHOLE) -> list[StoredSchedule]:
+        """Unpaused schedules of `partition` with next_at <= now, earliest first.
 
         Touches only due rows (an index on next_at), so its cost does not
-        grow with the number of schedules.
+        grow with the number of schedules. The whole partition (P = 1) adds
+        no filter at all.
         """
         ...
 
-    def next_due_at(self) -> datetime | None:
-        """The earliest next_at of an unpaused schedule."""
+    def next_due_at(self, partition: Partition = WHOLE) -> datetime | None:
+        """The earliest next_at of an unpaused schedule of `partition`."""
         ...
 
-    def due_count(self, now: datetime, cap: int) -> int:
-        """How many schedules due(now, cap) would return (index only; no definitions read)."""
+    def due_count(self, now: datetime, cap: int, partition: Partition = WHOLE) -> int:
+        """How many schedules due(now, cap, partition) would return (no definitions read)."""
         ...
 
     def change_count(self) -> int:
@@ -132,7 +135,9 @@ class FireLog(Protocol):
     ) -> list[str]:
         """Record decisions, their outbox messages and advances in one transaction.
 
-        With a lease, the transaction first checks (and locks) that the lease
+        Each outbox row carries its schedule's bucket (model.bucket). With a
+        lease (the tick records only its partition's schedules), the
+        transaction first checks (and locks) that the lease
         row still has this holder and epoch and has not expired by the
         database clock; otherwise it raises Fenced and writes nothing. A
         decision whose (schedule, scheduled_for) exists already is skipped;
@@ -151,7 +156,7 @@ class FireLog(Protocol):
         limit: int,
         known: Mapping[str, tuple[int, Message]] | None = None,
     ) -> list[Message]:
-        """Take outbox messages with publish_at <= through to publish them now.
+        """Take `lease.partition`'s outbox messages with publish_at <= through.
 
         Fenced like record (Fenced, nothing written, unless `lease` is
         current). Marks at most `limit` messages not claimed in this epoch
@@ -163,8 +168,8 @@ class FireLog(Protocol):
         """
         ...
 
-    def next_publish_at(self, epoch: int) -> datetime | None:
-        """The earliest publish_at among outbox messages not claimed in `epoch`."""
+    def next_publish_at(self, epoch: int, partition: Partition = WHOLE) -> datetime | None:
+        """The earliest publish_at among `partition`'s outbox messages not claimed in `epoch`."""
         ...
 
     def mark_sent(self, fire_ids: Sequence[str], sent_at: datetime) -> None:
@@ -203,12 +208,21 @@ class FireLog(Protocol):
 
 
 class LeaseStore(Protocol):
-    """The leader lease (compare-and-set, judged by the database clock) and the roll call."""
+    """The partitions' leases (compare-and-set, by the database clock) and the roll call.
 
-    def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:
-        """Take the lease if free, expired or still marked as `token`'s; always epoch + 1.
+    P = 1 has one lease (the leader's); P > 1 one per partition, each with
+    its own holder, epoch and expiry.
+    """
 
-        `token` is the calling process's nonce; None when another holds it.
+    def acquire(
+        self, holder: str, ttl: timedelta, token: str, partition: Partition = WHOLE
+    ) -> Lease | None:
+        """Take `partition`'s lease if free, expired or still marked as `token`'s.
+
+        The new epoch is greater than every lease's so far (of any
+        partition). `token` is the calling process's nonce. None when another
+        holds it, or while any lease of another partitioning (another P) is
+        held.
         """
         ...
 
@@ -220,8 +234,12 @@ class LeaseStore(Protocol):
         """Give the lease up at once (expire it), only if it is still ours."""
         ...
 
-    def current(self) -> Lease | None:
-        """The lease if held and unexpired, by the database clock."""
+    def current(self, partition: Partition = WHOLE) -> Lease | None:
+        """`partition`'s lease if held and unexpired, by the database clock."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every held, unexpired lease, of any partitioning, by partition."""
         ...
 
     def db_now(self) -> datetime:

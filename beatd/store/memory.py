@@ -16,6 +16,7 @@ from beatd.clock import Clock, SystemClock
 from beatd.errors import AlreadyExists, Conflict, Fenced, NotFound
 from beatd.model import (
     EPOCH,
+    WHOLE,
     Advance,
     Decision,
     FireRecord,
@@ -23,6 +24,7 @@ from beatd.model import (
     Lease,
     Message,
     Outcome,
+    Partition,
     Schedule,
     ScheduleFilter,
     SchedulePage,
@@ -85,7 +87,7 @@ class MemoryStore:
         self._instants: set[tuple[str, datetime]] = set()
         self._outbox: dict[str, Message] = {}
         self._claimed: dict[str, int] = {}  # fire id -> the epoch that claimed it
-        self._lease = Lease("", 0, EPOCH)
+        self._leases: dict[Partition, Lease] = {}  # by partition, of any partitioning
         self._instances: dict[str, Instance] = {}
         self._changes = 0
         self._last_version = 0
@@ -240,21 +242,28 @@ class MemoryStore:
                     last[record.schedule] = record
             return SchedulePage(shown, len(chosen), last)
 
-    def _active(self) -> list[_Row]:
-        return [r for r in self._rows.values() if not r.paused and r.next_at is not None]
+    def _active(self, partition: Partition) -> list[_Row]:
+        return [
+            r
+            for r in self._rows.values()
+            if not r.paused and r.next_at is not None and partition.owns(r.schedule.name)
+        ]
 
-    def due(self, now: datetime, limit: int) -> list[StoredSchedule]:
+    def due(self, now: datetime, limit: int, partition: Partition = WHOLE) -> list[StoredSchedule]:
         with self._lock:
-            rows = [r for r in self._active() if r.next_at is not None and r.next_at <= now]
+            rows = [
+                r for r in self._active(partition) if r.next_at is not None and r.next_at <= now
+            ]
             rows.sort(key=lambda r: (r.next_at, r.schedule.name))
             return [r.stored() for r in rows[:limit]]
 
-    def next_due_at(self) -> datetime | None:
+    def next_due_at(self, partition: Partition = WHOLE) -> datetime | None:
         with self._lock:
-            return min((r.next_at for r in self._active() if r.next_at is not None), default=None)
+            active = self._active(partition)
+            return min((r.next_at for r in active if r.next_at is not None), default=None)
 
-    def due_count(self, now: datetime, cap: int) -> int:
-        return len(self.due(now, cap))
+    def due_count(self, now: datetime, cap: int, partition: Partition = WHOLE) -> int:
+        return len(self.due(now, cap, partition))
 
     def change_count(self) -> int:
         with self._lock:
@@ -309,7 +318,7 @@ class MemoryStore:
             return written
 
     def _check(self, lease: Lease, now: datetime) -> None:
-        held = self._lease
+        held = self._leases.get(lease.partition, Lease("", 0, EPOCH))
         if held.token != lease.token or held.epoch != lease.epoch:
             raise Fenced(
                 f"lease lost: held by {held.holder!r} at epoch {held.epoch}, "
@@ -328,18 +337,23 @@ class MemoryStore:
     ) -> list[Message]:
         with self._lock:
             self._check(lease, self.clock.now())
-            ready = [m for m in self._unclaimed(lease.epoch) if m.publish_at <= through]
+            unclaimed = self._unclaimed(lease.epoch, lease.partition)
+            ready = [m for m in unclaimed if m.publish_at <= through]
             ready.sort(key=lambda m: (m.publish_at, m.fire_id))
             for m in ready[:limit]:
                 self._claimed[m.fire_id] = lease.epoch
             return [_known(m, known or {}) for m in ready[:limit]]
 
-    def _unclaimed(self, epoch: int) -> list[Message]:
-        return [m for m in self._outbox.values() if self._claimed.get(m.fire_id, -1) < epoch]
+    def _unclaimed(self, epoch: int, partition: Partition) -> list[Message]:
+        return [
+            m
+            for m in self._outbox.values()
+            if self._claimed.get(m.fire_id, -1) < epoch and partition.owns(m.schedule)
+        ]
 
-    def next_publish_at(self, epoch: int) -> datetime | None:
+    def next_publish_at(self, epoch: int, partition: Partition = WHOLE) -> datetime | None:
         with self._lock:
-            return min((m.publish_at for m in self._unclaimed(epoch)), default=None)
+            return min((m.publish_at for m in self._unclaimed(epoch, partition)), default=None)
 
     def _finish(self, fire_id: str, **changes: object) -> None:
         record = self._fires.get(fire_id)
@@ -414,39 +428,55 @@ class MemoryStore:
 
     # -- lease -----------------------------------------------------------------
 
-    def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:
+    def acquire(
+        self, holder: str, ttl: timedelta, token: str, partition: Partition = WHOLE
+    ) -> Lease | None:
         with self._lock:
             now = self.clock.now()
-            held = self._lease
+            held = self._leases.get(partition, Lease("", 0, EPOCH, partition=partition))
             if held.expires_at > now and held.token != token:
                 return None
-            self._lease = Lease(holder, held.epoch + 1, now + ttl, token)
-            return self._lease
+            if any(p.count != partition.count for p in self._held(now)):
+                return None  # another partitioning still leads: see the SQL acquire
+            newest = max((x.epoch for x in self._leases.values()), default=0)
+            self._leases[partition] = Lease(holder, newest + 1, now + ttl, token, partition)
+            return self._leases[partition]
+
+    def _held(self, now: datetime) -> dict[Partition, Lease]:
+        return {p: x for p, x in self._leases.items() if x.holder and x.expires_at > now}
 
     def _ours(self, lease: Lease, now: datetime) -> bool:
-        held = self._lease
-        return (held.token, held.epoch) == (lease.token, lease.epoch) and held.expires_at > now
+        held = self._leases.get(lease.partition)
+        return (
+            held is not None
+            and (held.token, held.epoch) == (lease.token, lease.epoch)
+            and held.expires_at > now
+        )
 
     def renew(self, lease: Lease, ttl: timedelta) -> Lease | None:
         with self._lock:
             now = self.clock.now()
             if not self._ours(lease, now):
                 return None
-            self._lease = dataclasses.replace(self._lease, expires_at=now + ttl)
-            return self._lease
+            renewed = dataclasses.replace(self._leases[lease.partition], expires_at=now + ttl)
+            self._leases[lease.partition] = renewed
+            return renewed
 
     def release(self, lease: Lease) -> None:
         with self._lock:
             now = self.clock.now()
             if self._ours(lease, now):
-                self._lease = dataclasses.replace(self._lease, expires_at=now)
+                released = dataclasses.replace(self._leases[lease.partition], expires_at=now)
+                self._leases[lease.partition] = released
 
-    def current(self) -> Lease | None:
+    def current(self, partition: Partition = WHOLE) -> Lease | None:
         with self._lock:
-            held = self._lease
-            if not held.holder or held.expires_at <= self.clock.now():
-                return None
-            return held
+            return self._held(self.clock.now()).get(partition)
+
+    def leases(self) -> list[Lease]:
+        with self._lock:
+            held = self._held(self.clock.now())
+        return [held[p] for p in sorted(held, key=lambda p: (p.count, p.index))]
 
     def db_now(self) -> datetime:
         return self.clock.now()

@@ -14,7 +14,7 @@ from beatd import timing
 from beatd.clock import FakeClock
 from beatd.errors import BrokerError, Fenced, StoreError
 from beatd.leader import DatabaseTime, Leader, default_holder
-from beatd.model import Decision, Every, Lease, Message, Misfire, Outcome, Schedule, Source
+from beatd.model import WHOLE, Decision, Every, Lease, Message, Misfire, Outcome, Schedule, Source
 from beatd.publish.base import Result, Status
 from beatd.publish.messages import build_message
 from beatd.publish.retry import RetryPolicy
@@ -287,7 +287,7 @@ def test_a_fenced_tick_writes_and_advances_nothing(store: MemoryStore, clock: Fa
     ticker = Ticker(store, old, build_message)
     # "old" believes it leads (its self-fence margin is generous), but the
     # store already gave the lease to "new".
-    store._lease = Lease("new", 9, clock.now() + TTL)
+    store._leases[WHOLE] = Lease("new", 9, clock.now() + TTL)
     before = store.get("a")
     clock.advance(1)
     assert ticker.tick(clock.now()) is None
@@ -561,7 +561,7 @@ def test_a_new_term_claims_again_what_the_old_term_held(
 def test_a_fenced_claim_steps_down(store: MemoryStore, clock: FakeClock) -> None:
     record_at(store, sched("a"), T0, T0)
     leader = leading(store, clock, "old")
-    store._lease = Lease("new", 9, clock.now() + TTL, "someone")  # taken behind its back
+    store._leases[WHOLE] = Lease("new", 9, clock.now() + TTL, "someone")  # taken behind its back
     pub = Recording()
     assert relay_for(store, clock, leader, pub=pub).run_once(clock.now()) is None
     assert not leader.is_leading() and pub.calls == 0 and store.backlog() == 1

@@ -26,7 +26,7 @@ from beatd.errors import ConfigError, StoreError
 from beatd.http import HttpServer, parse_bind
 from beatd.logs import setup
 from beatd.metrics import Metrics
-from beatd.model import Every, Misfire, Schedule
+from beatd.model import WHOLE, Every, Misfire, Schedule
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store.memory import MemoryStore
 from beatd.systemd import Notifier
@@ -184,9 +184,9 @@ class Asking(MemoryStore):
 
     asked = 0
 
-    def acquire(self, holder: str, ttl: timedelta, token: str) -> Any:
+    def acquire(self, holder: str, ttl: timedelta, token: str, partition: Any = WHOLE) -> Any:
         self.asked += 1
-        return super().acquire(holder, ttl, token)
+        return super().acquire(holder, ttl, token, partition)
 
 
 def test_a_standby_does_not_publish() -> None:

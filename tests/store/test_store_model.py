@@ -43,7 +43,17 @@ from beatd.api import Beat
 from beatd.clock import FakeClock
 from beatd.errors import BrokerError, StoreError
 from beatd.leader import Leader
-from beatd.model import Decision, Every, Lease, Message, Outcome, Schedule, Source
+from beatd.model import (
+    WHOLE,
+    Decision,
+    Every,
+    Lease,
+    Message,
+    Outcome,
+    Partition,
+    Schedule,
+    Source,
+)
 from beatd.publish.base import Result, Status
 from beatd.publish.messages import build_message
 from beatd.relay import SETTLE_AFTER, Relay
@@ -92,8 +102,10 @@ class Books:
             self.epochs.setdefault(got.epoch, set()).add(got.token)
         return got
 
-    def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:
-        return self._seen(self.inner.acquire(holder, ttl, token))
+    def acquire(
+        self, holder: str, ttl: timedelta, token: str, partition: Partition = WHOLE
+    ) -> Lease | None:
+        return self._seen(self.inner.acquire(holder, ttl, token, partition))
 
     def renew(self, held: Lease, ttl: timedelta) -> Lease | None:
         return self._seen(self.inner.renew(held, ttl))
@@ -340,7 +352,8 @@ class BooksModel(RuleBasedStateMachine):
 def expire(store: Store, clock: FakeClock) -> None:
     """End the current lease in the store as its expiry would."""
     if isinstance(store, MemoryStore):
-        store._lease = dataclasses.replace(store._lease, expires_at=clock.now() - TTL)
+        held = store._leases[WHOLE]
+        store._leases[WHOLE] = dataclasses.replace(held, expires_at=clock.now() - TTL)
         return
     assert isinstance(store, SqlStore)
     with store.engine.begin() as conn:

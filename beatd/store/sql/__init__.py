@@ -16,12 +16,14 @@ from typing import Any
 from sqlalchemy.engine import URL, Engine
 
 from beatd.model import (
+    WHOLE,
     Advance,
     Decision,
     FireRecord,
     Instance,
     Lease,
     Message,
+    Partition,
     Schedule,
     ScheduleFilter,
     SchedulePage,
@@ -99,17 +101,17 @@ class SqlStore:
         with self._read() as conn:
             return schedules.page(conn, where, offset, limit)
 
-    def due(self, now: datetime, limit: int) -> list[StoredSchedule]:
+    def due(self, now: datetime, limit: int, partition: Partition = WHOLE) -> list[StoredSchedule]:
         with self._read() as conn:
-            return schedules.due(conn, now, limit, self._decoded)
+            return schedules.due(conn, now, limit, self._decoded, partition)
 
-    def next_due_at(self) -> datetime | None:
+    def next_due_at(self, partition: Partition = WHOLE) -> datetime | None:
         with self._read() as conn:
-            return schedules.next_due_at(conn)
+            return schedules.next_due_at(conn, partition)
 
-    def due_count(self, now: datetime, cap: int) -> int:
+    def due_count(self, now: datetime, cap: int, partition: Partition = WHOLE) -> int:
         with self._read() as conn:
-            return schedules.due_count(conn, now, cap)
+            return schedules.due_count(conn, now, cap, partition)
 
     def change_count(self) -> int:
         with self._read() as conn:
@@ -177,9 +179,9 @@ class SqlStore:
         with self._write() as conn:
             return firelog.claim(conn, lease_, through, limit, known or {})
 
-    def next_publish_at(self, epoch: int) -> datetime | None:
+    def next_publish_at(self, epoch: int, partition: Partition = WHOLE) -> datetime | None:
         with self._read() as conn:
-            return firelog.next_publish_at(conn, epoch)
+            return firelog.next_publish_at(conn, epoch, partition)
 
     def mark_sent(self, fire_ids: Sequence[str], sent_at: datetime) -> None:
         if not fire_ids:
@@ -224,9 +226,11 @@ class SqlStore:
 
     # -- lease -----------------------------------------------------------------
 
-    def acquire(self, holder: str, ttl: timedelta, token: str) -> Lease | None:
+    def acquire(
+        self, holder: str, ttl: timedelta, token: str, partition: Partition = WHOLE
+    ) -> Lease | None:
         with self._write() as conn:
-            return lease.acquire(conn, holder, ttl, token)
+            return lease.acquire(conn, holder, ttl, token, partition)
 
     def renew(self, lease_: Lease, ttl: timedelta) -> Lease | None:
         with self._write() as conn:
@@ -236,9 +240,13 @@ class SqlStore:
         with self._write() as conn:
             lease.release(conn, lease_)
 
-    def current(self) -> Lease | None:
+    def current(self, partition: Partition = WHOLE) -> Lease | None:
         with self._read() as conn:
-            return lease.current(conn)
+            return lease.current(conn, partition)
+
+    def leases(self) -> list[Lease]:
+        with self._read() as conn:
+            return lease.held(conn)
 
     def db_now(self) -> datetime:
         with self._read() as conn:

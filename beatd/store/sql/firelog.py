@@ -17,7 +17,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from beatd.model import Advance, Decision, FireRecord, Lease, Message, Outcome
+from beatd.model import (
+    WHOLE,
+    Advance,
+    Decision,
+    FireRecord,
+    Lease,
+    Message,
+    Outcome,
+    Partition,
+    bucket,
+)
 from beatd.store.sql import engine as eng
 from beatd.store.sql import lease as leases
 from beatd.store.sql.tables import fires, outbox, schedules
@@ -94,6 +104,7 @@ _OUTBOX_COLUMNS = (
     ("expires_at", "timestamptz"),
     ("queue", "text"),
     ("stamp", "bigint"),
+    ("bucket", "integer"),
 )
 _PG_OUTBOX = (
     f"INSERT INTO outbox ({', '.join(name for name, _ in _OUTBOX_COLUMNS)}) SELECT * FROM unnest("
@@ -257,12 +268,20 @@ def _outbox_row(message: Message) -> dict[str, Any]:
         "expires_at": message.expires_at,
         "queue": message.queue,
         "stamp": message.stamp,
+        "bucket": bucket(message.schedule),
     }
 
 
-def _unclaimed(epoch: int) -> sa.ColumnElement[bool]:
-    """Not claimed in this term (never, or by an older one whose relay is gone)."""
-    return sa.or_(outbox.c.claimed.is_(None), outbox.c.claimed < epoch)
+def _unclaimed(epoch: int, partition: Partition) -> tuple[sa.ColumnElement[bool], ...]:
+    """Not claimed in this term (never, or by an older one whose relay is gone), of `partition`.
+
+    Epochs only grow, across every lease row (lease.acquire), so a row claimed
+    under another partitioning (P changed) is older than any term now.
+    """
+    unclaimed = sa.or_(outbox.c.claimed.is_(None), outbox.c.claimed < epoch)
+    if partition.whole:
+        return (unclaimed,)
+    return (unclaimed, outbox.c.bucket % partition.count == partition.index)
 
 
 def claim(
@@ -276,7 +295,7 @@ def claim(
     dialect = conn.dialect.name
     chosen = (
         sa.select(outbox.c.fire_id)
-        .where(outbox.c.publish_at <= through, _unclaimed(held.epoch))
+        .where(outbox.c.publish_at <= through, *_unclaimed(held.epoch, held.partition))
         .order_by(outbox.c.publish_at)  # the index's order: no sort of a crowded instant
         .limit(limit)
     )
@@ -319,10 +338,10 @@ def _message(row: Any) -> Message:
     )
 
 
-def next_publish_at(conn: Connection, epoch: int) -> datetime | None:
+def next_publish_at(conn: Connection, epoch: int, partition: Partition = WHOLE) -> datetime | None:
     query = (
         sa.select(outbox.c.publish_at)
-        .where(_unclaimed(epoch))
+        .where(*_unclaimed(epoch, partition))
         .order_by(outbox.c.publish_at)
         .limit(1)
     )

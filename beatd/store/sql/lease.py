@@ -1,4 +1,4 @@
-"""The leader lease: compare-and-set on one row, timed by the database clock.
+"""The leases: compare-and-set on one row per partition, timed by the database clock.
 
 Each operation runs in a writing transaction (PostgreSQL row lock, SQLite
 `BEGIN IMMEDIATE`), reads the database clock there and updates the row only
@@ -19,44 +19,86 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from beatd.errors import Fenced
-from beatd.model import EPOCH, Instance, Lease
+from beatd.model import EPOCH, WHOLE, Instance, Lease, Partition
 from beatd.store.sql import engine as eng
-from beatd.store.sql.tables import LEASE_NAME, instances, lease
+from beatd.store.sql.tables import instances, lease
 
-_ROW = lease.c.name == LEASE_NAME
+ACQUIRE_LOCK = 0x62656174_6C656173  # "beatleas": PostgreSQL serialises acquires on it
 
 
-def _ensure_row(conn: Connection) -> None:
-    values = {"name": LEASE_NAME, "holder": "", "epoch": 0, "expires_at": EPOCH, "token": ""}
+def _row(partition: Partition) -> sa.ColumnElement[bool]:
+    return lease.c.name == partition.lease_name
+
+
+def _ensure_row(conn: Connection, partition: Partition) -> None:
+    values = {
+        "name": partition.lease_name,
+        "holder": "",
+        "epoch": 0,
+        "expires_at": EPOCH,
+        "token": "",
+    }
     stmt = eng.insert_ignore(conn.dialect.name, lease).values(values)
     conn.execute(stmt)
 
 
-def _lease(row: Any) -> Lease | None:
+def _lease(row: Any, partition: Partition) -> Lease | None:
     if row is None:
         return None
-    return Lease(holder=row[0], epoch=int(row[1]), expires_at=row[2], token=row[3])
+    return Lease(
+        holder=row[0], epoch=int(row[1]), expires_at=row[2], token=row[3], partition=partition
+    )
 
 
 _RETURNING = (lease.c.holder, lease.c.epoch, lease.c.expires_at, lease.c.token)
 
 
 def _held_by(current: Lease) -> sa.ColumnElement[bool]:
-    return sa.and_(_ROW, lease.c.token == current.token, lease.c.epoch == current.epoch)
+    return sa.and_(
+        _row(current.partition), lease.c.token == current.token, lease.c.epoch == current.epoch
+    )
 
 
-def acquire(conn: Connection, holder: str, ttl: timedelta, token: str) -> Lease | None:
-    _ensure_row(conn)
+def _foreign(partition: Partition) -> sa.ColumnElement[bool]:
+    """Lease rows of another partitioning (another `partitions` setting)."""
+    if partition.whole:
+        return lease.c.name != partition.lease_name
+    return lease.c.name.not_like(f"partition %/{partition.count}")
+
+
+def acquire(
+    conn: Connection, holder: str, ttl: timedelta, token: str, partition: Partition = WHOLE
+) -> Lease | None:
+    """Take `partition`'s lease if free or expired (or still ours), at a new epoch.
+
+    The new epoch is past every lease row's, so epochs only grow across
+    partitions too: after a change of P, rows claimed under the old
+    partitioning are older than any term now and are claimed again. None
+    while any instance holds a lease of another partitioning (an instance
+    started with another `partitions`): two instances never decide one
+    schedule under two leases, whatever their configuration. On PostgreSQL
+    acquires queue on an advisory lock, so that check and the take are one
+    step; SQLite's write lock already makes them so.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ACQUIRE_LOCK)))
+    _ensure_row(conn, partition)
     now = eng.db_now(conn)
+    others = sa.select(lease.c.name).where(
+        _foreign(partition), lease.c.holder != "", lease.c.expires_at > now
+    )
+    if conn.execute(others.limit(1)).first() is not None:
+        return None
+    newest = sa.select(sa.func.max(lease.c.epoch)).scalar_subquery()
     # Our own unexpired row counts as free (we lost track of it, e.g. self-fenced),
     # but it still gets a new epoch: whatever the old term holds is stale.
     stmt = (
         sa.update(lease)
-        .where(_ROW, sa.or_(lease.c.expires_at <= now, lease.c.token == token))
-        .values(holder=holder, token=token, epoch=lease.c.epoch + 1, expires_at=now + ttl)
+        .where(_row(partition), sa.or_(lease.c.expires_at <= now, lease.c.token == token))
+        .values(holder=holder, token=token, epoch=newest + 1, expires_at=now + ttl)
         .returning(*_RETURNING)
     )
-    return _lease(conn.execute(stmt).one_or_none())
+    return _lease(conn.execute(stmt).one_or_none(), partition)
 
 
 def renew(conn: Connection, current: Lease, ttl: timedelta) -> Lease | None:
@@ -67,7 +109,7 @@ def renew(conn: Connection, current: Lease, ttl: timedelta) -> Lease | None:
         .values(expires_at=now + ttl)
         .returning(*_RETURNING)
     )
-    return _lease(conn.execute(stmt).one_or_none())
+    return _lease(conn.execute(stmt).one_or_none(), current.partition)
 
 
 def release(conn: Connection, current: Lease) -> None:
@@ -77,12 +119,27 @@ def release(conn: Connection, current: Lease) -> None:
     )
 
 
-def current(conn: Connection) -> Lease | None:
-    row = conn.execute(sa.select(*_RETURNING).where(_ROW)).one_or_none()
-    found = _lease(row)
+def current(conn: Connection, partition: Partition = WHOLE) -> Lease | None:
+    row = conn.execute(sa.select(*_RETURNING).where(_row(partition))).one_or_none()
+    found = _lease(row, partition)
     if found is None or not found.holder or found.expires_at <= eng.db_now(conn):
         return None
     return found
+
+
+def held(conn: Connection) -> list[Lease]:
+    """Every unexpired lease, of any partitioning, by partition."""
+    now = eng.db_now(conn)
+    query = sa.select(lease.c.name, *_RETURNING).where(
+        lease.c.holder != "", lease.c.expires_at > now
+    )
+    found = []
+    for name, *row in conn.execute(query):
+        partition = Partition.named(name)
+        leased = _lease(row, partition) if partition is not None else None
+        if leased is not None:
+            found.append(leased)
+    return sorted(found, key=lambda x: (x.partition.count, x.partition.index))
 
 
 def check(conn: Connection, expected: Lease, *, lock: bool = True) -> datetime:
@@ -99,9 +156,9 @@ def check(conn: Connection, expected: Lease, *, lock: bool = True) -> datetime:
     """
     # A leader frozen inside this transaction would keep the row lock, and so block
     # every takeover: on PostgreSQL the server ends it (engine.FROZEN_MS).
-    query = sa.select(*_RETURNING, eng.now_expr(conn.dialect.name)).where(_ROW)
+    query = sa.select(*_RETURNING, eng.now_expr(conn.dialect.name)).where(_row(expected.partition))
     row = conn.execute(query.with_for_update() if lock else query).one_or_none()
-    found = _lease(row)
+    found = _lease(row, expected.partition)
     if row is None or found is None:
         raise Fenced("lease lost: no lease row")
     # Under the lock, the clock is read again once the lock is granted, not before the wait.

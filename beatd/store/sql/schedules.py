@@ -22,13 +22,16 @@ from beatd import codec
 from beatd.errors import AlreadyExists, Conflict, NotFound
 from beatd.model import (
     UTC_ZONE,
+    WHOLE,
     Format,
+    Partition,
     Schedule,
     ScheduleFilter,
     SchedulePage,
     Source,
     StoredSchedule,
     ascii_lower,
+    bucket,
 )
 from beatd.store import check_unique
 from beatd.store.base import NextAt, ReconcileResult, first_version
@@ -217,13 +220,26 @@ _RUN_STATE = [
 MAX_DECODED = 200_000  # past this many names (churn), the cache starts over
 
 
-def _due_by(now: datetime) -> sa.ColumnElement[bool]:
+def _due_by(now: datetime, partition: Partition = WHOLE) -> sa.ColumnElement[bool]:
     """Unpaused with next_at <= now: the due query, its EXPLAIN twin and the count agree."""
-    return sa.and_(schedules.c.paused == sa.false(), schedules.c.next_at <= now)
+    return sa.and_(
+        schedules.c.paused == sa.false(), schedules.c.next_at <= now, *in_partition(partition)
+    )
+
+
+def in_partition(partition: Partition) -> tuple[sa.ColumnElement[bool], ...]:
+    """The rows of `partition`: nothing at all for P = 1, so its queries are as before."""
+    if partition.whole:
+        return ()
+    return (schedules.c.bucket % partition.count == partition.index,)
 
 
 def due(
-    conn: Connection, now: datetime, limit: int, decoded: Decoded | None = None
+    conn: Connection,
+    now: datetime,
+    limit: int,
+    decoded: Decoded | None = None,
+    partition: Partition = WHOLE,
 ) -> list[StoredSchedule]:
     """Due schedules, earliest first; `decoded` spares re-reading unchanged definitions.
 
@@ -232,7 +248,7 @@ def due(
     definitions are read and decoded (a second query, by name).
     """
     order = (schedules.c.next_at, schedules.c.name)
-    due_now = _due_by(now)
+    due_now = _due_by(now, partition)
     if decoded is None:
         query = sa.select(schedules).where(due_now).order_by(*order).limit(limit)
         return [_stored(row) for row in conn.execute(query).all()]
@@ -266,16 +282,20 @@ def due_query(now: datetime, limit: int) -> sa.Select[Any]:
     )
 
 
-def due_count(conn: Connection, now: datetime, cap: int) -> int:
+def due_count(conn: Connection, now: datetime, cap: int, partition: Partition = WHOLE) -> int:
     """How many rows the due query would return, up to `cap` (an index-only range)."""
-    ids = sa.select(schedules.c.next_at).where(_due_by(now)).limit(cap).subquery()
+    ids = sa.select(schedules.c.next_at).where(_due_by(now, partition)).limit(cap).subquery()
     return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
 
 
-def next_due_at(conn: Connection) -> datetime | None:
+def next_due_at(conn: Connection, partition: Partition = WHOLE) -> datetime | None:
     query = (
         sa.select(schedules.c.next_at)
-        .where(schedules.c.paused == sa.false(), schedules.c.next_at.is_not(None))
+        .where(
+            schedules.c.paused == sa.false(),
+            schedules.c.next_at.is_not(None),
+            *in_partition(partition),
+        )
         .order_by(schedules.c.next_at)
         .limit(1)
     )
@@ -311,6 +331,7 @@ def put(
                 created_at=now,
                 updated_at=now,
                 version=first_version(now),
+                bucket=bucket(schedule.name),
                 **columns,
             )
         )
@@ -468,6 +489,7 @@ def _load_chunk(
                 created_at=now,
                 updated_at=now,
                 version=first_version(now),
+                bucket=bucket(item.name),
             )
             inserts.append(columns)
         elif prev.digest != columns["digest"]:

@@ -15,9 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-LEASE_NAME = "leader"
-"""The one lease row beatd uses."""
-
 
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware datetime stored as UTC; a naive one is refused (it is a bug)."""
@@ -71,6 +68,8 @@ schedules = sa.Table(
     sa.Column("version", sa.BigInteger(), nullable=False, server_default="1"),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # model.bucket(name), written with the row: partition p of P is bucket % P == p.
+    sa.Column("bucket", sa.Integer(), nullable=False, server_default="0"),
     sa.Index("ix_schedules_due", "paused", "next_at"),
 )
 
@@ -113,11 +112,14 @@ outbox = sa.Table(
     # Message.stamp of the object the row was written from: a claim returns it, so
     # the relay uses the message it already holds only when it is that object.
     sa.Column("stamp", sa.BigInteger(), nullable=False, server_default="0"),
+    # The schedule's bucket, copied at record: a partition's relay claims only its own.
+    sa.Column("bucket", sa.Integer(), nullable=False, server_default="0"),
 )
 
 lease = sa.Table(
     "lease",
     metadata,
+    # model.Partition.lease_name: "leader" for P = 1, "partition 3/8" for each of P > 1.
     sa.Column("name", sa.String(50), primary_key=True),
     sa.Column("holder", sa.String(255), nullable=False),
     sa.Column("epoch", sa.BigInteger(), nullable=False),

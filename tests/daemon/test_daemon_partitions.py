@@ -1,0 +1,123 @@
+"""Two in-process daemons sharing four partitions over memory and PostgreSQL.
+
+The first takes all four; when the second joins, the first hands two over
+(its share is now two); when the second stops (SIGTERM's path), the first
+takes them back within two leases. The books: every instant of every
+schedule recorded once and sent once, whoever held its partition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_daemon_inprocess import Lines, Running, wait_for
+
+from beatd.cli.main import main
+from beatd.config import Settings
+from beatd.daemon import Daemon
+from beatd.model import Every, Misfire, Outcome, Partition, Schedule
+from beatd.publish.stdout import StdoutPublisher
+from beatd.store import open_store
+from beatd.store.base import Store
+from beatd.store.memory import MemoryStore
+from beatd.store.sql import migrate
+
+LEASE = timedelta(seconds=3)
+P = 4
+SCHEDULES = tuple(
+    Schedule(name=f"job-{i}", spec=Every(timedelta(seconds=1)), task="t.job", misfire=Misfire.ALL)
+    for i in range(12)
+)
+
+
+@dataclass
+class Shared:
+    """Two stores over one database, as two processes would have (and its URL, for the CLI)."""
+
+    first: Store
+    second: Store
+    url: str | None = None
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def stores(request: pytest.FixtureRequest) -> Iterator[Shared]:
+    if request.param == "memory":
+        memory = MemoryStore()
+        yield Shared(memory, memory)
+        memory.close()
+        return
+    url = str(request.getfixturevalue("pg_url"))
+    migrate.upgrade(url)
+    shared = Shared(open_store(url), open_store(url), url)
+    yield shared
+    shared.first.close()
+    shared.second.close()
+
+
+def status(url: str, tmp: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    config = tmp / "beatd.toml"
+    config.write_text(f'[beatd]\ndatabase = "{url}"\npartitions = {P}\n')
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def held(daemon: Daemon) -> int:
+    return len(daemon.crew.held())
+
+
+def test_two_instances_share_partitions_and_sigterm_hands_them_back(
+    stores: Shared, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert {i for s in SCHEDULES for i in range(P) if Partition(i, P).owns(s.name)} == set(
+        range(P)
+    )  # every partition has work
+    settings = Settings(database="memory://", lease=LEASE, partitions=P, schedules=SCHEDULES)
+    out_a, out_b = Lines(), Lines()
+    a = Running(Daemon(settings, stores.first, StdoutPublisher(out_a)))
+    b: Running | None = None
+    try:
+        wait_for(lambda: held(a.daemon) == P, 10, "the first instance holding every partition")
+        b = Running(Daemon(settings, stores.second, StdoutPublisher(out_b)))
+        two_leases = 2 * LEASE.total_seconds()
+        wait_for(
+            lambda: held(a.daemon) == held(b.daemon) == 2, two_leases + 2, "two partitions each"
+        )
+        wait_for(lambda: len(out_b.lines()) >= 20, 10, "the second instance publishing")
+        if stores.url is not None:
+            report = status(stores.url, tmp_path, capsys)
+            assert report["leader"] is None  # no one leader: each partition has its own
+            assert [p["partition"] for p in report["partitions"]] == list(range(P))
+            assert all(p["holder"] and p["epoch"] for p in report["partitions"])
+            held_by = sorted(len(i.get("partitions", [])) for i in report["instances"])
+            assert held_by == [2, 2]
+        assert b.stop() == 0
+        b = None
+        wait_for(lambda: held(a.daemon) == P, two_leases, "the first taking them all back")
+        seen = len(out_a.lines())
+        wait_for(lambda: len(out_a.lines()) >= seen + 2 * len(SCHEDULES), 10, "fires after it")
+        assert a.daemon.healthy()
+    finally:
+        if b is not None:
+            b.stop()
+        assert a.stop() == 0
+    store = stores.first
+    assert store.leases() == []  # everything released at SIGTERM
+    assert store.backlog() == 0
+    published = Counter(str(line["fire_id"]) for line in out_a.lines() + out_b.lines())
+    assert [fid for fid, n in published.items() if n > 1] == []  # nobody was killed: no repeat
+    fires = store.history(None, 100_000)
+    assert {f.fire_id for f in fires} == set(published)
+    assert {f.outcome for f in fires} == {Outcome.SENT}
+    for schedule in SCHEDULES:
+        instants = sorted(f.scheduled_for for f in fires if f.schedule == schedule.name)
+        span = int((instants[-1] - instants[0]).total_seconds()) + 1
+        assert len(instants) == len(set(instants)) == span, schedule.name  # once, no gap
+    assert len({f.epoch for f in fires}) >= P + 2  # handed over, then taken back
