@@ -106,9 +106,11 @@ class StoredMix:
     the day by name) and intervals of 1-24 h anchored on whole minutes. They
     fall due on whole minutes, about `crowd` of them a minute, as the crowd
     does; so both runs have the same due fires per second, and the big run
-    differs only in what is stored. The crowd is spelled `H/1 * * * *`
-    (every minute, like `* * * * *`) so its fires take the same per-name H
-    path as the big run's crons do.
+    differs only in what is stored. The crowd is spelled `* * * H/1 *`
+    (every minute: H/1 over the months is every month) so its fires take the
+    per-name H path the big run's crons take: croniter expands H for each
+    name (141 us a compile, against 92 for `H * * * *` and 137 for
+    `H H * * *`; `H/1 * * * *`, 425 us, made the reference the dearer run).
     """
 
     stored: int
@@ -150,7 +152,7 @@ class StoredMix:
     def reference_tables(self) -> Iterator[tuple[str, dict[str, str]]]:
         """The reference run's schedules as (name, codec table without task and queue)."""
         for i in range(self.crowd):
-            yield f"m{i:07d}", {"cron": "H/1 * * * *"}
+            yield f"m{i:07d}", {"cron": "* * * H/1 *"}
         yield from self.hot_tables()
 
     def slow_tables(self) -> Iterator[tuple[str, dict[str, str]]]:
