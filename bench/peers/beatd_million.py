@@ -73,7 +73,7 @@ class _Paced:
     def __init__(self, total: int) -> None:
         self.total, self.taken, self.began = total, 0, time.monotonic()
         self.stored = 0  # rows of the batches before the one being stored
-        self.ends = 0.0  # epoch seconds the last batch's first instants follow
+        self.ends = 0.0  # epoch seconds all batches' first instants follow
 
     def count(self, tables: Iterable[tuple[str, dict[str, str]]]) -> Iterator[Any]:
         for item in tables:
@@ -83,10 +83,10 @@ class _Paced:
     def after(self) -> datetime:
         """Called as each batch is stored: that batch and the rest are still to go."""
         elapsed = time.monotonic() - self.began
-        rate = self.stored / elapsed if self.stored else 2000.0  # rows/s of the batches done
+        rate = self.stored / elapsed if self.stored else 3000.0  # rows/s of the batches done
         left = 1.25 * (self.total - self.stored) / rate + VACUUM_GUESS_S * self.total / 1e6 + 10
         self.stored = self.taken
-        self.ends = time.time() + left
+        self.ends = max(self.ends, time.time() + left)  # a first guess may reach furthest
         return datetime.now(UTC) + timedelta(seconds=left)
 
 
@@ -108,6 +108,10 @@ def _run(mix: StoredMix, big: bool, settings: Settings) -> Result:
         config = write_config(scratch / "beatd.toml", db_url, settings.amqp_url)
         launched_at = time.time()
         launched = start(config, scratch / "beatd.log")
+        starting = None
+        if settings.profile_dir is not None:  # the start too: what the first fire waits for
+            starting = settings.profile_dir / f"profile-beatd-{result.workload}-start.txt"
+            profiler_start = profile.start(launched.pid, 5, starting)
         try:
             if not wait_for(
                 consumer,
@@ -134,6 +138,11 @@ def _run(mix: StoredMix, big: bool, settings: Settings) -> Result:
             stats1 = _stats(db_url)
             rss = procs.peak_rss_mb(launched.pid)
             rss_now = procs.peak_rss_mb(launched.pid, "VmRSS")
+            if starting is not None:
+                profile.finish(profiler_start)
+                result.metrics["profile_start"] = profile.summary(starting)
+                with launched.log.open("rb") as log:  # the start's lines, not every fire's
+                    starting.with_suffix(".log").write_bytes(log.read(200_000))
             if stacks is not None:
                 profile.finish(profiler)
                 result.metrics["profile"] = profile.summary(stacks)
