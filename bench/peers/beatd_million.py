@@ -121,7 +121,10 @@ def _run(mix: StoredMix, big: bool, settings: Settings) -> Result:
             ):
                 raise RuntimeError(f"beatd sent nothing:\n{procs.tail(launched.log)}")
             first = min(r.arrival for r in consumer.records if r.queue == queue)
-            t0, t1 = _window(first + settings.warmup, not_before, settings)
+            # A minute's crowd before the window: the reference has decoded its crowd
+            # once (the big run never can: its crowd is other schedules every minute).
+            warm = max(first + settings.warmup, launched_at + (0 if settings.smoke else 60))
+            t0, t1 = _window(warm, not_before, settings)
             settings.log(f"  beatd: first fire after {first - launched_at:.2f}s; window at {t0}")
             procs.sleep_until(t0)
             cpu0 = procs.cpu_seconds(launched.pid) or 0.0
