@@ -1,8 +1,9 @@
 """Run beatd's benchmark suite beside Celery beat, APScheduler 3 and raw pika.
 
-    .venv/bin/python bench/run.py                       # everything, full size (~25 min)
+    .venv/bin/python bench/run.py                       # everything, full size (~45 min)
     .venv/bin/python bench/run.py --smoke               # every code path, tiny, ~2 min
     .venv/bin/python bench/run.py --workloads steady,burst --n 10000 --duration 60
+    .venv/bin/python bench/run.py --workloads million --systems beatd --duration 120  # ~20 min
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust; one database is
 created and dropped per run) and RabbitMQ at 127.0.0.1:5672 (guest/guest);
