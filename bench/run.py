@@ -1,8 +1,9 @@
 """Run beatd's benchmark suite beside Celery beat, APScheduler 3 and raw pika.
 
-    .venv/bin/python bench/run.py                       # everything, full size (~25 min)
+    .venv/bin/python bench/run.py                       # everything, full size (~45 min)
     .venv/bin/python bench/run.py --smoke               # every code path, tiny, ~2 min
     .venv/bin/python bench/run.py --workloads steady,burst --n 10000 --duration 60
+    .venv/bin/python bench/run.py --workloads million --systems beatd --duration 120  # ~20 min
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust; one database is
 created and dropped per run) and RabbitMQ at 127.0.0.1:5672 (guest/guest);
@@ -32,11 +33,20 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench.harness import measure, procs, targets
 from bench.harness.report import Result, table, write_json
 from bench.harness.services import AMQP_URL, PG_ADMIN_URL
-from bench.peers import beatd_runner, pika_ceiling
+from bench.peers import beatd_million, beatd_runner, pika_ceiling
 from bench.peers.apscheduler_runner import APScheduler3
 from bench.peers.celery_beat import CeleryBeat
 
-WORKLOADS = ("steady", "burst", "ceiling", "startup", "toml", "catch-up", "failover")
+WORKLOADS = (
+    "steady",
+    "burst",
+    "ceiling",
+    "startup",
+    "toml",
+    "catch-up",
+    "failover",
+    "million",
+)
 SYSTEMS = ("beatd", "celery-beat", "apscheduler3", "pika")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -54,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--duration", type=float, default=60.0, help="steady window, seconds")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds before the window")
+    parser.add_argument(
+        "--million-n",
+        default="1000000,10000",
+        help="million workload: schedules stored, and stored in its reference run",
+    )
     parser.add_argument("--lease", type=int, default=5, help="failover lease, seconds")
     parser.add_argument("--rounds", type=int, default=10, help="failover rounds")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds each")
@@ -156,6 +171,11 @@ class Suite:
                 self.record(
                     f"pika-{mode}", f"ceiling-{n}", lambda m=mode: pika_ceiling.measure(m, n, s)
                 )
+        self.beatd_only(workloads)
+
+    def beatd_only(self, workloads: list[str]) -> None:
+        """The workloads no peer has."""
+        s = self.settings
         if "startup" in workloads:
             n = self.size(100_000, 200)
             self.beatd_workload(f"startup-{n}", lambda: beatd_runner.startup(n, s))
@@ -168,11 +188,25 @@ class Suite:
                     f"catch-up-{count}x{down}s",
                     lambda c=count, d=down: beatd_runner.catch_up(c, d, s),
                 )
+        if "million" in workloads:
+            self.million()
         if "failover" in workloads:
             rounds, lease = (2, 2) if self.args.smoke else (self.args.rounds, self.args.lease)
             self.beatd_workload(
                 f"failover-lease{lease}s", lambda: beatd_runner.failover(rounds, lease, s)
             )
+
+    def million(self) -> None:
+        """N stored beside the few that make the same due fires, the reference first."""
+        big, small = (int(x) for x in self.args.million_n.split(","))
+        if self.args.smoke:
+            big, small = 2000, 200
+        mix = beatd_million.mix_for(big, small, self.args.smoke)
+        s = self.settings
+        named = f"million-ref-{small}"
+        self.beatd_workload(named, lambda: beatd_million.reference(mix, s))
+        ref = next((r for r in self.results if r.workload == named and not r.skipped), None)
+        self.beatd_workload(f"million-{big}", lambda: beatd_million.stored(mix, s, ref))
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -210,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {share:6.1%}  {frame}")
     verdicts = targets.check(results)
     if verdicts:
-        print("\nTargets (issue 6):")
+        print("\nTargets (issues 6 and 15):")
         print("\n".join(f"  {line}" for line in verdicts))
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     write_json(args.json, results, options, verdicts)

@@ -36,7 +36,7 @@ def test_smoke_run_covers_every_workload(
         assert (system, "burst") in ran
     for mode in ("one-by-one", "batched", "no-confirms"):
         assert (f"pika-{mode}", "ceiling") in ran
-    for workload in ("startup", "toml", "catch", "failover"):
+    for workload in ("startup", "toml", "catch", "failover", "million"):
         assert ("beatd", workload) in ran
     for r in results:
         assert not r["skipped"], f"{r['system']} {r['workload']}: {r['skipped']}"

@@ -1,4 +1,4 @@
-"""Issue 6's targets, checked against one run's results: met, or missed by how much."""
+"""Issues 6 and 15's targets, checked against one run's results: met, or missed by how much."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def check(results: Sequence[Result]) -> list[str]:
             continue
         lines.append(_line(target, mine, target.limit(index)))
     lines += _floors(index)
+    lines += _million(index)
     for r in results:
         if r.system == "beatd" and not r.skipped and r.workload.startswith("failover-"):
             limit = r.metrics["lease_s"] + 1
@@ -114,4 +115,26 @@ def _floors(index: dict[str, Result]) -> list[str]:
                 f"{workload}: lag floor at this run's batched-confirm ceiling ({ceiling:,.0f}/s): "
                 f"p50 {p50:.0f} ms / p99 {p99:.0f} ms (fires sharing an instant leave one by one)"
             )
+    return lines
+
+
+def _million(index: dict[str, Result]) -> list[str]:
+    """Issue 15's single-leader targets for each `million-N` run, against its reference run."""
+    lines = []
+    refs = [r for key, r in index.items() if key.startswith("beatd/million-ref-")]
+    for key, mine in sorted(index.items()):
+        if not key.startswith("beatd/million-") or key.startswith("beatd/million-ref-"):
+            continue
+        stored = f"{int(mine.metrics['n']):,} stored"
+        checks = [
+            Target(mine.workload, f"{stored}: first fire <= 2 s", "seconds", _fixed(2)),
+            Target(mine.workload, f"{stored}: peak RSS <= 200 MB", "peak_rss_mb", _fixed(200)),
+        ]
+        lines += [_line(t, mine, 2 if t.metric == "seconds" else 200) for t in checks]
+        if refs:
+            ref = refs[0]
+            theirs = ref.metrics.get("cpu_ms_per_fire")
+            what = f"{stored}: CPU per fire <= 1.25x of {int(ref.metrics['n']):,} stored"
+            target = Target(mine.workload, what, "cpu_ms_per_fire", _fixed(0))
+            lines.append(_line(target, mine, None if theirs is None else 1.25 * theirs))
     return lines

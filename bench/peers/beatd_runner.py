@@ -14,7 +14,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,13 +134,22 @@ def start(config: Path, log: Path) -> Launched:
 # -- beatd's own workloads ----------------------------------------------------
 
 
-def _store_api_schedules(db_url: str, intervals: list[Interval], queue: str) -> float:
-    """Store interval schedules as API-owned, as `beatd add` would; returns seconds taken.
+def store_api_tables(
+    db_url: str,
+    tables: Iterable[tuple[str, dict[str, str]]],
+    queue: str,
+    next_after: Callable[[], datetime] = lambda: datetime.now(UTC),
+    batch: int = 50_000,
+) -> float:
+    """Store schedules as API-owned, as `beatd add` would; returns seconds taken.
 
-    One `Beat.add` per schedule costs a transaction each (minutes for
-    100,000), so the bulk file loader stores them and one UPDATE hands them
-    to the API: the same rows `add` writes, and `beatd run` with a config
-    without schedules keeps them.
+    `tables` are (name, codec table) without task and queue. One `Beat.add`
+    per schedule costs a transaction each (minutes for 100,000), so the
+    store's bulk file loader writes each batch and one UPDATE hands it to
+    the API: the same rows `add` writes, and `beatd run` with a config
+    without schedules keeps them. Batches keep the decoded schedules of one
+    batch in memory, not a million. `next_after()` is asked once per batch
+    for the instant each schedule's first fire must follow.
     """
     import sqlalchemy as sa
 
@@ -152,31 +161,46 @@ def _store_api_schedules(db_url: str, intervals: list[Interval], queue: str) -> 
 
     started = time.monotonic()
     defaults = settings_from_document({}, env={}).defaults
-    schedules = [
-        schedule_from_table(
-            i.name,
-            {
-                "every": f"{i.period}s",
-                "anchor": datetime.fromtimestamp(i.offset, UTC).isoformat(),
-                "task": TASK,
-                "queue": queue,
-            },
-            defaults,
-            Source.FILE,
-        )
-        for i in intervals
-    ]
-    now = datetime.now(UTC)
     store = open_store(db_url)
+    engine = sa.create_engine(db_url)
+    chunk: list[tuple[str, dict[str, str]]] = []
+
+    def flush() -> None:
+        schedules = [
+            schedule_from_table(
+                name, {**table, "task": TASK, "queue": queue}, defaults, Source.FILE
+            )
+            for name, table in chunk
+        ]
+        after = next_after()
+        store.load_file(schedules, lambda s: timing.next_after(s, after))
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE schedules SET source = 'api' WHERE source = 'file'"))
+        chunk.clear()
+
     try:
-        store.load_file(schedules, lambda s: timing.next_after(s, now))
+        for item in tables:
+            chunk.append(item)
+            if len(chunk) >= batch:
+                flush()
+        if chunk:
+            flush()
     finally:
         store.close()
-    engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE schedules SET source = 'api'"))
-    engine.dispose()
+        engine.dispose()
     return time.monotonic() - started
+
+
+def _store_api_schedules(db_url: str, intervals: list[Interval], queue: str) -> float:
+    """Store interval schedules as API-owned; returns seconds taken."""
+    tables = (
+        (
+            i.name,
+            {"every": f"{i.period}s", "anchor": datetime.fromtimestamp(i.offset, UTC).isoformat()},
+        )
+        for i in intervals
+    )
+    return store_api_tables(db_url, tables, queue)
 
 
 def startup(n: int, settings: Settings) -> Result:
