@@ -314,6 +314,7 @@ def account(
     print(books.table())
     for problem in books.problems:
         print(f"  PROBLEM: {problem}")
+    _show_publishers(cluster, got)
     books.save()
     return books
 
@@ -388,6 +389,16 @@ def _duplicates(
     for fid, arrived in first.items():
         if not any(crash - 2.0 <= arrived <= crash + 0.5 for crash in crashes):
             books.problems.append(f"duplicate {fid} was not delivered just before a fault")
+
+
+def _show_publishers(cluster: FaultCluster, got: list[tuple[str, datetime, float, bool]]) -> None:
+    """For each doubled id, which process published it when: its `fire published` lines."""
+    doubled = {fid for fid, n in Counter(m[0] for m in got if not m[3]).items() if n > 1}
+    for fid in sorted(doubled):
+        for i, beatd in enumerate(cluster.procs):
+            for line in beatd.log_lines():
+                if fid in line and '"fire published"' in line:
+                    print(f"  {fid[:8]} by beatd #{i} pid {beatd.proc.pid}: {line}")
 
 
 def _bounds(books: Account, record_late: float, deliver_late: float, duplicates: int) -> None:

@@ -277,7 +277,7 @@ def test_sigstop_a_random_instance_of_three_past_the_lease_is_fenced(
             victim.signal(signal.SIGSTOP)
             stops.append(time.time())
             stopped = time.monotonic()
-            print(f"stop {k + 1}: pid {victim.proc.pid} holding partitions {lost}")
+            print(f"stop {k + 1} at {stops[-1] % 60:.3f}: pid {victim.proc.pid} holding {lost}")
             try:
                 cluster.wait_for(
                     lambda gone=victim.holder, lost=lost: taken_over(cluster, gone, lost),
