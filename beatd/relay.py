@@ -151,6 +151,8 @@ class Relay:
             due = self._pop_due(now)
             if not due:
                 break
+            if not self._still(lease):
+                return None
             try:
                 results = self.publisher.publish(due, now)
             except BrokerError as exc:
@@ -163,6 +165,19 @@ class Relay:
                 break
             lease = self.leader.lease  # a long catch-up stops as soon as the term ends
         return self._next(now)
+
+    def _still(self, lease: Lease) -> bool:
+        """Still in `lease`'s term right before publishing (else forget what is held).
+
+        The claim is fenced, but a process frozen after it (or a slow claim) may
+        resume past its lease, when the next term has claimed and sent the same
+        fires; its own self-fence, checked here, keeps it from sending them again.
+        """
+        current = self.leader.lease
+        if current is not None and current.epoch == lease.epoch:
+            return True
+        self._forget(current)
+        return False
 
     def settle(self) -> None:
         """Mark the confirmed fires sent; they stay confirmed here until that succeeds."""

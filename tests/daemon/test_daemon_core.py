@@ -567,6 +567,32 @@ def test_a_fenced_claim_steps_down(store: MemoryStore, clock: FakeClock) -> None
     assert not leader.is_leading() and pub.calls == 0 and store.backlog() == 1
 
 
+def test_a_term_that_ends_while_claiming_publishes_nothing(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """Found by the partition SIGSTOP scenario: a process frozen right after its claim
+    (fenced, so it passed) and resumed past its lease published what it had claimed,
+    after the next holder had claimed it again and sent it: a duplicate with no crash."""
+    message = record_at(store, sched("a"), T0, T0)
+    leader = leading(store, clock, "old")
+    claim = store.claim
+
+    def frozen_after(*args: Any) -> list[Message]:
+        claimed = claim(*args)
+        clock.advance(TTL.total_seconds() + 1)  # SIGSTOP here, SIGCONT two leases later
+        return claimed
+
+    store.claim = frozen_after  # type: ignore[method-assign]
+    pub = Recording()
+    assert relay_for(store, clock, leader, pub=pub).run_once(clock.now()) is None
+    assert pub.calls == 0 and store.backlog() == 1
+    store.claim = claim  # type: ignore[method-assign]
+    new = leading(store, clock, "new")
+    again = Recording()
+    relay_for(store, clock, new, pub=again).run_once(clock.now())
+    assert [m.fire_id for m in again.sent] == [message.fire_id]  # the next term sends it once
+
+
 # -- issue 11: the books balance under changes ---------------------------------
 
 

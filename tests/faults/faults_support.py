@@ -27,6 +27,13 @@ from daemon_cluster import ROOT, Beatd, Cluster, wait_for
 from pika.exceptions import AMQPError
 
 LONG = os.environ.get("BEATD_LONG") == "1"
+# Stopping the shared broker or restarting the shared PostgreSQL breaks whatever
+# else runs against them: those scenarios run only when asked (CI sets
+# BEATD_FAULTS_DISRUPT=1) or against a private node / cluster.
+DISRUPT = os.environ.get("BEATD_FAULTS_DISRUPT") == "1"
+# BEATD_FAULTS_PG_CLUSTER="15 other" (with BEATD_TEST_PG on its port) restarts a
+# private cluster instead of the shared one.
+PG_CLUSTER = os.environ.get("BEATD_FAULTS_PG_CLUSTER")
 LEASE = 3.0
 SECOND = timedelta(seconds=1)
 
@@ -123,6 +130,13 @@ class FaultCluster(Cluster):
 
     def epochs_by_decided(self) -> list[tuple[datetime, int | None]]:
         return sorted((f["decided_at"], f["epoch"]) for f in self.fires())
+
+
+def pg_ctl(action: str, *, check: bool = True) -> None:
+    """`pg_ctlcluster` restart / stop / start of the PostgreSQL server (see PG_CLUSTER)."""
+    version, name = (PG_CLUSTER or "15 main").split()
+    ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, action]
+    subprocess.run(ctl, check=check, capture_output=True, timeout=120)
 
 
 class Recorder:
@@ -300,6 +314,7 @@ def account(
     print(books.table())
     for problem in books.problems:
         print(f"  PROBLEM: {problem}")
+    _show_publishers(cluster, got)
     books.save()
     return books
 
@@ -376,6 +391,16 @@ def _duplicates(
             books.problems.append(f"duplicate {fid} was not delivered just before a fault")
 
 
+def _show_publishers(cluster: FaultCluster, got: list[tuple[str, datetime, float, bool]]) -> None:
+    """For each doubled id, which process published it when: its `fire published` lines."""
+    doubled = {fid for fid, n in Counter(m[0] for m in got if not m[3]).items() if n > 1}
+    for fid in sorted(doubled):
+        for i, beatd in enumerate(cluster.procs):
+            for line in beatd.log_lines():
+                if fid in line and '"fire published"' in line:
+                    print(f"  {fid[:8]} by beatd #{i} pid {beatd.proc.pid}: {line}")
+
+
 def _bounds(books: Account, record_late: float, deliver_late: float, duplicates: int) -> None:
     if books.max_record_late > record_late:
         books.problems.append(f"recorded {books.max_record_late:.2f}s late (bound {record_late}s)")
@@ -430,4 +455,4 @@ def wait_new_fires(cluster: FaultCluster, seconds: int, what: str, timeout: floa
     cluster.wait_for(done, timeout, what)
 
 
-__all__ = ["LEASE", "LONG", "SCHEDULES", "Beatd", "wait_for"]
+__all__ = ["DISRUPT", "LEASE", "LONG", "PG_CLUSTER", "SCHEDULES", "Beatd", "wait_for"]

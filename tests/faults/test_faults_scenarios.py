@@ -26,12 +26,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from faults_support import (
+    DISRUPT,
     LEASE,
     LONG,
+    PG_CLUSTER,
     SCHEDULES,
     FaultCluster,
     Recorder,
     account,
+    pg_ctl,
     running,
     stop_and_settle,
     wait_new_fires,
@@ -367,12 +370,6 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *where, *args], check=True, capture_output=True, timeout=120)
 
 
-# Stopping the shared broker or restarting the shared PostgreSQL breaks whatever
-# else runs against them: those scenarios run only when asked (CI sets
-# BEATD_FAULTS_DISRUPT=1) or against a private node / cluster.
-DISRUPT = os.environ.get("BEATD_FAULTS_DISRUPT") == "1"
-
-
 @pytest.mark.skipif(
     not (DISRUPT or os.environ.get("BEATD_FAULTS_RABBIT_NODE")),
     reason="stops the shared RabbitMQ: set BEATD_FAULTS_DISRUPT=1 (or a private node)",
@@ -424,7 +421,7 @@ def test_rabbitmq_stopped_and_restarted(cluster: FaultCluster) -> None:
 
 @pytest.mark.skipif(not LONG, reason="the long variant: BEATD_LONG=1")
 @pytest.mark.skipif(
-    not (DISRUPT or os.environ.get("BEATD_FAULTS_PG_CLUSTER")),
+    not (DISRUPT or PG_CLUSTER),
     reason="restarts the shared PostgreSQL: set BEATD_FAULTS_DISRUPT=1 (or a private cluster)",
 )
 def test_postgres_server_restart(restart_cluster: FaultCluster) -> None:
@@ -437,16 +434,12 @@ def test_postgres_server_restart(restart_cluster: FaultCluster) -> None:
             cluster.start()
         cluster.wait_for(cluster.leader, 30, "a leader")
         wait_new_fires(cluster, 2, "the first fires", timeout=30)
-        # BEATD_FAULTS_PG_CLUSTER="15 other" (with BEATD_TEST_PG on its port) restarts a
-        # private cluster instead of the shared one.
-        version, name = os.environ.get("BEATD_FAULTS_PG_CLUSTER", "15 main").split()
-        ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", version, name]
         try:
-            subprocess.run([*ctl, "restart"], check=True, capture_output=True, timeout=120)
+            pg_ctl("restart")
             crashes.append(time.time())
             wait_new_fires(cluster, 3, "fires after the restart", timeout=60)
             # then down for longer than the lease: the leader self-fences, all retry
-            subprocess.run([*ctl, "stop"], check=True, capture_output=True, timeout=120)
+            pg_ctl("stop")
             crashes.append(time.time())
             down = time.monotonic()
             cluster.wait_for(
@@ -459,7 +452,7 @@ def test_postgres_server_restart(restart_cluster: FaultCluster) -> None:
                 step=0.2,
             )
         finally:
-            subprocess.run([*ctl, "start"], capture_output=True, timeout=120)
+            pg_ctl("start", check=False)
         wait_new_fires(cluster, 3, "fires after the database came back", timeout=60)
         assert len(cluster.live()) == 3, "an instance died"
         stop_and_settle(cluster, recorder)
