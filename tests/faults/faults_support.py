@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -441,8 +442,14 @@ def stop_and_settle(cluster: FaultCluster, recorder: Recorder) -> None:
     wait_delivered(cluster, recorder)
 
 
-def wait_new_fires(cluster: FaultCluster, seconds: int, what: str, timeout: float = 20) -> None:
-    """Wait until both schedules have fires at least `seconds` past the current DB time."""
+def wait_new_fires(
+    cluster: FaultCluster,
+    seconds: int,
+    what: str,
+    timeout: float = 20,
+    names: Iterable[str] = SCHEDULES,
+) -> None:
+    """Wait until every schedule of `names` has a fire at least `seconds` past the DB's now."""
     with cluster.engine.connect() as conn:
         target = conn.execute(sa.text("SELECT now()")).scalar_one() + timedelta(seconds=seconds)
 
@@ -450,9 +457,32 @@ def wait_new_fires(cluster: FaultCluster, seconds: int, what: str, timeout: floa
         latest: dict[str, datetime] = {}
         for f in cluster.fires():
             latest[f["schedule"]] = f["scheduled_for"]
-        return all(latest.get(name, target - SECOND) >= target for name in SCHEDULES)
+        return all(latest.get(name, target - SECOND) >= target for name in names)
 
     cluster.wait_for(done, timeout, what)
+
+
+def seeded(what: str) -> random.Random:
+    """A random source whose seed is printed, so a failing run can be replayed."""
+    seed = random.randrange(2**32)
+    print(f"{what} seed {seed}")
+    return random.Random(seed)
+
+
+def pg_down_past_the_lease(cluster: FaultCluster, faults: list[float]) -> None:
+    """Stop PostgreSQL until every instance has seen it gone for two leases (self-fenced)."""
+    pg_ctl("stop")
+    faults.append(time.time())
+    down = time.monotonic()
+    cluster.wait_for(
+        lambda: (
+            time.monotonic() - down > 2 * LEASE
+            and all(cluster.error_lines(b) for b in cluster.procs)
+        ),
+        60,
+        "every instance to notice the database is gone",
+        step=0.2,
+    )
 
 
 __all__ = ["DISRUPT", "LEASE", "LONG", "PG_CLUSTER", "SCHEDULES", "Beatd", "wait_for"]

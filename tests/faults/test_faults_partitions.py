@@ -13,7 +13,6 @@ only of a fire delivered just before a kill or a stop.
 
 from __future__ import annotations
 
-import random
 import signal
 import time
 from datetime import datetime
@@ -25,14 +24,16 @@ from faults_support import (
     LEASE,
     LONG,
     PG_CLUSTER,
-    SECOND,
     Beatd,
     FaultCluster,
     Recorder,
     account,
     pg_ctl,
+    pg_down_past_the_lease,
     running,
+    seeded,
     stop_and_settle,
+    wait_new_fires,
 )
 
 from beatd.model import Partition
@@ -124,26 +125,14 @@ def fencing_problems(cluster: FaultCluster) -> list[str]:
 
 def wait_fires_past(cluster: FaultCluster, seconds: int, what: str, timeout: float = 30) -> None:
     """Every schedule has a fire at least `seconds` past the database's now."""
-    with cluster.engine.connect() as conn:
-        target: datetime = conn.execute(sa.text("SELECT now()")).scalar_one() + seconds * SECOND
-
-    def done() -> bool:
-        latest: dict[str, datetime] = {}
-        for f in cluster.fires():
-            latest[f["schedule"]] = f["scheduled_for"]
-        return all(latest.get(name, target - SECOND) >= target for name in SCHEDULES)
-
-    cluster.wait_for(done, timeout, what)
+    wait_new_fires(cluster, seconds, what, timeout, names=SCHEDULES)
 
 
 def test_sigkill_a_random_instance_of_three_sharing_eight_partitions(
     cluster: FaultCluster,
 ) -> None:
     rounds = 20 if LONG else 10
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
-    print(f"kill seed {seed}")
+    rng = seeded("kill")
     crashes: list[float] = []
     cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s", extra=f"partitions = {P}")
     recorder = Recorder(cluster.amqp_url, cluster.queue)
@@ -195,10 +184,7 @@ def test_an_instance_joining_two_and_one_leaving_by_sigterm(cluster: FaultCluste
     handover (3, 3, 2); a random one stops by SIGTERM and its partitions go to the other
     two at once. Again and again. Handovers and SIGTERM send nothing twice."""
     rounds = 8 if LONG else 3
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
-    print(f"leave seed {seed}")
+    rng = seeded("leave")
     cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s", extra=f"partitions = {P}")
     recorder = Recorder(cluster.amqp_url, cluster.queue)
     rebalance = 2 * LEASE + HANDOVER_AFTER  # two leases + the handover delay
@@ -258,10 +244,7 @@ def test_sigstop_a_random_instance_of_three_past_the_lease_is_fenced(
     """A random instance of three frozen for two leases: the others take its partitions;
     resumed, it records nothing under its old epochs, then gets its share back."""
     rounds = 8 if LONG else 3
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
-    print(f"stop seed {seed}")
+    rng = seeded("stop")
     stops: list[float] = []
     cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s", extra=f"partitions = {P}")
     recorder = Recorder(cluster.amqp_url, cluster.queue)
@@ -332,18 +315,7 @@ def test_postgres_restart_under_three_instances_sharing_eight_partitions(
             faults.append(time.time())
             wait_fires_past(cluster, 3, "fires after the restart", timeout=60)
             if LONG:
-                pg_ctl("stop")
-                faults.append(time.time())
-                down = time.monotonic()
-                cluster.wait_for(
-                    lambda: (
-                        time.monotonic() - down > 2 * LEASE
-                        and all(cluster.error_lines(b) for b in cluster.procs)
-                    ),
-                    60,
-                    "every instance to notice the database is gone",
-                    step=0.2,
-                )
+                pg_down_past_the_lease(cluster, faults)
         finally:
             pg_ctl("start", check=False)
         wait_fires_past(cluster, 3, "fires after the database came back", timeout=60)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import time
@@ -35,7 +34,9 @@ from faults_support import (
     Recorder,
     account,
     pg_ctl,
+    pg_down_past_the_lease,
     running,
+    seeded,
     stop_and_settle,
     wait_new_fires,
 )
@@ -58,10 +59,7 @@ def test_leader_sigkill_repeatedly_at_random_points(cluster: FaultCluster) -> No
     """Half the kills land at a random instant, half right after a delivery: the
     window between the broker's confirm and the commit that marks the fire sent."""
     kills = 12 if LONG else 4
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
-    print(f"kill timing seed {seed}")
+    rng = seeded("kill timing")
     crashes: list[float] = []
     cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s")
     recorder = Recorder(cluster.amqp_url, cluster.queue)
@@ -439,18 +437,7 @@ def test_postgres_server_restart(restart_cluster: FaultCluster) -> None:
             crashes.append(time.time())
             wait_new_fires(cluster, 3, "fires after the restart", timeout=60)
             # then down for longer than the lease: the leader self-fences, all retry
-            pg_ctl("stop")
-            crashes.append(time.time())
-            down = time.monotonic()
-            cluster.wait_for(
-                lambda: (
-                    time.monotonic() - down > 2 * LEASE
-                    and all(cluster.error_lines(b) for b in cluster.procs)
-                ),
-                60,
-                "every instance to notice the database is gone",
-                step=0.2,
-            )
+            pg_down_past_the_lease(cluster, crashes)
         finally:
             pg_ctl("start", check=False)
         wait_new_fires(cluster, 3, "fires after the database came back", timeout=60)
