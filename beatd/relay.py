@@ -123,6 +123,7 @@ class Relay:
         Raises StoreError when the database fails (what is held, confirmed
         or not, is kept for the next run); BrokerError is handled here.
         """
+        self._take_offers()  # also in a broker outage: the cache is bounded, the queue is not
         lease = self.leader.lease
         if lease is None or lease.epoch != self._epoch:
             self._forget(lease)
@@ -131,7 +132,6 @@ class Relay:
             return None
         if self._retry_at is not None and now < self._retry_at:
             return self._retry_at
-        self._take_offers()
         published: list[tuple[Message, float]] = []
         try:
             return self._publish_due(lease, now, published)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from beatd import relay as relay_module
 from beatd import timing
 from beatd.clock import FakeClock
 from beatd.errors import BrokerError, Fenced, StoreError
@@ -468,6 +469,26 @@ def test_broker_failure_keeps_the_backlog_and_sends_it_in_order_later(
     relay.run_once(clock.now())
     assert [m.scheduled_for for m in pub.sent] == [T0 + timedelta(seconds=s) for s in range(1, 6)]
     assert store.backlog() == 0
+
+
+def test_a_broker_outage_keeps_the_offered_messages_bounded(
+    store: MemoryStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick offers what it records every second of an outage; the relay, backing off,
+    still takes the offers into its bounded cache, or they would pile up in memory."""
+    monkeypatch.setattr(relay_module, "KNOWN", 10)
+    leader = recorded(store, clock, sched("a"), seconds=1)
+    pub = Recording()
+    pub.fail = 1000
+    relay = relay_for(store, clock, leader, pub=pub)
+    retry_at = relay.run_once(clock.now())
+    assert retry_at is not None  # the broker failed: backing off
+    for second in range(50):
+        instant = clock.now() + timedelta(seconds=second + 2)
+        relay.offer([build_message(sched("a"), instant, instant)])
+    assert relay.run_once(clock.now()) == retry_at  # still backing off, no publish
+    assert pub.calls == 1
+    assert len(relay._offers) == 0 and len(relay._known) <= 10
 
 
 def test_relay_sends_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:
