@@ -39,7 +39,6 @@ log = logging.getLogger("beatd.leader")
 SKEW_WARN = 1.0  # seconds between this host's clock and the database's
 RESYNC = 2.0  # seconds between readings of the database clock
 STANDBY_POLL = 0.5  # a standby asks at least this often, so takeover is quick
-HEARTBEAT = 1.0  # seconds between roll-call writes (status lists every instance)
 
 
 class Leadership(Protocol):
@@ -63,10 +62,10 @@ def default_holder() -> str:
 class Leader:
     """Holds (or not) one partition's lease; thread-safe reads for the tick and relay loops.
 
-    With P = 1 the one Leader of a process also writes its roll call
-    (`roll_call`); with partitions, `sharing.Crew` writes it once for all of
-    them, and hands a partition over by setting `handing_over`: the tick stops
-    deciding for it (`Deciding`), the relay drains it, then it is released.
+    `sharing.Crew` holds a process's Leaders (one with P = 1), writes its
+    roll call once for all of them, and hands a partition over by setting
+    `handing_over`: the tick stops deciding for it (`Deciding`), the relay
+    drains it, then it is released.
     """
 
     def __init__(
@@ -80,16 +79,13 @@ class Leader:
         on_failure: Callable[[StoreError], None] = lambda exc: None,
         partition: Partition = WHOLE,
         token: str | None = None,
-        roll_call: bool = True,
     ) -> None:
         self.store, self.clock, self.partition = store, clock, partition
         self.holder = holder or default_holder()
         # This process's own identity: instance ids may be shared (one config file on
         # every host), tokens never are, so no two processes lead at one epoch.
         self.token = token or uuid.uuid4().hex
-        self.roll_call = roll_call
         self.handing_over = False  # set by the Crew: stop deciding, drain, release
-        self._seen = float("-inf")  # monotonic time of the last heartbeat
         self.ttl = ttl
         seconds = ttl.total_seconds()
         self.margin = margin if margin is not None else seconds / 4
@@ -123,9 +119,6 @@ class Leader:
         with self._lock:
             held = self._lease if self._leading(started) else None
         try:
-            if self.roll_call and started - self._seen >= HEARTBEAT:
-                self.store.heartbeat(self.holder, self.token)
-                self._seen = started
             lease = self.store.renew(held, self.ttl) if held else None
             if lease is None and acquire:
                 lease = self.store.acquire(self.holder, self.ttl, self.token, self.partition)
@@ -174,7 +167,7 @@ class Leader:
             self._lease = None
 
     def release(self) -> None:
-        """Give the lease up so a standby takes over at once (and leave the roll call).
+        """Give the lease up so a standby takes over at once.
 
         Never raises.
         """
@@ -185,8 +178,6 @@ class Leader:
             if lease is not None:
                 self.store.release(lease)
                 log.info("released the lease", extra=self._extra(lease))
-            if self.roll_call:
-                self.store.heartbeat(self.holder, self.token, leaving=True)
         except StoreError as exc:
             log.error(f"cannot release the lease: {exc}")
 

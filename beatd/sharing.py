@@ -16,7 +16,7 @@ so another instance takes each at its next poll. A dead instance's leases
 expire and it drops out of the roll call within one lease; the others' share
 grows and they take its partitions: all within two leases.
 
-With P = 1 none of this runs: the one Leader steps exactly as before.
+With P = 1 none of this runs but the roll call: the one Leader steps as before.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from datetime import datetime, timedelta
 
 from beatd.clock import Clock
 from beatd.errors import StoreError
-from beatd.leader import HEARTBEAT, STANDBY_POLL, Leader, default_holder
+from beatd.leader import STANDBY_POLL, Leader, default_holder
 from beatd.model import Partition
 from beatd.store.base import LeaseStore
 
 log = logging.getLogger("beatd.sharing")
 
+HEARTBEAT = 1.0  # seconds between roll-call writes (status lists every instance)
 HANDOVER_AFTER = 3.0  # seconds over the share before handing partitions over (no thrash)
 HANDOVER_POLL = 0.25  # seconds between steps while a handover drains
 
@@ -77,7 +78,6 @@ class Crew:
                 on_failure=on_failure,
                 partition=p,
                 token=self.token,
-                roll_call=count == 1,
             )
             for p in Partition.all(count)
         ]
@@ -107,8 +107,12 @@ class Crew:
         Raises nothing: a StoreError counts as a failed step, and each held
         lease's self-fence runs out as it would for one leader.
         """
-        if self.count == 1:
-            return self.leaders[0].step(acquire=acquire)  # P = 1: exactly one leader, as before
+        if self.count == 1:  # P = 1: exactly one leader, as before
+            try:
+                self._heartbeat()
+            except StoreError as exc:
+                self._on_failure(exc)
+            return self.leaders[0].step(acquire=acquire)
         waits = [self._release_drained()]
         held = self.held()
         waits += [leader.step(acquire=acquire and not leader.handing_over) for leader in held]
@@ -129,12 +133,16 @@ class Crew:
         waits.append(self._hand_over(order))
         return max(min(waits), 0.01)
 
-    def _roll_call(self) -> tuple[int, int]:
-        """(this process's rank, live instances), writing its own roll call first."""
+    def _heartbeat(self) -> None:
+        """This process's roll call (the `instances` table), at most every HEARTBEAT."""
         started = self.clock.monotonic()
         if started - self._seen >= HEARTBEAT:
             self.store.heartbeat(self.holder, self.token)
             self._seen = started
+
+    def _roll_call(self) -> tuple[int, int]:
+        """(this process's rank, live instances), writing its own roll call first."""
+        self._heartbeat()
         live = self.store.instances(self._now() - self.ttl)
         tokens = [i.token for i in live]
         if self.token not in tokens:
@@ -200,8 +208,7 @@ class Crew:
         """SIGTERM: give every lease up at once and leave the roll call. Never raises."""
         for leader in self.leaders:
             leader.release()
-        if self.count > 1:
-            try:
-                self.store.heartbeat(self.holder, self.token, leaving=True)
-            except StoreError as exc:
-                log.error(f"cannot leave the roll call: {exc}")
+        try:
+            self.store.heartbeat(self.holder, self.token, leaving=True)
+        except StoreError as exc:
+            log.error(f"cannot leave the roll call: {exc}")

@@ -128,19 +128,29 @@ def wait_fires_past(cluster: FaultCluster, seconds: int, what: str, timeout: flo
     wait_new_fires(cluster, seconds, what, timeout, names=SCHEDULES)
 
 
+def configured(cluster: FaultCluster) -> Recorder:
+    """The partitioned config written, and a recorder on the cluster's queue."""
+    cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s", extra=f"partitions = {P}")
+    return Recorder(cluster.amqp_url, cluster.queue)
+
+
+def start_sharing(cluster: FaultCluster, instances: int) -> None:
+    """Start `instances` processes; wait until every partition is held and fires."""
+    for _ in range(instances):
+        cluster.start()
+    cluster.wait_for(lambda: len(holders(cluster)) == P, 30, "every partition held")
+    wait_fires_past(cluster, 2, "the first fires")
+
+
 def test_sigkill_a_random_instance_of_three_sharing_eight_partitions(
     cluster: FaultCluster,
 ) -> None:
     rounds = 20 if LONG else 10
     rng = seeded("kill")
     crashes: list[float] = []
-    cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s", extra=f"partitions = {P}")
-    recorder = Recorder(cluster.amqp_url, cluster.queue)
+    recorder = configured(cluster)
     with running(cluster, recorder):
-        for _ in range(INSTANCES):
-            cluster.start()
-        cluster.wait_for(lambda: len(holders(cluster)) == P, 30, "every partition held")
-        wait_fires_past(cluster, 2, "the first fires")
+        start_sharing(cluster, INSTANCES)
         for k in range(rounds):
             # Each round starts shared out (the newcomer took its share by handovers), so
             # every kill takes partitions with it.
@@ -185,14 +195,10 @@ def test_an_instance_joining_two_and_one_leaving_by_sigterm(cluster: FaultCluste
     two at once. Again and again. Handovers and SIGTERM send nothing twice."""
     rounds = 8 if LONG else 3
     rng = seeded("leave")
-    cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s", extra=f"partitions = {P}")
-    recorder = Recorder(cluster.amqp_url, cluster.queue)
+    recorder = configured(cluster)
     rebalance = 2 * LEASE + HANDOVER_AFTER  # two leases + the handover delay
     with running(cluster, recorder):
-        for _ in range(2):
-            cluster.start()
-        cluster.wait_for(lambda: len(holders(cluster)) == P, 30, "every partition held")
-        wait_fires_past(cluster, 2, "the first fires")
+        start_sharing(cluster, 2)
         for k in range(rounds):
             cluster.wait_for(lambda: shared(cluster), rebalance + 10, "two sharing (4, 4)")
             newcomer = cluster.start()
@@ -246,13 +252,9 @@ def test_sigstop_a_random_instance_of_three_past_the_lease_is_fenced(
     rounds = 8 if LONG else 3
     rng = seeded("stop")
     stops: list[float] = []
-    cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s", extra=f"partitions = {P}")
-    recorder = Recorder(cluster.amqp_url, cluster.queue)
+    recorder = configured(cluster)
     with running(cluster, recorder):
-        for _ in range(INSTANCES):
-            cluster.start()
-        cluster.wait_for(lambda: len(holders(cluster)) == P, 30, "every partition held")
-        wait_fires_past(cluster, 2, "the first fires")
+        start_sharing(cluster, INSTANCES)
         for k in range(rounds):
             cluster.wait_for(lambda: shared(cluster), 4 * LEASE + 10, "the partitions shared")
             victim = rng.choice(cluster.live())
@@ -303,8 +305,7 @@ def test_postgres_restart_under_three_instances_sharing_eight_partitions(
     also down for two leases (every lease self-fences, all are taken again)."""
     cluster = restart_cluster
     faults: list[float] = []
-    cluster.write_config(SCHEDULES, lease=f"{LEASE:.0f}s", extra=f"partitions = {P}")
-    recorder = Recorder(cluster.amqp_url, cluster.queue)
+    recorder = configured(cluster)
     with running(cluster, recorder):
         for _ in range(INSTANCES):
             cluster.start()
