@@ -416,7 +416,8 @@ class Beat:
         failed: dict[str, BeatdError] = {}
         try:
             leases = self.store.leases()
-            lease = self.store.current() if self.settings.partitions == 1 else None
+            whole = [x for x in leases if x.partition.whole]  # P = 1: the one leader's
+            lease = whole[0] if whole and self.settings.partitions == 1 else None
             backlog = self.store.backlog()
             seen = self.store.db_now() - 2 * max(self.settings.lease, timedelta(seconds=2))
             members = tuple(_member(i, leases) for i in self.store.instances(seen))
