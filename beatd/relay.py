@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from beatd.clock import Clock
 from beatd.errors import BrokerError, Fenced
 from beatd.leader import Leadership
+from beatd.logs import EACH
 from beatd.metrics import Metrics
 from beatd.model import WHOLE, Lease, Message, Partition
 from beatd.publish.base import Publisher, Result, Status
@@ -313,13 +314,16 @@ class Relay:
 
 
 def _log_published(published: list[tuple[Message, float]]) -> None:
-    for message, lag in published:
-        log.info(
-            "fire published",
-            extra={
+    """A line per fire, written by one record (logs.EACH): a record per fire cost more CPU
+    than publishing it."""
+    if published and log.isEnabledFor(logging.INFO):
+        each = [
+            {
                 "schedule": message.schedule,
                 "fire_id": message.fire_id,
                 "scheduled_for": message.scheduled_for.isoformat(),
                 "lag_ms": round(lag * 1000, 1),
-            },
-        )
+            }
+            for message, lag in published
+        ]
+        log.info("fire published", extra={EACH: each})

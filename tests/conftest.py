@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -38,6 +39,17 @@ def require_service(name: str, host: str, port: int) -> None:
     if os.environ.get("BEATD_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{message} and BEATD_REQUIRE_SERVICES=1")
     pytest.skip(message)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """beatd.logs.setup() takes the `beatd` loggers over: hand them back to pytest after."""
+    yield
+    root = logging.getLogger("beatd")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.propagate = True
+    root.setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")

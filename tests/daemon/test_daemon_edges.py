@@ -45,18 +45,11 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str =
 
 
 @pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
+def json_log(restore_logging: None) -> io.StringIO:
     """beatd's loggers as `--log-format json` at debug level, into a buffer."""
     stream = io.StringIO()
     setup("json", level=logging.DEBUG, stream=stream)
-    try:
-        yield stream
-    finally:
-        root = logging.getLogger("beatd")
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        root.propagate = True
-        root.setLevel(logging.NOTSET)
+    return stream
 
 
 # -- HTTP ------------------------------------------------------------------------------
