@@ -9,6 +9,7 @@ schedule recorded once and sent once, whoever held its partition.
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_daemon_inprocess import Lines, Running, wait_for
 
 from beatd.cli.main import main
 from beatd.config import Settings
 from beatd.daemon import Daemon
+from beatd.http import HttpServer
 from beatd.model import Every, Misfire, Outcome, Partition, Schedule
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store import open_store
@@ -121,3 +124,74 @@ def test_two_instances_share_partitions_and_sigterm_hands_them_back(
         span = int((instants[-1] - instants[0]).total_seconds()) + 1
         assert len(instants) == len(set(instants)) == span, schedule.name  # once, no gap
     assert len({f.epoch for f in fires}) >= P + 2  # handed over, then taken back
+
+
+def scrape(server: HttpServer) -> dict[tuple[str, str], float]:
+    """/metrics as {(sample, partition label): value}; "" for no label, buckets left out."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, sample.labels.get("partition", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels.keys() - {"partition"}
+    }
+
+
+def terms(daemon: Daemon) -> dict[str, int]:
+    """The partitions an instance holds (as labels) and the epoch it holds each at."""
+    return {str(x.partition.index): x.lease.epoch if x.lease else 0 for x in daemon.crew.held()}
+
+
+WORK = ("beatd_fires_recorded_total", "beatd_fires_sent_total", "beatd_fire_lag_seconds_count")
+
+
+def grew(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> set[str]:
+    """The partitions in which every per-fire counter went up between two scrapes."""
+    labels = {label for name, label in after if name in WORK}
+    return {
+        label
+        for label in labels
+        if all(after.get((n, label), 0) > before.get((n, label), 0) for n in WORK)
+    }
+
+
+@pytest.mark.parametrize("stores", ["postgres"], indirect=True)
+def test_each_instances_metrics_carry_the_partitions_it_works_on(stores: Shared) -> None:
+    settings = Settings(database="memory://", lease=LEASE, partitions=P, schedules=SCHEDULES)
+    a = Running(Daemon(settings, stores.first, StdoutPublisher(Lines())))
+    b = Running(Daemon(settings, stores.second, StdoutPublisher(Lines())))
+    servers = [HttpServer("127.0.0.1:0", x.daemon.metrics, x.daemon.problems) for x in (a, b)]
+    try:
+        wait_for(
+            lambda: held(a.daemon) == held(b.daemon) == 2,
+            2 * LEASE.total_seconds() + 5,
+            "two partitions each",
+        )
+        held_before = [terms(a.daemon), terms(b.daemon)]
+        before = [scrape(server) for server in servers]
+        mine = [set(t) for t in held_before]
+        assert mine[0].isdisjoint(mine[1]) and mine[0] | mine[1] == {str(i) for i in range(P)}
+        after: list[dict[tuple[str, str], float]] = []
+
+        def worked() -> bool:  # every partition each instance holds did work since `before`
+            after[:] = [scrape(server) for server in servers]
+            return all(grew(x, y) >= m for x, y, m in zip(before, after, mine, strict=True))
+
+        wait_for(worked, 10, "fires in every partition, published by its holder")
+        assert [terms(a.daemon), terms(b.daemon)] == held_before  # nothing moved meanwhile
+        for x, y, m in zip(before, after, mine, strict=True):
+            assert grew(x, y) == m  # the per-fire work of the others' partitions stood still
+            labels = {label for name, label in y if name == "beatd_fires_sent_total"}
+            assert labels == {str(i) for i in range(P)}  # bounded: P series, no more
+            holds = {label for (name, label), v in y.items() if name == "beatd_partition_held"}
+            assert {label for label in holds if y[("beatd_partition_held", label)] == 1} == m
+            assert y[("beatd_is_leader", "")] == 1
+            backlog = {label: v for (name, label), v in y.items() if name == "beatd_backlog"}
+            assert set(backlog) == {str(i) for i in range(P)}
+            assert all(v == 0 for label, v in backlog.items() if label not in m)
+    finally:
+        for server in servers:
+            server.close()
+        assert b.stop() == 0
+        assert a.stop() == 0
