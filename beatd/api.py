@@ -92,6 +92,27 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """A partition of `[beatd] partitions` (P > 1): who holds its lease, at which epoch."""
+
+    partition: int
+    holder: str | None  # None: free (its work waits for an instance to take it)
+    epoch: int | None
+    lease_expires: datetime | None
+
+
+def holders(leases: Sequence[Lease], count: int) -> tuple[Held, ...]:
+    """Each partition of `count`, from the held leases: one row each, free ones too."""
+    held = {x.partition.index: x for x in leases if x.partition.count == count}
+    return tuple(
+        Held(i, x.holder, x.epoch, x.expires_at)
+        if (x := held.get(i))
+        else Held(i, None, None, None)
+        for i in range(count)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """What `beatd status` reports: who leads, the backlog, database and broker health.
 
@@ -111,6 +132,7 @@ class Status:
     database_url: str
     broker_url: str
     instances: tuple[Member, ...] = ()  # every process seen within two leases
+    partitions: tuple[Held, ...] = ()  # P > 1: who holds each (no one leader then)
     lags: tuple[float, ...] = ()
     problems: tuple[str, ...] = ()
     exit_code: int = 0
@@ -413,11 +435,14 @@ class Beat:
         lease, backlog = None, None
         members: tuple[Member, ...] = ()
         lags: tuple[float, ...] = ()
+        partitions: tuple[Held, ...] = ()
         failed: dict[str, BeatdError] = {}
         try:
             leases = self.store.leases()
             whole = [x for x in leases if x.partition.whole]  # P = 1: the one leader's
             lease = whole[0] if whole and self.settings.partitions == 1 else None
+            if self.settings.partitions > 1:
+                partitions = holders(leases, self.settings.partitions)
             backlog = self.store.backlog()
             seen = self.store.db_now() - 2 * max(self.settings.lease, timedelta(seconds=2))
             members = tuple(_member(i, leases) for i in self.store.instances(seen))
@@ -443,6 +468,7 @@ class Beat:
             database_url=redact(self.settings.database),
             broker_url=redact(self.settings.broker),
             instances=members,
+            partitions=partitions,
             lags=lags,
             problems=tuple(shown.values()),
             exit_code=max((exc.exit_code for exc in failed.values()), default=0),

@@ -189,9 +189,17 @@ class Daemon:
             now=self.time.now,
             on_failure=self._lease_failed,
         )
-        # One relay and one ticker per partition, each fenced by its partition's lease.
+        # One relay and one ticker per partition, each fenced by its partition's lease,
+        # each counting under its partition's label.
         self.relays = [
-            Relay(store, publisher, self.time, self.metrics, leader=x, partition=x.partition)
+            Relay(
+                store,
+                publisher,
+                self.time,
+                self.metrics.of(x.partition.index),
+                leader=x,
+                partition=x.partition,
+            )
             for x in self.crew.leaders
         ]
         self.tickers = [
@@ -199,7 +207,7 @@ class Daemon:
                 store,
                 Deciding(leader),
                 build_message,
-                self.metrics,
+                relay.metrics,
                 on_recorded=self._offer_to(relay),
                 partition=leader.partition,
             )
@@ -483,10 +491,9 @@ class Daemon:
                         r.drained(self.time.now(), LOOKAHEAD + DRAIN_MARGIN) for r in self.relays
                     )
                 leading = bool(self.crew.held())
-                if leading and self.clock.monotonic() - counted >= BACKLOG_EVERY:
+                if self.clock.monotonic() - counted >= BACKLOG_EVERY:
                     counted = self.clock.monotonic()
-                    self._backlog = self.store.backlog()
-                    self.metrics.backlog.set(self._backlog)
+                    self._count_backlog()
                 self._failures.recovered("relay")
                 broken = [r.last_error for r in self.relays if r.last_error is not None]
                 if leading and broken:
@@ -505,6 +512,15 @@ class Daemon:
                 return  # drained what is due (or out of time): the rest waits for the next leader
             self._relay_wake.wait(wait)
             self._relay_wake.clear()
+
+    def _count_backlog(self) -> None:
+        """Each held partition's unsent fires (one scan), 0 for the others; status says the sum."""
+        held = {x.partition.index for x in self.crew.held()}
+        counts = self.store.backlogs(self.crew.count) if held else [0] * self.crew.count
+        mine = [n if index in held else 0 for index, n in enumerate(counts)]
+        for relay, n in zip(self.relays, mine, strict=True):
+            relay.metrics.backlog.set(n)
+        self._backlog = sum(mine)
 
     def _relay_all(self) -> float:
         """Run each held partition's relay; seconds until one of them has work."""

@@ -426,7 +426,8 @@ def test_a_password_with_every_url_separator_never_shows(
         daemon = Run(config, log_format, "daemon")
         runs.append(daemon)
         if broker_works:
-            _wait(lambda: _metric(port, "beatd_fires_sent_total") > 0, 60, "a sent fire")
+            sent = 'beatd_fires_sent_total{partition="0"}'  # P = 1: the one partition, "0"
+            _wait(lambda: _metric(port, sent) > 0, 60, "a sent fire")
         else:
             _wait(lambda: "authentication failed" in daemon.log(), 60, "the broker refusing")
         daemon.proc.send_signal(signal.SIGHUP)

@@ -10,6 +10,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
+from beatd.api import holders
 from beatd.cli.main import EXIT_FAILURE, EXIT_OK, Signals, add_command, one_line
 from beatd.cli.output import iso_utc, print_json
 from beatd.clock import TEST_OFFSET_ENV, clock_from_env
@@ -140,15 +141,14 @@ def _instances(store: Store, leases: list[Lease], ttl: timedelta) -> list[dict[s
 
 def _partitions(leases: list[Lease], count: int) -> list[dict[str, Any]]:
     """Each partition of `[beatd] partitions`: who holds it, at which epoch, until when."""
-    held = {x.partition.index: x for x in leases if x.partition.count == count}
     return [
         {
-            "partition": index,
-            "holder": held[index].holder if index in held else None,
-            "epoch": held[index].epoch if index in held else None,
-            "lease_expires": iso_utc(held[index].expires_at) if index in held else None,
+            "partition": p.partition,
+            "holder": p.holder,
+            "epoch": p.epoch,
+            "lease_expires": iso_utc(p.lease_expires) if p.lease_expires else None,
         }
-        for index in range(count)
+        for p in holders(leases, count)  # what the console shows, from the same rows
     ]
 
 

@@ -188,6 +188,10 @@ class FireLog(Protocol):
         """How many recorded fires are not yet confirmed."""
         ...
 
+    def backlogs(self, count: int) -> list[int]:
+        """backlog() of each partition of `count`: element i is partition i's."""
+        ...
+
     def lags(self, limit: int) -> list[float]:
         """Seconds from instant to confirm of the `limit` latest fires sent on schedule.
 

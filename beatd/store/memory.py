@@ -30,6 +30,7 @@ from beatd.model import (
     SchedulePage,
     Source,
     StoredSchedule,
+    bucket,
 )
 from beatd.store import check_unique
 from beatd.store.base import NextAt, ReconcileResult, first_version
@@ -383,6 +384,13 @@ class MemoryStore:
     def backlog(self) -> int:
         with self._lock:
             return len(self._outbox)
+
+    def backlogs(self, count: int) -> list[int]:
+        found = [0] * count
+        with self._lock:
+            for m in self._outbox.values():
+                found[bucket(m.schedule) % count] += 1
+        return found
 
     def lags(self, limit: int) -> list[float]:
         with self._lock:

@@ -383,7 +383,7 @@ def test_http_serves_metrics_and_health() -> None:
     try:
         base = f"http://127.0.0.1:{server.port}"
         code, body = get(base + "/metrics")
-        assert code == 200 and "beatd_fires_sent_total 3.0" in body
+        assert code == 200 and 'beatd_fires_sent_total{partition="0"} 3.0' in body
         assert "beatd_fire_lag_seconds_bucket" in body and "beatd_is_leader" in body
         assert get(base + "/healthz") == (200, "ok\n")
         problems.append("tick: cannot record fires for 12 s: database ...: value too long")
@@ -391,6 +391,20 @@ def test_http_serves_metrics_and_health() -> None:
         assert get(base + "/nope")[0] == 404
     finally:
         server.close()
+
+
+def test_each_partitions_view_counts_under_its_own_label_in_one_registry() -> None:
+    metrics = Metrics()
+    assert metrics.of(0) is metrics  # P = 1: the daemon's own, partition "0"
+    metrics.of(2).sent.inc(5)
+    metrics.sent.inc()
+    metrics.of(2).lag.observe(0.2)
+    value = metrics.registry.get_sample_value
+    assert value("beatd_fires_sent_total", {"partition": "2"}) == 5
+    assert value("beatd_fires_sent_total", {"partition": "0"}) == 1
+    assert value("beatd_fire_lag_seconds_count", {"partition": "2"}) == 1
+    assert value("beatd_fire_lag_seconds_count", {"partition": "0"}) == 0
+    assert metrics.of(2).is_leader is metrics.is_leader  # the process's own: no label
 
 
 @pytest.mark.parametrize(

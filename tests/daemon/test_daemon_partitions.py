@@ -9,20 +9,24 @@ schedule recorded once and sent once, whoever held its partition.
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_daemon_inprocess import Lines, Running, wait_for
 
+from beatd.api import Beat
 from beatd.cli.main import main
 from beatd.config import Settings
 from beatd.daemon import Daemon
-from beatd.model import Every, Misfire, Outcome, Partition, Schedule
+from beatd.http import HttpServer
+from beatd.model import Every, Misfire, Outcome, Partition, Schedule, bucket
 from beatd.publish.stdout import StdoutPublisher
 from beatd.store import open_store
 from beatd.store.base import Store
@@ -121,3 +125,180 @@ def test_two_instances_share_partitions_and_sigterm_hands_them_back(
         span = int((instants[-1] - instants[0]).total_seconds()) + 1
         assert len(instants) == len(set(instants)) == span, schedule.name  # once, no gap
     assert len({f.epoch for f in fires}) >= P + 2  # handed over, then taken back
+
+
+def scrape(server: HttpServer) -> dict[tuple[str, str], float]:
+    """/metrics as {(sample, partition label): value}; "" for no label, buckets left out."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, sample.labels.get("partition", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels.keys() - {"partition"}
+    }
+
+
+def terms(daemon: Daemon) -> dict[str, int]:
+    """The partitions an instance holds (as labels) and the epoch it holds each at."""
+    return {str(x.partition.index): x.lease.epoch if x.lease else 0 for x in daemon.crew.held()}
+
+
+WORK = ("beatd_fires_recorded_total", "beatd_fires_sent_total", "beatd_fire_lag_seconds_count")
+
+
+def grew(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> set[str]:
+    """The partitions in which every per-fire counter went up between two scrapes."""
+    labels = {label for name, label in after if name in WORK}
+    return {
+        label
+        for label in labels
+        if all(after.get((n, label), 0) > before.get((n, label), 0) for n in WORK)
+    }
+
+
+@pytest.mark.parametrize("stores", ["postgres"], indirect=True)
+def test_each_instances_metrics_carry_the_partitions_it_works_on(stores: Shared) -> None:
+    settings = Settings(database="memory://", lease=LEASE, partitions=P, schedules=SCHEDULES)
+    a = Running(Daemon(settings, stores.first, StdoutPublisher(Lines())))
+    b = Running(Daemon(settings, stores.second, StdoutPublisher(Lines())))
+    servers = [HttpServer("127.0.0.1:0", x.daemon.metrics, x.daemon.problems) for x in (a, b)]
+    try:
+        wait_for(
+            lambda: held(a.daemon) == held(b.daemon) == 2,
+            2 * LEASE.total_seconds() + 5,
+            "two partitions each",
+        )
+        held_before = [terms(a.daemon), terms(b.daemon)]
+        before = [scrape(server) for server in servers]
+        mine = [set(t) for t in held_before]
+        assert mine[0].isdisjoint(mine[1]) and mine[0] | mine[1] == {str(i) for i in range(P)}
+        after: list[dict[tuple[str, str], float]] = []
+
+        def worked() -> bool:  # every partition each instance holds did work since `before`
+            after[:] = [scrape(server) for server in servers]
+            return all(grew(x, y) >= m for x, y, m in zip(before, after, mine, strict=True))
+
+        wait_for(worked, 10, "fires in every partition, published by its holder")
+        assert [terms(a.daemon), terms(b.daemon)] == held_before  # nothing moved meanwhile
+        for x, y, m in zip(before, after, mine, strict=True):
+            assert grew(x, y) == m  # the per-fire work of the others' partitions stood still
+            labels = {label for name, label in y if name == "beatd_fires_sent_total"}
+            assert labels == {str(i) for i in range(P)}  # bounded: P series, no more
+            holds = {label for (name, label), v in y.items() if name == "beatd_partition_held"}
+            assert {label for label in holds if y[("beatd_partition_held", label)] == 1} == m
+            assert y[("beatd_is_leader", "")] == 1
+            backlog = {label: v for (name, label), v in y.items() if name == "beatd_backlog"}
+            assert set(backlog) == {str(i) for i in range(P)}
+            assert all(v == 0 for label, v in backlog.items() if label not in m)
+    finally:
+        for server in servers:
+            server.close()
+        assert b.stop() == 0
+        assert a.stop() == 0
+
+
+def published(out: Lines, name: str | None = None) -> dict[str, datetime]:
+    """What an instance published (of `name`): fire id -> scheduled instant."""
+    return {
+        str(line["fire_id"]): datetime.fromisoformat(str(line["scheduled_for"]))
+        for line in out.lines()
+        if name is None or line["schedule"] == name
+    }
+
+
+@pytest.mark.parametrize("stores", ["postgres"], indirect=True)
+def test_commands_work_whichever_instance_holds_the_schedules_partition(
+    stores: Shared, tmp_path: Path
+) -> None:
+    """The API holds no lease: what it records or changes is done by the partition's holder.
+
+    For a schedule of each instance's partitions: a trigger and a backfill go
+    out from its holder only; a pause stops it there and a resume starts it
+    again; a schedule added lands on the holder of its partition; history,
+    list and upcoming show every partition's schedules, whoever holds them.
+    """
+    config = tmp_path / "beatd.toml"
+    config.write_text(f'[beatd]\ndatabase = "{stores.url}"\npartitions = {P}\n')
+    names = [s.name for s in SCHEDULES]
+    settings = Settings(database="memory://", lease=LEASE, partitions=P)  # API schedules only
+    outs = {"a": Lines(), "b": Lines()}
+    with Beat.from_config(config) as beat:
+        for name in names:
+            beat.add(name, every="1s", task="t.job")
+        added = datetime.now(UTC)
+        a = Running(Daemon(settings, stores.first, StdoutPublisher(outs["a"])))
+        b = Running(Daemon(settings, stores.second, StdoutPublisher(outs["b"])))
+        try:
+            wait_for(
+                lambda: held(a.daemon) == held(b.daemon) == 2,
+                2 * LEASE.total_seconds() + 5,
+                "two partitions each",
+            )
+            holds = {who: set(terms(x.daemon)) for who, x in (("a", a), ("b", b))}
+
+            def holder(name: str) -> str:
+                return "a" if str(bucket(name) % P) in holds["a"] else "b"
+
+            def other(who: str) -> str:
+                return "b" if who == "a" else "a"
+
+            mine = {who: next(n for n in names if holder(n) == who) for who in "ab"}
+
+            assert sorted(i.schedule.name for i in beat.list()) == sorted(names)
+            assert {f.schedule for f in beat.upcoming(limit=3 * len(names))} == set(names)
+            wait_for(
+                lambda: {r.schedule for r in beat.history(None, 1000)} == set(names),
+                10,
+                "history of every partition's schedules",
+            )
+
+            for who, name in mine.items():
+                triggered = beat.trigger(name)
+                start = added.replace(microsecond=0) - timedelta(seconds=30)
+                backfilled = beat.backfill(name, start, start + timedelta(seconds=2)).recorded
+                assert len(backfilled) == 3
+                wanted = {triggered, *backfilled}
+                wait_for(
+                    lambda w=who, f=wanted: f <= set(published(outs[w])),  # type: ignore[misc]
+                    10,
+                    f"{name}'s trigger and backfill from the holder of its partition",
+                )
+                assert not wanted & set(published(outs[other(who)]))
+                wait_for(
+                    lambda n=name, f=wanted: all(  # type: ignore[misc]
+                        r.outcome is Outcome.SENT for r in beat.history(n, 1000) if r.fire_id in f
+                    ),
+                    5,
+                    "the fires marked sent",
+                )
+                assert [r.manual for r in beat.history(name, 1000) if r.fire_id == triggered] == [
+                    True
+                ]
+
+            name = mine["b"]
+            beat.pause(name, note="maintenance")
+            paused = datetime.now(UTC)
+            wait_for(  # the holder goes on with its other schedules well past the pause
+                lambda: max(published(outs["b"]).values()) > paused + timedelta(seconds=3),
+                10,
+                "the holder's fires three seconds past the pause",
+            )
+            late = [at for o in outs.values() for at in published(o, name).values()]
+            assert [at for at in late if at > paused + timedelta(seconds=1)] == []
+            beat.resume(name)
+            resumed = datetime.now(UTC)
+            wait_for(
+                lambda: any(at > resumed for at in published(outs["b"], name).values()),
+                10,
+                f"{name} published again by its holder after the resume",
+            )
+
+            new = next(n for n in (f"new-{i}" for i in range(100)) if holder(n) == "a")
+            beat.add(new, every="1s", task="t.new")
+            wait_for(lambda: published(outs["a"], new), 10, f"{new} published by its holder")
+            assert published(outs["b"], new) == {}
+            assert published(outs["a"], mine["b"]) == {}  # a never sent b's schedule
+        finally:
+            assert b.stop() == 0
+            assert a.stop() == 0

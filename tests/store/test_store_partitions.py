@@ -158,3 +158,18 @@ def test_a_trigger_recorded_without_a_lease_goes_to_its_partitions_relay(
         assert lease is not None
         got[lease.partition] = [m.schedule for m in store.claim(lease, at(5), 10)]
     assert got == {p: [name] if p == owner(name, FOUR) else [] for p in FOUR}
+
+
+def test_backlogs_count_each_partitions_unsent_fires_in_one_read(store: Store) -> None:
+    """What the daemon's per-partition `beatd_backlog` reads: the outbox by bucket % P."""
+    put_all(store)
+    names = NAMES[:12]
+    store.record(None, [pending(n, at(1)) for n in names], [])
+    expected = [sum(p.owns(n) for n in names) for p in FOUR]
+    assert sorted(expected)[-2] > 0  # at least two partitions have fires: a real split
+    assert store.backlogs(4) == expected
+    assert store.backlogs(1) == [store.backlog()] == [12]
+    store.mark_sent([pending(names[0], at(1)).fire_id], at(1))
+    expected[owner(names[0], FOUR).index] -= 1
+    assert store.backlogs(4) == expected
+    assert store.backlogs(3) == [sum(bucket(n) % 3 == i for n in names[1:]) for i in range(3)]

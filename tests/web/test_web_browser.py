@@ -15,12 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from web_browser import Browser, WebProcess, chromium
 from web_helpers import TOKEN, write_config
 
 from beatd.api import Beat
 from beatd.cli.web_cmds import TOKEN_ENV
 from beatd.ids import fire_id
+from beatd.model import Partition
 from beatd.store.sql import migrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
@@ -151,6 +153,70 @@ def test_the_operators_path(cluster: Cluster, browser: Browser, tmp_path: Path) 
     finally:
         assert web.stop() == 0
         consumer.stop()
+
+
+def partition_holders(cluster: Cluster, count: int) -> dict[int, tuple[str, int]]:
+    """Partition -> (holder, epoch) of each live partition lease, read from the database."""
+    query = sa.text(
+        "SELECT name, holder, epoch FROM lease WHERE name LIKE :names AND expires_at > now()"
+    )
+    with cluster.engine.connect() as conn:
+        rows = conn.execute(query, {"names": f"partition %/{count}"}).all()
+    found = {}
+    for name, holder, epoch in rows:
+        partition = Partition.named(name)
+        assert partition is not None
+        found[partition.index] = (str(holder), int(epoch))
+    return found
+
+
+def test_the_cluster_page_shows_who_holds_each_partition_at_which_epoch(
+    cluster: Cluster, browser: Browser, tmp_path: Path
+) -> None:
+    count = 4
+    cluster.write_config(
+        {f"job-{i}": {"every": "1s", "task": "app.tasks.job"} for i in range(8)},
+        lease="3s",
+        extra=f"partitions = {count}",
+    )
+    first, second = cluster.start(), cluster.start()
+
+    def settled() -> dict[int, tuple[str, int]] | None:
+        now = partition_holders(cluster, count)
+        by = sorted(holder for holder, _ in now.values())
+        expected = sorted([first.holder] * 2 + [second.holder] * 2)
+        return now if by == expected else None
+
+    cluster.wait_for(settled, 30, "two partitions held by each instance")
+    web = WebProcess.start(cluster.config, tmp_path)
+    browser.base = web.url
+    try:
+        before = settled()
+        browser.open("/cluster")
+        shown = {
+            int(row.find_element("css selector", "td").text): (
+                row.find_element("css selector", "td.holder").text,
+                int(row.find_element("css selector", "td.epoch").text),
+            )
+            for row in browser.all("table.partitions tbody tr")
+        }
+        instances = {
+            row.find_element("css selector", "td.holder").text: row.find_element(
+                "css selector", "td.held"
+            ).text
+            for row in browser.all("table.instances tbody tr")
+        }
+        assert settled() == before  # nothing moved while the page was read
+        assert shown == before
+        assert len({epoch for _, epoch in shown.values()}) == count  # an epoch per partition
+        assert browser.text("#leader").startswith(f"{count}, each with its own lease")
+        assert instances == {
+            b.holder: ", ".join(str(p) for p, (h, _) in sorted(shown.items()) if h == b.holder)
+            for b in (first, second)
+        }
+        browser.screenshot("web-cluster-partitions", tmp_path / "shots")
+    finally:
+        assert web.stop() == 0
 
 
 @pytest.fixture

@@ -254,7 +254,11 @@ def test_cluster_names_the_leader_and_charts_the_lag(console: Console, client: C
 
     page = client.text("/cluster")
     assert '<td id="leader">host-a:4242</td>' in page
-    assert '<tr><td>host-a:4242</td><td><span class="role leader">leader</span></td>' in page
+    assert (
+        '<tr><td class="holder">host-a:4242</td><td><span class="role leader">leader</span></td>'
+        in page
+    )
+    assert 'class="partitions"' not in page and 'class="held"' not in page  # P = 1: one lease
     assert f"<td>{lease.epoch}</td>" in page
     assert "The last 3 fires sent on schedule" in page
     assert "p50 <strong>40 ms</strong>, p99 <strong>3000 ms</strong>" in page

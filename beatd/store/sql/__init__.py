@@ -201,6 +201,10 @@ class SqlStore:
         with self._read() as conn:
             return firelog.backlog(conn)
 
+    def backlogs(self, count: int) -> list[int]:
+        with self._read() as conn:
+            return firelog.backlogs(conn, count)
+
     def lags(self, limit: int) -> list[float]:
         with self._read() as conn:
             return firelog.lags(conn, limit)
