@@ -180,7 +180,7 @@ def _resume(args: argparse.Namespace) -> int:
 def _trigger(args: argparse.Namespace) -> int:
     with opened(args.config) as beat:
         fid = beat.trigger(args.name)
-    print(f"triggered {args.name}: fire {fid} (sent by the leader)")
+    print(f"triggered {args.name}: fire {fid} (recorded; the running daemon sends it)")
     return 0
 
 

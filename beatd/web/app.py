@@ -242,7 +242,8 @@ def trigger() -> Response:
     name = _name()
     fid = _beat().trigger(name)
     return _done(
-        f"triggered {name}: fire {fid} (sent by the leader)", url_for("schedule", name=name)
+        f"triggered {name}: fire {fid} (recorded; the running daemon sends it)",
+        url_for("schedule", name=name),
     )
 
 

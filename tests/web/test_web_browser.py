@@ -108,7 +108,8 @@ def test_the_operators_path(cluster: Cluster, browser: Browser, tmp_path: Path) 
         # trigger: the message arrives and the history row says so
         browser.submit("#trigger")
         fire = re.fullmatch(
-            r"triggered tick: fire (\S+) \(sent by the leader\)", browser.text(".flash")
+            r"triggered tick: fire (\S+) \(recorded; the running daemon sends it\)",
+            browser.text(".flash"),
         )
         assert fire is not None
         cluster.wait_for(
