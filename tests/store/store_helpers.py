@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from beatd.clock import FakeClock
-from beatd.model import Every, Lease, Schedule
+from beatd.ids import fire_id
+from beatd.model import Decision, Every, Lease, Message, Outcome, Schedule
 from beatd.store import open_store
 from beatd.store.base import Store
 from beatd.store.sql import SqlStore, migrate
@@ -50,3 +51,26 @@ def close_checked(store: SqlStore) -> None:
     checked_out = store.engine.pool.checkedout()  # type: ignore[attr-defined]
     store.close()
     assert checked_out == 0, f"{checked_out} connection(s) left checked out"
+
+
+def message(schedule: str, when: datetime, publish_at: datetime | None = None) -> Message:
+    return Message(
+        fire_id=fire_id(schedule, when),
+        schedule=schedule,
+        scheduled_for=when,
+        publish_at=publish_at or when,
+        exchange="",
+        routing_key="celery",
+        body=b'[[], {}, {"x": "\xc3\xa9"}]',
+        headers={"task": "app.tasks.ping", "id": fire_id(schedule, when), "retries": 0},
+        priority=5,
+        expires_at=when + timedelta(hours=1),
+        queue="celery",
+    )
+
+
+def pending(schedule: str, when: datetime, publish_at: datetime | None = None) -> Decision:
+    return Decision(
+        schedule, when, fire_id(schedule, when), Outcome.PENDING,
+        message=message(schedule, when, publish_at),
+    )  # fmt: skip

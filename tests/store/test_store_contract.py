@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from store_helpers import Backend, sched
+from store_helpers import Backend, message, pending, sched
 
 from beatd.errors import ConfigError, Conflict, Fenced, NotFound
 from beatd.ids import fire_id
@@ -32,29 +32,6 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-def message(schedule: str, when: datetime, publish_at: datetime | None = None) -> Message:
-    return Message(
-        fire_id=fire_id(schedule, when),
-        schedule=schedule,
-        scheduled_for=when,
-        publish_at=publish_at or when,
-        exchange="",
-        routing_key="celery",
-        body=b'[[], {}, {"x": "\xc3\xa9"}]',
-        headers={"task": "app.tasks.ping", "id": fire_id(schedule, when), "retries": 0},
-        priority=5,
-        expires_at=when + timedelta(hours=1),
-        queue="celery",
-    )
-
-
-def pending(schedule: str, when: datetime, publish_at: datetime | None = None) -> Decision:
-    return Decision(
-        schedule, when, fire_id(schedule, when), Outcome.PENDING,
-        message=message(schedule, when, publish_at),
-    )  # fmt: skip
 
 
 def claimed(store: Store, through: datetime, limit: int = 100) -> list[Message]:

@@ -23,7 +23,7 @@ def test_every_package_is_listed_for_setuptools() -> None:
 
 
 def test_migrations_are_found_without_alembic_ini() -> None:
-    assert migrate.head() == "0003"
+    assert migrate.head() == "0004"
     assert not (ROOT / "alembic.ini").exists()
 
 

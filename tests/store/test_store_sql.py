@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from store_helpers import close_checked, open_sql, sched
+from store_helpers import close_checked, open_sql, pending, sched
 
 from beatd.errors import ConfigError, SchemaError, StoreError
 from beatd.ids import fire_id
@@ -263,6 +263,29 @@ def test_a_frozen_renew_cannot_hold_the_lease_row(pg_url: str) -> None:
         tx.commit()
     frozen.close()
     close_checked(store)
+
+
+def test_a_claim_adds_no_index_entries_on_postgresql(pg_url: str) -> None:
+    """Claims are HOT updates (migration 0004 keeps room on the outbox's pages): the
+    relay's per-fire write touches no index, the outbox's indexes stay small."""
+    store = open_sql(pg_url)
+    when = datetime.now(UTC) + timedelta(minutes=1)
+    store.record(None, [pending(f"s{i}", when) for i in range(300)], [])
+    lease = store.acquire("relay", timedelta(seconds=30), "relay")
+    assert lease is not None
+    assert len(store.claim(lease, when, 1000)) == 300
+    close_checked(store)  # its sessions end: their statistics reach pg_stat now
+    engine = make_engine(pg_url)
+    query = sa.text(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'outbox'"
+    )
+    deadline = time.monotonic() + 15
+    with engine.connect() as conn:
+        while (row := conn.execute(query).one()).n_tup_upd < 300 and time.monotonic() < deadline:
+            conn.rollback()  # a fresh statistics snapshot
+            time.sleep(0.1)
+    engine.dispose()
+    assert (row.n_tup_upd, row.n_tup_hot_upd) == (300, 300)
 
 
 def test_killed_connections_are_replaced(pg_url: str) -> None:

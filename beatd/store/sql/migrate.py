@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 MIGRATION_LOCK = 0x62656175  # serialises concurrent upgrades on PostgreSQL
 
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 """Every revision in migrations/versions, oldest first (a test keeps them equal)."""
 
 VERSION_TABLE = "alembic_version"
