@@ -26,7 +26,9 @@ problem: it is retried with its own backoff and marked failed after
 MAX_NACKS, while the rest go on. A broker failure backs off the relay (the
 broker is shared) and publishes what it holds again afterwards, in order. A
 new term forgets what is held: the outbox still has it, claimed by the old
-epoch, and the new term claims it again.
+epoch, and the new term claims it again; but what this process saw confirmed
+and could not mark sent yet (the database restarted under it) is only marked,
+not sent twice.
 """
 
 from __future__ import annotations
@@ -203,8 +205,11 @@ class Relay:
         while len(self._held) < WINDOW:
             limit = min(CLAIM, WINDOW - len(self._held))
             claimed = self.firelog.claim(lease, now + self.ahead, limit, self._known)
+            confirmed = set(self._confirmed)
             fresh = []
             for m in claimed:
+                if m.fire_id in confirmed:
+                    continue  # sent by this process in an earlier term, its mark failed
                 heapq.heappush(self._held, (m.publish_at, m.fire_id, m))
                 cached = self._known.pop(m.fire_id, None)
                 if cached is None or cached[1] is not m:

@@ -614,6 +614,35 @@ def test_a_term_that_ends_while_claiming_publishes_nothing(
     assert [m.fire_id for m in again.sent] == [message.fire_id]  # the next term sends it once
 
 
+def test_a_fire_confirmed_before_a_database_restart_is_marked_not_sent_again(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """Found by the partition PostgreSQL-restart scenario: the relay published and saw
+    the confirm, the database went down before the mark, the lease lapsed, and the same
+    process took the next term and sent its own confirmed fire again."""
+    message = record_at(store, sched("a"), T0, T0)
+    leader = leading(store, clock)
+    pub = Recording()
+    relay = relay_for(store, clock, leader, pub=pub)
+    mark_sent = store.mark_sent
+
+    def down(*args: Any) -> None:
+        raise StoreError("the database is restarting")
+
+    store.mark_sent = down  # type: ignore[method-assign]
+    with pytest.raises(StoreError):  # published, confirmed, then the mark failed
+        relay.run_once(clock.now())
+    assert len(pub.sent) == 1
+    clock.advance(TTL.total_seconds() + 1)  # the lease lapsed meanwhile
+    store.mark_sent = mark_sent  # type: ignore[method-assign]
+    leader.step()  # the same process takes the next term
+    assert leader.is_leading() and leader.lease is not None and leader.lease.epoch == 2
+    drain(relay, clock, clock.now() + timedelta(seconds=2))
+    assert [m.fire_id for m in pub.sent] == [message.fire_id]  # once
+    assert store.history("a", 10)[0].outcome is Outcome.SENT
+    assert store.backlog() == 0
+
+
 # -- issue 11: the books balance under changes ---------------------------------
 
 

@@ -469,6 +469,14 @@ def seeded(what: str) -> random.Random:
     return random.Random(seed)
 
 
+def pg_restart(crashes: list[float]) -> None:
+    """Restart PostgreSQL; `crashes` gets when the restart began and when it ended (a
+    duplicate first delivered from 2 s before the one to just after the other is its)."""
+    began = time.time()
+    pg_ctl("restart")
+    crashes.extend((began, time.time()))
+
+
 def pg_down_past_the_lease(cluster: FaultCluster, faults: list[float]) -> None:
     """Stop PostgreSQL until every instance has seen it gone for two leases (self-fenced)."""
     pg_ctl("stop")

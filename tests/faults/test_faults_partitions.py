@@ -30,6 +30,7 @@ from faults_support import (
     account,
     pg_ctl,
     pg_down_past_the_lease,
+    pg_restart,
     running,
     seeded,
     stop_and_settle,
@@ -304,7 +305,7 @@ def test_postgres_restart_under_three_instances_sharing_eight_partitions(
     """The server restarted under three instances holding eight leases; with BEATD_LONG=1
     also down for two leases (every lease self-fences, all are taken again)."""
     cluster = restart_cluster
-    faults: list[float] = []
+    crashes: list[float] = []
     recorder = configured(cluster)
     with running(cluster, recorder):
         for _ in range(INSTANCES):
@@ -312,11 +313,10 @@ def test_postgres_restart_under_three_instances_sharing_eight_partitions(
         cluster.wait_for(lambda: shared(cluster), 4 * LEASE + 30, "the partitions shared")
         wait_fires_past(cluster, 2, "the first fires")
         try:
-            pg_ctl("restart")
-            faults.append(time.time())
+            pg_restart(crashes)
             wait_fires_past(cluster, 3, "fires after the restart", timeout=60)
             if LONG:
-                pg_down_past_the_lease(cluster, faults)
+                pg_down_past_the_lease(cluster, crashes)
         finally:
             pg_ctl("start", check=False)
         wait_fires_past(cluster, 3, "fires after the database came back", timeout=60)
@@ -327,11 +327,11 @@ def test_postgres_restart_under_three_instances_sharing_eight_partitions(
         cluster,
         recorder,
         f"PG restart{' + down 2x lease' if LONG else ''}, P = {P}",
-        faults=len(faults),
+        faults=1 + LONG,
         record_late=LEASE * 2 + 15,
         deliver_late=LEASE * 2 + 20,
-        max_duplicates=20 * len(faults),
-        crashes=faults,
+        max_duplicates=20 * (1 + LONG),
+        crashes=crashes,
         schedules=tuple(SCHEDULES),
     )
     assert not fencing_problems(cluster)

@@ -35,6 +35,7 @@ from faults_support import (
     account,
     pg_ctl,
     pg_down_past_the_lease,
+    pg_restart,
     running,
     seeded,
     stop_and_settle,
@@ -433,8 +434,7 @@ def test_postgres_server_restart(restart_cluster: FaultCluster) -> None:
         cluster.wait_for(cluster.leader, 30, "a leader")
         wait_new_fires(cluster, 2, "the first fires", timeout=30)
         try:
-            pg_ctl("restart")
-            crashes.append(time.time())
+            pg_restart(crashes)
             wait_new_fires(cluster, 3, "fires after the restart", timeout=60)
             # then down for longer than the lease: the leader self-fences, all retry
             pg_down_past_the_lease(cluster, crashes)
