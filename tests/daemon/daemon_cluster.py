@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 import pika
 import sqlalchemy as sa
 
+from beatd.model import Partition
 from beatd.store.sql import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,6 +182,20 @@ class Cluster:
                 sa.text("SELECT holder, epoch, expires_at > now() FROM lease")
             ).first()
         return None if row is None else Lease(row[0], int(row[1]), bool(row[2]))
+
+    def partition_holders(self, count: int) -> dict[int, tuple[str, int]]:
+        """Partition -> (holder, epoch) of each live lease of `count` partitions (DB clock)."""
+        query = sa.text(
+            "SELECT name, holder, epoch FROM lease WHERE name LIKE :names AND expires_at > now()"
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query, {"names": f"partition %/{count}"}).all()
+        found = {}
+        for name, holder, epoch in rows:
+            partition = Partition.named(name)
+            assert partition is not None
+            found[partition.index] = (str(holder), int(epoch))
+        return found
 
     def leader(self) -> Beatd | None:
         lease = self.lease()

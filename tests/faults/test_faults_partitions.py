@@ -63,18 +63,7 @@ PARTITION = {name: index for index, name in enumerate(SCHEDULES)}  # _spread's o
 
 
 def holders(cluster: FaultCluster) -> dict[int, tuple[str, int]]:
-    """Partition -> (holder, epoch) of every live partition lease, by the database clock."""
-    query = sa.text(
-        "SELECT name, holder, epoch FROM lease WHERE name LIKE :names AND expires_at > now()"
-    )
-    with cluster.engine.connect() as conn:
-        rows = conn.execute(query, {"names": f"partition %/{P}"}).all()
-    found = {}
-    for name, holder, epoch in rows:
-        partition = Partition.named(name)
-        assert partition is not None
-        found[partition.index] = (holder, int(epoch))
-    return found
+    return cluster.partition_holders(P)
 
 
 def shared(cluster: FaultCluster) -> bool:

@@ -15,14 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from web_browser import Browser, WebProcess, chromium
 from web_helpers import TOKEN, write_config
 
 from beatd.api import Beat
 from beatd.cli.web_cmds import TOKEN_ENV
 from beatd.ids import fire_id
-from beatd.model import Partition
 from beatd.store.sql import migrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
@@ -156,21 +154,6 @@ def test_the_operators_path(cluster: Cluster, browser: Browser, tmp_path: Path) 
         consumer.stop()
 
 
-def partition_holders(cluster: Cluster, count: int) -> dict[int, tuple[str, int]]:
-    """Partition -> (holder, epoch) of each live partition lease, read from the database."""
-    query = sa.text(
-        "SELECT name, holder, epoch FROM lease WHERE name LIKE :names AND expires_at > now()"
-    )
-    with cluster.engine.connect() as conn:
-        rows = conn.execute(query, {"names": f"partition %/{count}"}).all()
-    found = {}
-    for name, holder, epoch in rows:
-        partition = Partition.named(name)
-        assert partition is not None
-        found[partition.index] = (str(holder), int(epoch))
-    return found
-
-
 def test_the_cluster_page_shows_who_holds_each_partition_at_which_epoch(
     cluster: Cluster, browser: Browser, tmp_path: Path
 ) -> None:
@@ -183,7 +166,7 @@ def test_the_cluster_page_shows_who_holds_each_partition_at_which_epoch(
     first, second = cluster.start(), cluster.start()
 
     def settled() -> dict[int, tuple[str, int]] | None:
-        now = partition_holders(cluster, count)
+        now = cluster.partition_holders(count)
         by = sorted(holder for holder, _ in now.values())
         expected = sorted([first.holder] * 2 + [second.holder] * 2)
         return now if by == expected else None
