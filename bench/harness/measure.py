@@ -166,7 +166,7 @@ def _launch_and_wait(
     started = time.time()
     launched = system.launch(plan, settings)
     if not wait_for(consumer, _probe_seen(plan.probe_queue), settings.ready_timeout, launched.proc):
-        procs.stop(launched.proc)
+        _finish(launched)
         raise RuntimeError(
             f"{system.name} sent no probe within {settings.ready_timeout:.0f}s:\n"
             + procs.tail(launched.log)

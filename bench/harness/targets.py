@@ -95,12 +95,7 @@ def _partitioned(index: dict[str, Result]) -> list[str]:
             checks += [
                 (Target(r.workload, "keeps up", "kept_up", _fixed(1), at_most=False), r),
                 (Target(r.workload, "p99 lag <= 2x the floor", "p99_over_floor", _fixed(2)), r),
-                (
-                    Target(
-                        r.workload, "CPU per fire <= one leader's", "cpu_per_fire_ratio", _fixed(1)
-                    ),
-                    r,
-                ),
+                (Target(r.workload, "CPU/fire <= 1 leader's", "cpu_per_fire_ratio", _fixed(1)), r),
             ]
     return [_line(target, r, target.limit(index)) for target, r in checks]
 
