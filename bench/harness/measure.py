@@ -246,8 +246,11 @@ def steady(system: System, n: int, settings: Settings, workload: str = "") -> Re
             "rss_at_end_mb": rss_now,
         }
     )
-    kept = _kept_up(window, expected, t0, t1)
-    result.metrics["kept_up"] = kept
+    first, last = _quarters(window, t0, t1)
+    kept = _kept_up(len(window), expected, first, last)
+    result.metrics.update(
+        {"kept_up": kept, "lag_p50_first_quarter_ms": first, "lag_p50_last_quarter_ms": last}
+    )
     result.notes.append(
         f"{len(window)} arrived for {expected} due; {complete}/{expected} of those due"
         f" arrived by +{settings.drain:.0f}s; {'kept up' if kept else 'FELL BEHIND'}"
@@ -266,16 +269,24 @@ def steady_intervals(n: int, settings: Settings) -> list[Interval]:
     return steady_schedules(n, low, high)
 
 
-def _kept_up(window: list[Record], expected: int, t0: float, t1: float) -> bool:
-    """Sent (nearly) all that fell due, and its lag did not grow across the window."""
-    if expected == 0 or len(window) < 0.97 * expected:
-        return False
+def _quarters(window: list[Record], t0: float, t1: float) -> tuple[float | None, float | None]:
+    """Lag p50 of the first and last quarters of the window: growing, steady or catching up."""
     quarter = (t1 - t0) / 4
     first = [r for r in window if r.arrival < t0 + quarter]
     last = [r for r in window if r.arrival >= t1 - quarter]
-    if not first or not last:
+    return (
+        _nan_to_none(summarize(first).p50_ms) if first else None,
+        _nan_to_none(summarize(last).p50_ms) if last else None,
+    )
+
+
+def _kept_up(arrived: int, expected: int, first: float | None, last: float | None) -> bool:
+    """Sent (nearly) all that fell due, and its lag did not grow across the window."""
+    if expected == 0 or arrived < 0.97 * expected:
+        return False
+    if first is None or last is None:
         return True
-    return summarize(last).p50_ms <= summarize(first).p50_ms + 1000
+    return last <= first + 1000
 
 
 def burst(system: System, n: int, settings: Settings) -> Result:
