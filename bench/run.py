@@ -5,7 +5,7 @@
     .venv/bin/python bench/run.py --workloads steady,burst --n 10000 --duration 60
     .venv/bin/python bench/run.py --workloads million --systems beatd --duration 120  # ~20 min
     .venv/bin/python bench/run.py --workloads partitioned            # 1 leader vs 2 x P=16, ~6 min
-    .venv/bin/python bench/run.py --workloads partitioned-failover   # SIGKILL 1 of 2, ~4 min
+    .venv/bin/python bench/run.py --workloads partitioned-failover   # SIGKILL 1 of 2, ~3 min
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust; one database is
 created and dropped per run) and RabbitMQ at 127.0.0.1:5672 (guest/guest);
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import dataclasses
 import json
 import signal
 import sys
@@ -52,6 +53,7 @@ WORKLOADS = (
     "partitioned-failover",
 )
 SYSTEMS = ("beatd", "celery-beat", "apscheduler3", "pika")
+PARTITIONED_WARMUP = 60.0  # seconds, at least (Suite.partitioned)
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -223,18 +225,25 @@ class Suite:
         return (2, 4) if self.args.smoke else (self.args.instances, self.args.partitions)
 
     def partitioned(self) -> None:
-        """`steady` by one leader (P = 1), then by a fleet sharing P, against this run's floor."""
+        """`steady` by one leader (P = 1), then by a fleet sharing P, against this run's floor.
+
+        Warm-up is at least PARTITIONED_WARMUP at full size: 100,000 schedules
+        start with a backlog (each instance loads the file first, then a fleet
+        hands partitions over), and 15 s left it in the window: one leader's
+        p99 was 4.2-12.2 s in three runs with 15 s and 1.5 s with 60.
+        """
         n = self.size(100_000, 20)
+        s = self.settings
+        if not self.args.smoke:
+            s = dataclasses.replace(s, warmup=max(s.warmup, PARTITIONED_WARMUP))
         runs = []
         for instances, count in [(1, 1), self.fleet()]:
             named = f"partitioned-{n}-{instances}x{count}"
             system = beatd_runner.Beatd(instances, count)
-            self.beatd_workload(
-                named, lambda b=system, w=named: measure.steady(b, n, self.settings, w)
-            )
+            self.beatd_workload(named, lambda b=system, w=named: measure.steady(b, n, s, w))
             runs.append(next((r for r in self.results if r.workload == named), None))
         ceiling = self.ceiling("batched").metrics.get("publisher_per_s")
-        plan = measure.steady_intervals(n, self.settings)
+        plan = measure.steady_intervals(n, s)
         beatd_partitioned.compare(runs[0], runs[1], ceiling, plan)
 
     def million(self) -> None:
