@@ -4,6 +4,8 @@
     .venv/bin/python bench/run.py --smoke               # every code path, tiny, ~2 min
     .venv/bin/python bench/run.py --workloads steady,burst --n 10000 --duration 60
     .venv/bin/python bench/run.py --workloads million --systems beatd --duration 120  # ~20 min
+    .venv/bin/python bench/run.py --workloads partitioned            # 1 leader vs 2 x P=16, ~6 min
+    .venv/bin/python bench/run.py --workloads partitioned-failover   # SIGKILL 1 of 2, ~3 min
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust; one database is
 created and dropped per run) and RabbitMQ at 127.0.0.1:5672 (guest/guest);
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import dataclasses
 import json
 import signal
 import sys
@@ -33,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench.harness import measure, procs, targets
 from bench.harness.report import Result, table, write_json
 from bench.harness.services import AMQP_URL, PG_ADMIN_URL
-from bench.peers import beatd_million, beatd_runner, pika_ceiling
+from bench.peers import beatd_million, beatd_partitioned, beatd_runner, pika_ceiling
 from bench.peers.apscheduler_runner import APScheduler3
 from bench.peers.celery_beat import CeleryBeat
 
@@ -46,8 +49,11 @@ WORKLOADS = (
     "catch-up",
     "failover",
     "million",
+    "partitioned",
+    "partitioned-failover",
 )
 SYSTEMS = ("beatd", "celery-beat", "apscheduler3", "pika")
+PARTITIONED_WARMUP = 60.0  # seconds, at least (Suite.partitioned)
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -71,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--lease", type=int, default=5, help="failover lease, seconds")
     parser.add_argument("--rounds", type=int, default=10, help="failover rounds")
+    parser.add_argument(
+        "--partitions", type=int, default=16, help="partitioned workloads: [beatd] partitions"
+    )
+    parser.add_argument(
+        "--instances", type=int, default=2, help="partitioned workloads: instances sharing them"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds each")
     parser.add_argument(
         "--profile",
@@ -156,7 +168,6 @@ class Suite:
         self.record("beatd", workload, run)
 
     def run(self, workloads: list[str]) -> None:
-        s = self.settings
         if "steady" in workloads:
             sizes = [int(x) for x in self.args.steady_n.split(",")]
             if self.args.n:
@@ -166,12 +177,17 @@ class Suite:
         if "burst" in workloads:
             self.scheduler_workload("burst", self.size(10_000, 20))
         if "ceiling" in workloads and "pika" in self.systems:
-            n = self.size(10_000, 200)
             for mode in pika_ceiling.MODES:
-                self.record(
-                    f"pika-{mode}", f"ceiling-{n}", lambda m=mode: pika_ceiling.measure(m, n, s)
-                )
+                self.ceiling(mode)
         self.beatd_only(workloads)
+
+    def ceiling(self, mode: str) -> Result:
+        """Raw pika's publish ceiling in `mode`: this run's, measured now if not yet."""
+        n = self.size(10_000, 200)
+        named = (f"pika-{mode}", f"ceiling-{n}")
+        if not any((r.system, r.workload) == named for r in self.results):
+            self.record(*named, lambda: pika_ceiling.measure(mode, n, self.settings))
+        return next(r for r in self.results if (r.system, r.workload) == named)
 
     def beatd_only(self, workloads: list[str]) -> None:
         """The workloads no peer has."""
@@ -190,11 +206,45 @@ class Suite:
                 )
         if "million" in workloads:
             self.million()
+        rounds, lease = (2, 2) if self.args.smoke else (self.args.rounds, self.args.lease)
         if "failover" in workloads:
-            rounds, lease = (2, 2) if self.args.smoke else (self.args.rounds, self.args.lease)
             self.beatd_workload(
                 f"failover-lease{lease}s", lambda: beatd_runner.failover(rounds, lease, s)
             )
+        if "partitioned" in workloads:
+            self.partitioned()
+        if "partitioned-failover" in workloads:
+            fleet = self.fleet()
+            self.beatd_workload(
+                f"partitioned-failover-{fleet[0]}x{fleet[1]}-lease{lease}s",
+                lambda: beatd_partitioned.failover(rounds, lease, *fleet, s),
+            )
+
+    def fleet(self) -> tuple[int, int]:
+        """(instances, partitions) of the partitioned workloads; smoke: 2 x 4."""
+        return (2, 4) if self.args.smoke else (self.args.instances, self.args.partitions)
+
+    def partitioned(self) -> None:
+        """`steady` by one leader (P = 1), then by a fleet sharing P, against this run's floor.
+
+        Warm-up is at least PARTITIONED_WARMUP at full size: 100,000 schedules
+        start with a backlog (each instance loads the file first, then a fleet
+        hands partitions over), and 15 s left it in the window: one leader's
+        p99 was 4.2-12.2 s in three runs with 15 s and 1.5 s with 60.
+        """
+        n = self.size(100_000, 20)
+        s = self.settings
+        if not self.args.smoke:
+            s = dataclasses.replace(s, warmup=max(s.warmup, PARTITIONED_WARMUP))
+        runs = []
+        for instances, count in [(1, 1), self.fleet()]:
+            named = f"partitioned-{n}-{instances}x{count}"
+            system = beatd_runner.Beatd(instances, count)
+            self.beatd_workload(named, lambda b=system, w=named: measure.steady(b, n, s, w))
+            runs.append(next((r for r in self.results if r.workload == named), None))
+        ceiling = self.ceiling("batched").metrics.get("publisher_per_s")
+        plan = measure.steady_intervals(n, s)
+        beatd_partitioned.compare(runs[0], runs[1], ceiling, plan)
 
     def million(self) -> None:
         """N stored beside the few that make the same due fires, the reference first."""

@@ -40,7 +40,12 @@ def test_smoke_run_covers_every_workload(
         assert ("beatd", workload) in ran
     for r in results:
         assert not r["skipped"], f"{r['system']} {r['workload']}: {r['skipped']}"
-        if r["workload"].startswith(("steady", "burst", "ceiling")):
+        if r["workload"].startswith(("steady", "burst", "ceiling", "partitioned-20-")):
             assert r["metrics"]["delivered"] > 0
             assert r["metrics"]["duplicates"] == 0
+    by_name = {r["workload"]: r["metrics"] for r in results if r["system"] == "beatd"}
+    # One leader and two instances sharing P = 4, each against this run's publish floor.
+    assert "p99_over_floor" in by_name["partitioned-20-1x1"]
+    assert "cpu_per_fire_ratio" in by_name["partitioned-20-2x4"]
+    assert by_name["partitioned-failover-2x4-lease2s"]["moved"] >= 2
     assert "beatd" in done.stdout

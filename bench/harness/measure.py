@@ -62,9 +62,24 @@ class Launched:
     log: Path
     pid: int = 0  # the process whose CPU and RSS count (default: proc.pid)
     cleanup: Callable[[], None] | None = None
+    others: list[Launched] = field(default_factory=list)  # more instances of one system
 
     def __post_init__(self) -> None:
         self.pid = self.pid or self.proc.pid
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid, *(o.pid for o in self.others)]
+
+    def cpu_seconds(self) -> float | None:
+        """CPU of every instance, summed: the system's cost; None once one is gone."""
+        each = [procs.cpu_seconds(pid) for pid in self.pids]
+        return None if None in each else sum(c for c in each if c is not None)
+
+    def peak_rss_mb(self, what: str = "VmHWM") -> float | None:
+        """The largest instance's: what one machine of the fleet must hold."""
+        each = [procs.peak_rss_mb(pid, what) for pid in self.pids]
+        return None if None in each else max(r for r in each if r is not None)
 
 
 class System(Protocol):
@@ -151,7 +166,7 @@ def _launch_and_wait(
     started = time.time()
     launched = system.launch(plan, settings)
     if not wait_for(consumer, _probe_seen(plan.probe_queue), settings.ready_timeout, launched.proc):
-        procs.stop(launched.proc)
+        _finish(launched)
         raise RuntimeError(
             f"{system.name} sent no probe within {settings.ready_timeout:.0f}s:\n"
             + procs.tail(launched.log)
@@ -160,12 +175,13 @@ def _launch_and_wait(
 
 
 def _finish(launched: Launched) -> None:
-    procs.stop(launched.proc)
-    if launched.cleanup is not None:
-        launched.cleanup()
+    for each in [launched, *launched.others]:
+        procs.stop(each.proc)
+        if each.cleanup is not None:
+            each.cleanup()
 
 
-def steady(system: System, n: int, settings: Settings) -> Result:
+def steady(system: System, n: int, settings: Settings, workload: str = "") -> Result:
     """N interval schedules; lag, CPU and RSS over a window after warm-up.
 
     Lag is taken over the messages that *arrived* in the window, so a system
@@ -173,10 +189,12 @@ def steady(system: System, n: int, settings: Settings) -> Result:
     instants would leave out exactly its latest fires). `complete` counts
     the fires scheduled in the window that arrived by the end of the drain,
     against the grid (exact for systems whose intervals do not drift).
+    A system of several instances (`Launched.others`) counts the CPU of all
+    and the peak RSS of the largest. `workload` names the result (default
+    `steady-N`).
     """
-    low, high = (1, 3) if settings.smoke else (10, 60)
-    intervals = steady_schedules(n, low, high)
-    result = Result(system.name, f"steady-{n}")
+    intervals = steady_intervals(n, settings)
+    result = Result(system.name, workload or f"steady-{n}")
     with environment(settings) as (db_url, queue, probe_queue, scratch, consumer):
         plan = Plan(queue, probe_queue, db_url, scratch, intervals=intervals)
         launched, ready_s = _launch_and_wait(system, plan, settings, consumer)
@@ -184,21 +202,21 @@ def steady(system: System, n: int, settings: Settings) -> Result:
             settings.log(f"  {system.name}: ready after {ready_s:.1f}s; warming up")
             procs.sleep_until(time.time() + settings.warmup)
             t0 = time.time()
-            cpu0 = procs.cpu_seconds(launched.pid) or 0.0
+            cpu0 = launched.cpu_seconds() or 0.0
             pg0 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
             stacks = None
             if settings.profile_dir is not None:
-                stacks = settings.profile_dir / f"profile-{system.name}-steady-{n}.txt"
-                profiler = profile.start(launched.pid, settings.duration, stacks)
+                stacks = settings.profile_dir / f"profile-{system.name}-{result.workload}.txt"
+                profiler = profile.Recording(launched.pids, settings.duration, stacks)
             procs.sleep_until(t0 + settings.duration)
             t1 = time.time()
-            cpu1 = procs.cpu_seconds(launched.pid)
+            cpu1 = launched.cpu_seconds()
             pg1 = procs.cpu_of(backend_pids(settings.pg_admin_url, db_url))
-            rss = procs.peak_rss_mb(launched.pid)
-            rss_now = procs.peak_rss_mb(launched.pid, "VmRSS")  # the peak includes loading
+            rss = launched.peak_rss_mb()
+            rss_now = launched.peak_rss_mb("VmRSS")  # the peak includes loading
             expected = expected_between(intervals, t0, t1)
             if stacks is not None:
-                profile.finish(profiler)
+                profiler.finish()
                 result.metrics["profile"] = profile.summary(stacks)
                 result.notes.append(f"profiled (py-spy, 100 Hz): {stacks.name}")
 
@@ -228,8 +246,11 @@ def steady(system: System, n: int, settings: Settings) -> Result:
             "rss_at_end_mb": rss_now,
         }
     )
-    kept = _kept_up(window, expected, t0, t1)
-    result.metrics["kept_up"] = kept
+    first, last = _quarters(window, t0, t1)
+    kept = _kept_up(len(window), expected, first, last)
+    result.metrics.update(
+        {"kept_up": kept, "lag_p50_first_quarter_ms": first, "lag_p50_last_quarter_ms": last}
+    )
     result.notes.append(
         f"{len(window)} arrived for {expected} due; {complete}/{expected} of those due"
         f" arrived by +{settings.drain:.0f}s; {'kept up' if kept else 'FELL BEHIND'}"
@@ -242,16 +263,30 @@ def steady(system: System, n: int, settings: Settings) -> Result:
     return result
 
 
-def _kept_up(window: list[Record], expected: int, t0: float, t1: float) -> bool:
-    """Sent (nearly) all that fell due, and its lag did not grow across the window."""
-    if expected == 0 or len(window) < 0.97 * expected:
-        return False
+def steady_intervals(n: int, settings: Settings) -> list[Interval]:
+    """The `steady` workload's schedules (smoke runs: periods of 1-3 s, so seconds see fires)."""
+    low, high = (1, 3) if settings.smoke else (10, 60)
+    return steady_schedules(n, low, high)
+
+
+def _quarters(window: list[Record], t0: float, t1: float) -> tuple[float | None, float | None]:
+    """Lag p50 of the first and last quarters of the window: growing, steady or catching up."""
     quarter = (t1 - t0) / 4
     first = [r for r in window if r.arrival < t0 + quarter]
     last = [r for r in window if r.arrival >= t1 - quarter]
-    if not first or not last:
+    return (
+        _nan_to_none(summarize(first).p50_ms) if first else None,
+        _nan_to_none(summarize(last).p50_ms) if last else None,
+    )
+
+
+def _kept_up(arrived: int, expected: int, first: float | None, last: float | None) -> bool:
+    """Sent (nearly) all that fell due, and its lag did not grow across the window."""
+    if expected == 0 or arrived < 0.97 * expected:
+        return False
+    if first is None or last is None:
         return True
-    return summarize(last).p50_ms <= summarize(first).p50_ms + 1000
+    return last <= first + 1000
 
 
 def burst(system: System, n: int, settings: Settings) -> Result:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 _PLUMBING = ("(threading.py)", "(runpy.py)", "(<frozen runpy>)")  # on every stack: says nothing
@@ -40,6 +41,26 @@ def finish(proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+class Recording:
+    """py-spy on each of `pids` (one per instance), joined into `out` by `finish`.
+
+    py-spy attaches to one process; collapsed stacks of several add up line
+    by line, so the joined file reads as the whole system's samples.
+    """
+
+    def __init__(self, pids: Sequence[int], seconds: float, out: Path) -> None:
+        self.out = out
+        self.parts = [out] if len(pids) == 1 else [out.with_suffix(f".{pid}.txt") for pid in pids]
+        self.procs = [start(pid, seconds, part) for pid, part in zip(pids, self.parts, strict=True)]
+
+    def finish(self) -> None:
+        for proc in self.procs:
+            finish(proc)
+        if self.parts != [self.out]:
+            joined = (p.read_text() for p in self.parts if p.exists())
+            self.out.write_text("".join(joined))
 
 
 def summary(path: Path, top: int = 12) -> dict[str, list[tuple[str, float]]]:

@@ -70,6 +70,7 @@ def check(results: Sequence[Result]) -> list[str]:
         lines.append(_line(target, mine, target.limit(index)))
     lines += _floors(index)
     lines += _million(index)
+    lines += _partitioned(index)
     for r in results:
         if r.system == "beatd" and not r.skipped and r.workload.startswith("failover-"):
             limit = r.metrics["lease_s"] + 1
@@ -77,6 +78,26 @@ def check(results: Sequence[Result]) -> list[str]:
                 _line(Target(r.workload, "<= lease + 1 s", "seconds", _fixed(limit)), r, limit)
             )
     return lines
+
+
+def _partitioned(index: dict[str, Result]) -> list[str]:
+    """Issue 15's partition targets: the fleet's steady run against the floor and one leader
+    (`beatd_partitioned.compare` puts the ratios in its metrics); each takeover's time."""
+    checks = []
+    for key, r in sorted(index.items()):
+        if key.startswith("beatd/partitioned-failover-"):
+            limit = _fixed(r.metrics["lease_s"] + 1)
+            checks += [
+                (Target(r.workload, "median <= lease + 1 s", "seconds", limit), r),
+                (Target(r.workload, "slowest partition <= lease + 1 s", "max_s", limit), r),
+            ]
+        elif key.startswith("beatd/partitioned-") and not key.endswith("-1x1"):
+            checks += [
+                (Target(r.workload, "keeps up", "kept_up", _fixed(1), at_most=False), r),
+                (Target(r.workload, "p99 lag <= 2x the floor", "p99_over_floor", _fixed(2)), r),
+                (Target(r.workload, "CPU/fire <= 1 leader's", "cpu_per_fire_ratio", _fixed(1)), r),
+            ]
+    return [_line(target, r, target.limit(index)) for target, r in checks]
 
 
 def _line(target: Target, mine: Result, limit: float | None) -> str:

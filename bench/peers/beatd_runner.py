@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from beatd.model import Partition
 from bench.harness import procs
 from bench.harness.consumer import Record
 from bench.harness.measure import (
@@ -65,6 +67,7 @@ def write_config(
     *,
     lease: str | None = None,
     instance_id: str | None = None,
+    partitions: int = 1,
 ) -> Path:
     head = [
         "[beatd]",
@@ -75,6 +78,8 @@ def write_config(
         head.append(f"lease = {_toml_string(lease)}")
     if instance_id is not None:
         head.append(f"instance_id = {_toml_string(instance_id)}")
+    if partitions != 1:
+        head.append(f"partitions = {partitions}")
     with path.open("w") as out:
         out.write("\n".join(head) + "\n\n")
         for table in tables:
@@ -99,7 +104,12 @@ def upgrade(db_url: str) -> None:
 
 
 class Beatd:
+    """`instances` processes of `beatd run` on one config (default: one, P = 1)."""
+
     name = "beatd"
+
+    def __init__(self, instances: int = 1, partitions: int = 1) -> None:
+        self.instances, self.partitions = instances, partitions
 
     def unavailable(self) -> str | None:
         for module in ("beatd.daemon", "beatd.cli.daemon_cmds", "beatd.store.sql.migrate"):
@@ -122,8 +132,14 @@ class Beatd:
             plan.db_url,
             settings.amqp_url,
             (t for group in tables for t in group),
+            partitions=self.partitions,
         )
-        return start(config, plan.workdir / "beatd.log")
+        first, *others = (
+            start(config, plan.workdir / f"beatd-{k}.log" if k else plan.workdir / "beatd.log")
+            for k in range(self.instances)
+        )
+        first.others = others
+        return first
 
 
 def start(config: Path, log: Path) -> Launched:
@@ -314,15 +330,56 @@ def catch_up(schedules: int, downtime: int, settings: Settings) -> Result:
     return result
 
 
-def _leader(db_url: str) -> str | None:
+def holders(db_url: str) -> dict[Partition, str]:
+    """Partition -> the instance id holding its lease now, by the database clock."""
     from beatd.store import open_store
 
     store = open_store(db_url)
     try:
-        lease = store.current()
+        return {lease.partition: lease.holder for lease in store.leases()}
     finally:
         store.close()
-    return None if lease is None else lease.holder
+
+
+class Fleet:
+    """Instances `bench-<k>` (k counting up) of one config on one database, for kill rounds."""
+
+    def __init__(
+        self, db_url: str, scratch: Path, settings: Settings, tables: list[str], **config: Any
+    ) -> None:
+        self.db_url, self.scratch, self.settings = db_url, scratch, settings
+        self.tables, self.config = tables, config  # config: write_config's keywords
+        self.running: dict[str, Launched] = {}
+        self.started = 0
+
+    def launch(self) -> str:
+        """Start the next instance; returns its instance id."""
+        k, self.started = self.started, self.started + 1
+        ident = f"bench-{k}"
+        path = write_config(
+            self.scratch / f"beatd-{k}.toml",
+            self.db_url,
+            self.settings.amqp_url,
+            self.tables,
+            instance_id=ident,
+            **self.config,
+        )
+        self.running[ident] = start(path, self.scratch / f"beatd-{k}.log")
+        return ident
+
+    def kill(self, ident: str) -> float:
+        """SIGKILL `ident` mid-second, so no fire is in flight; returns when (time.time())."""
+        procs.sleep_until(math.floor(time.time()) + 1.5)
+        killed_at = time.time()
+        procs.kill(self.running.pop(ident).proc)
+        return killed_at
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for launched in self.running.values():
+            procs.stop(launched.proc)
 
 
 def failover(rounds: int, lease: int, settings: Settings) -> Result:
@@ -332,52 +389,27 @@ def failover(rounds: int, lease: int, settings: Settings) -> Result:
     took: list[float] = []
     with environment(settings) as (db_url, queue, _probe, scratch, consumer):
         upgrade(db_url)
-        running: dict[str, Launched] = {}
-
-        def launch(k: int) -> None:
-            ident = f"bench-{k}"
-            config = write_config(
-                scratch / f"beatd-{k}.toml",
-                db_url,
-                settings.amqp_url,
-                (interval_table(i, queue) for i in beats),
-                lease=f"{lease}s",
-                instance_id=ident,
-            )
-            running[ident] = start(config, scratch / f"beatd-{k}.log")
-
-        try:
-            launch(0)
+        tables = [interval_table(i, queue) for i in beats]
+        with Fleet(db_url, scratch, settings, tables, lease=f"{lease}s") as fleet:
+            fleet.launch()
             if not wait_for(consumer, Count(lambda r: r.queue == queue, 1), 60):
                 raise RuntimeError(f"no fire from beatd:\n{procs.tail(scratch / 'beatd-0.log')}")
-            launch(1)
-            for k in range(2, rounds + 2):
+            fleet.launch()
+            for k in range(1, rounds + 1):
                 time.sleep(max(3.0, lease / 2))  # the new standby is up and asking
-                holder = _leader(db_url)
-                if holder not in running:
+                holder = holders(db_url).get(Partition())
+                if holder not in fleet.running:
                     raise RuntimeError(f"leader {holder!r} is none of ours")
-                procs.sleep_until(math.floor(time.time()) + 1.5)  # mid-second: no fire in flight
-                killed_at = time.time()
-                procs.kill(running.pop(holder).proc)
+                killed_at = fleet.kill(holder)
 
                 def after_kill(r: Record, at: float = killed_at) -> bool:
                     return r.scheduled is not None and r.scheduled > at
 
                 if not wait_for(consumer, Count(after_kill, 1), lease + 30):
                     raise RuntimeError("no fire after the leader was killed")
-                took.append(
-                    min(
-                        r.arrival
-                        for r in consumer.records
-                        if r.scheduled is not None and r.scheduled > killed_at
-                    )
-                    - killed_at
-                )
-                settings.log(f"  beatd: failover {k - 1}/{rounds}: {took[-1]:.2f}s")
-                launch(k)
-        finally:
-            for launched in running.values():
-                procs.stop(launched.proc)
+                took.append(min(r.arrival for r in consumer.records if after_kill(r)) - killed_at)
+                settings.log(f"  beatd: failover {k}/{rounds}: {took[-1]:.2f}s")
+                fleet.launch()
     result.metrics.update(
         {
             "seconds": median(took),
