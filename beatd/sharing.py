@@ -142,8 +142,7 @@ class Crew:
         mono = self.clock.monotonic()
         if mono >= self._renew_at:
             steps = [
-                leader.step(acquire=acquire and not leader.handing_over)
-                for leader in self.held()
+                leader.step(acquire=acquire and not leader.handing_over) for leader in self.held()
             ]
             self._renew_at = mono + min(steps, default=self.ttl.total_seconds() / 3)
         return self._renew_at - mono

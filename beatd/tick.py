@@ -111,10 +111,16 @@ class Ticker:
                 break
         else:
             return now  # more is due: go on after the loop's other duties
+        return self._next_wake(now)
+
+    def _next_wake(self, now: datetime) -> datetime | None:
+        """Ticks are spaced lookahead/2 apart, but for a crowd: a crowd seen late (an
+        every-second schedule beside it hides it until it is next) is recorded from now."""
         next_due = self.store.next_due_at(self.partition)
         if next_due is None:
             return None
-        return max(next_due - self._head_start(next_due), now + self.lookahead / 2)
+        wake = next_due - self._head_start(next_due)
+        return max(wake, now if self._crowded is not None else now + self.lookahead / 2)
 
     def _horizon(self, now: datetime) -> datetime:
         """now + lookahead; once it is time for a crowd's head start, through the crowd."""

@@ -274,6 +274,26 @@ def test_a_crowded_instant_is_recorded_before_it_is_due(
     }
 
 
+def test_a_crowd_behind_an_every_second_schedule_is_recorded_from_when_it_is_seen(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    """Found by the burst benchmark: its every-second probe made each next instant a
+    small one, so the minute's crowd was seen only 2.5 s ahead, and the tick's 1 s
+    spacing put off recording it to 1.5 s ahead: 10,000 fires took longer than that,
+    and the last 500 went out 2 s late."""
+    load(store, clock, sched("probe"), *(sched(f"s{i:03}", 60) for i in range(600)))
+    leader = leading(store, clock)
+    ticker = Ticker(
+        store, leader, build_message, record_cost=timedelta(milliseconds=5)
+    )  # 600 fires: a 3 s head start, more than the usual 1.5 s
+    clock.set(T0 + timedelta(seconds=57.5))
+    leader.step()
+    assert ticker.tick(clock.now()) == clock.now()  # the crowd is next: go on at once
+    ticker.tick(clock.now())
+    at_60 = [f.schedule for f in store.history(None, 2000) if f.scheduled_for == at(60)]
+    assert len(at_60) == 601  # the crowd and the probe
+
+
 def test_tick_records_nothing_when_not_leading(store: MemoryStore, clock: FakeClock) -> None:
     load(store, clock, sched("a"))
     ticker = Ticker(store, Leader(store, clock, TTL, "a"), build_message)
