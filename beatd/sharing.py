@@ -85,7 +85,6 @@ class Crew:
         self._lock = threading.Lock()
         self._drained: set[int] = set()  # handed-over partitions the relay has drained
         self._seen = float("-inf")  # monotonic time of the last heartbeat
-        self._renew_at = float("-inf")  # monotonic: when the held leases are renewed next
         self._over_since: float | None = None  # monotonic: since when it holds too many
         self._foreign: int | None = None  # another partitioning still holding leases
 
@@ -114,7 +113,9 @@ class Crew:
             except StoreError as exc:
                 self._on_failure(exc)
             return self.leaders[0].step(acquire=acquire)
-        waits = [self._release_drained(), self._renew(acquire)]
+        waits = [self._release_drained()]
+        held = self.held()
+        waits += [leader.step(acquire=acquire and not leader.handing_over) for leader in held]
         try:
             rank, live = self._roll_call()
             free = self._free() if acquire else []
@@ -127,25 +128,10 @@ class Crew:
         wanted = [i for i in order if i in free][: max(self.share - len(held), 0)]
         for index in wanted:
             self.leaders[index].step(acquire=True)
-        if acquire and len(self.held()) < self.count:
-            waits.append(STANDBY_POLL)  # others hold some: take a dead one's as a standby would
+        if acquire and len(self.held()) < self.share and free:
+            waits.append(STANDBY_POLL)
         waits.append(self._hand_over(order))
         return max(min(waits), 0.01)
-
-    def _renew(self, acquire: bool) -> float:
-        """Renew every held lease when due (every ttl / 3); seconds until the next renewal.
-
-        Steps in between only read the roll call and the free partitions: a
-        dead instance's partitions are taken within STANDBY_POLL of expiring,
-        without renewing every held lease that often.
-        """
-        mono = self.clock.monotonic()
-        if mono >= self._renew_at:
-            steps = [
-                leader.step(acquire=acquire and not leader.handing_over) for leader in self.held()
-            ]
-            self._renew_at = mono + min(steps, default=self.ttl.total_seconds() / 3)
-        return self._renew_at - mono
 
     def _heartbeat(self) -> None:
         """This process's roll call (the `instances` table), at most every HEARTBEAT."""
