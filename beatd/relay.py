@@ -95,7 +95,7 @@ class Relay:
         self._poked = threading.Event()  # fires were recorded elsewhere: claim at the next run
         self._offers: deque[list[Message]] = deque()  # from the tick's thread
         self._known: dict[str, tuple[int, Message]] = {}  # fire id -> (stamp, message)
-        self._confirmed: list[str] = []  # confirmed, not marked sent yet
+        self._confirmed: dict[str, None] = {}  # confirmed, not marked sent yet (in order)
         self._confirmed_at: datetime | None = None  # the oldest of those confirms
 
     def poke(self) -> None:
@@ -185,8 +185,8 @@ class Relay:
     def settle(self) -> None:
         """Mark the confirmed fires sent; they stay confirmed here until that succeeds."""
         if self._confirmed:
-            self.firelog.mark_sent(self._confirmed, self._confirmed_at or self.clock.now())
-            self._confirmed, self._confirmed_at = [], None
+            self.firelog.mark_sent(list(self._confirmed), self._confirmed_at or self.clock.now())
+            self._confirmed, self._confirmed_at = {}, None
 
     def drained(self, now: datetime, within: timedelta) -> bool:
         """Nothing held or unsettled, and nothing recorded due within `within` (for SIGTERM)."""
@@ -205,10 +205,9 @@ class Relay:
         while len(self._held) < WINDOW:
             limit = min(CLAIM, WINDOW - len(self._held))
             claimed = self.firelog.claim(lease, now + self.ahead, limit, self._known)
-            confirmed = set(self._confirmed)
             fresh = []
             for m in claimed:
-                if m.fire_id in confirmed:
+                if m.fire_id in self._confirmed:
                     continue  # sent by this process in an earlier term, its mark failed
                 heapq.heappush(self._held, (m.publish_at, m.fire_id, m))
                 cached = self._known.pop(m.fire_id, None)
@@ -244,7 +243,7 @@ class Relay:
             message = by_id[r.fire_id]
             if r.status is Status.CONFIRMED:
                 self._nacks.pop(r.fire_id, None)
-                self._confirmed.append(r.fire_id)
+                self._confirmed[r.fire_id] = None
                 lag = max((confirmed_at - message.scheduled_for).total_seconds(), 0.0)
                 self.metrics.lag.observe(lag)
                 published.append((message, lag))
